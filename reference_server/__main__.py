@@ -1,0 +1,5 @@
+"""Allow ``python -m reference_server``."""
+
+from ._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""Jobs and the job manager: one nursery for the server's life, one cancel scope per job."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._config import DEFAULT_STAGE_SECONDS, STAGE_RANGES, STAGES, ServerConfig
+from ._eventlog import EventLog
+from ._pipeline import STAGE_WORK, StageFailure, Workspace, single_errors
+from ._validation import JobRequest
+
+TERMINAL = frozenset({"completed", "failed", "canceled"})
+STATUSES = ("queued", "running", "canceling", "completed", "failed", "canceled")
+
+
+def iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Job:
+    def __init__(self, request: JobRequest, config: ServerConfig) -> None:
+        self.id = secrets.token_urlsafe(16)  # 128 random bits
+        self.correlation_id = secrets.token_hex(8)
+        self.request = request
+        self.config = config
+        self.log = EventLog()
+        self.cancel_scope = trio.CancelScope()
+        self.status = "queued"
+        self.stage: str | None = None
+        self.percent = 0.0
+        self.stage_percent = 0.0
+        self.message = "waiting for a free worker"
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.steps = {s: {"name": s, "status": "pending", "percent": 0.0, "startedAt": None, "endedAt": None} for s in STAGES}
+        self.artifacts: list[dict[str, Any]] = []
+        self.error: dict[str, Any] | None = None
+        self.workdir: Path | None = None
+        self.pids: set[int] = set()
+        self.spawned: list[int] = []
+        self.done = trio.Event()
+
+    # -- events ---------------------------------------------------------------------------
+    def emit(self, event_type: str, terminal: bool = False, **fields: Any) -> None:
+        data = {"jobId": self.id, "correlationId": self.correlation_id, **fields}
+        self.log.append(event_type, data, terminal=terminal)
+
+    def set_status(self, status: str, message: str) -> None:
+        self.status, self.message = status, message
+        self.emit("job-status", status=status, stage=self.stage, percent=self.percent, message=message)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    # -- views ----------------------------------------------------------------------------
+    def _elapsed_ms(self) -> int:
+        if self.started_at is None:
+            return 0
+        return int(((self.ended_at or time.time()) - self.started_at) * 1000)
+
+    def eta_ms(self) -> int | None:
+        if self.terminal:
+            return 0
+        left = 0.0
+        seen_current = self.stage is None
+        for stage in STAGES:
+            least = self.request.stage_seconds.get(stage, DEFAULT_STAGE_SECONDS[stage] * self.config.time_scale)
+            if stage == self.stage:
+                seen_current = True
+                left += least * (1 - self.stage_percent / 100)
+            elif seen_current:
+                left += least
+        return int(left * 1000)
+
+    def _steps(self) -> list[dict[str, Any]]:
+        out = []
+        for step in self.steps.values():
+            started, ended = step["startedAt"], step["endedAt"]
+            duration = int(((ended or time.time()) - started) * 1000) if started else None
+            out.append({**step, "startedAt": iso(started), "endedAt": iso(ended), "durationMs": duration})
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = {
+            "jobId": self.id,
+            "status": self.status,
+            "stage": self.stage,
+            "percent": self.percent,
+            "message": self.message,
+            "correlationId": self.correlation_id,
+            "createdAt": iso(self.created_at),
+            "startedAt": iso(self.started_at),
+            "completedAt": iso(self.ended_at) if self.status == "completed" else None,
+            "canceledAt": iso(self.ended_at) if self.status == "canceled" else None,
+            "failedAt": iso(self.ended_at) if self.status == "failed" else None,
+            "elapsedMs": self._elapsed_ms(),
+            "etaMs": self.eta_ms(),
+            "lastEventId": self.log.last_id,
+            "steps": self._steps(),
+            "artifacts": self.artifacts,
+            "error": self.error,
+        }
+        if self.config.diagnostics:
+            snap["resources"] = {"workdir": str(self.workdir) if self.workdir else None, "pids": sorted(self.pids)}
+        return snap
+
+    def summary(self) -> dict[str, Any]:
+        return {"jobId": self.id, "status": self.status, "stage": self.stage, "percent": self.percent,
+                "createdAt": iso(self.created_at), "lastEventId": self.log.last_id}
+
+    def progress(self) -> dict[str, Any]:
+        return {"jobId": self.id, "status": self.status, "stage": self.stage, "percent": self.percent,
+                "stagePercent": self.stage_percent, "elapsedMs": self._elapsed_ms(), "etaMs": self.eta_ms(),
+                "steps": self._steps()}
+
+
+class JobManager:
+    """Owns every job's task in one nursery that lives as long as the server."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.jobs: dict[str, Job] = {}
+        self._limiter = trio.CapacityLimiter(config.max_concurrent_jobs)
+        self._nursery: trio.Nursery | None = None
+        self.closing = trio.Event()
+        self.work_root = Path(config.data_dir) / "work"
+        self.artifact_root = Path(config.data_dir) / "artifacts"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._housekeeping)
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- public operations ----------------------------------------------------------------
+    def create(self, request: JobRequest) -> Job:
+        if self._nursery is None or self.closing.is_set():
+            raise RuntimeError("the job manager is not running")
+        job = Job(request, self.config)
+        self.jobs[job.id] = job
+        job.emit("job-status", status="queued", stage=None, percent=0.0, message=job.message)
+        self._nursery.start_soon(self._run_job, job)
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Ask a job to stop; idempotent while it is not terminal."""
+        if job.terminal:
+            raise ValueError("terminal")
+        if job.status != "canceling":
+            job.set_status("canceling", "cancel requested")
+        job.cancel_scope.cancel()
+
+    async def shutdown(self, grace: float = 1.2) -> None:
+        """Cancel every live job and wait (bounded) for them to clean up."""
+        self.closing.set()
+        live = [job for job in self.jobs.values() if not job.terminal]
+        for job in live:
+            self.cancel(job)
+        with trio.move_on_after(grace):
+            for job in live:
+                await job.done.wait()
+
+    # -- the job's life -------------------------------------------------------------------
+    async def _run_job(self, job: Job) -> None:
+        failure: StageFailure | None = None
+        finished = False
+        with job.cancel_scope:
+            try:
+                async with self._limiter:
+                    job.started_at = time.time()
+                    job.workdir = self.work_root / job.id
+                    job.workdir.mkdir(parents=True)
+                    job.set_status("running", "started")
+                    await self._pipeline(job)
+                    finished = True
+            except StageFailure as exc:
+                failure = exc
+            except (OSError, RuntimeError, ValueError) as exc:  # a real tool or disk failure
+                failure = StageFailure("INTERNAL", f"{type(exc).__name__}: {exc}", ["retry the job", "check the server log"])
+        # No await from here to the terminal event: a cancel request either came before
+        # (and wins) or comes after the job is terminal (and gets 409).
+        try:
+            if job.status == "canceling" or (not finished and failure is None):
+                self._finish_canceled(job)
+            elif failure is not None:
+                self._finish_failed(job, failure)
+            else:
+                self._finish_completed(job)
+        finally:
+            job.done.set()
+
+    async def _pipeline(self, job: Job) -> None:
+        config = self.config
+
+        def warn(code: str, message: str) -> None:
+            job.emit("warning", stage=job.stage, code=code, message=message)
+
+        def progress(fraction: float) -> None:
+            workspace_fraction[0] = max(workspace_fraction[0], fraction)
+
+        workspace_fraction = [0.0]
+        ws = Workspace(
+            workdir=job.workdir, topic=job.request.topic, scenes=job.request.scenes,
+            video_size=config.video_size, video_fps=config.video_fps, scene_seconds=config.scene_seconds,
+            pids=job.pids, spawned=job.spawned, warn=warn, progress=progress,
+        )
+        for stage in STAGES:
+            workspace_fraction[0] = 0.0
+            await self._stage(job, stage, ws, workspace_fraction)
+
+    async def _stage(self, job: Job, stage: str, ws: Workspace, work: list[float]) -> None:
+        low, high = STAGE_RANGES[stage]
+        request = job.request
+        step = job.steps[stage]
+        job.stage, job.stage_percent, job.percent = stage, 0.0, float(low)
+        step.update(status="running", startedAt=time.time(), percent=0.0)
+        job.emit("step-status", stage=stage, status="running", percent=job.percent)
+        least = request.stage_seconds.get(stage, DEFAULT_STAGE_SECONDS[stage] * self.config.time_scale)
+        started = trio.current_time()
+
+        def tick() -> None:
+            elapsed = trio.current_time() - started
+            by_time = 1.0 if least <= 0 else min(1.0, elapsed / least)
+            stage_percent = round(100 * min(by_time, work[0]), 1)
+            job.stage_percent = max(job.stage_percent, stage_percent)
+            job.percent = round(low + (high - low) * job.stage_percent / 100, 2)
+            step["percent"] = job.stage_percent
+            job.message = f"{stage}: {job.stage_percent:.0f}%"
+            job.emit("step-progress", stage=stage, stagePercent=job.stage_percent, percent=job.percent,
+                     message=job.message, elapsedMs=int(elapsed * 1000), etaMs=job.eta_ms())
+
+        stall = request.stall_seconds.get(stage, 0.0)
+        if stall:
+            tick()
+            await trio.sleep(stall)  # silent on purpose: the stream must carry keep-alives now
+            started = trio.current_time()
+        if request.warn_at == stage:
+            job.emit("warning", stage=stage, code="REQUESTED_WARNING", message=f"warning requested at {stage}")
+        if request.fail_at == stage:
+            step.update(status="failed", endedAt=time.time())
+            raise StageFailure("STAGE_FAILED", f"{stage} failed as requested by failAt",
+                               [f"remove failAt={stage} from the request", "retry the job"])
+
+        async def ticker() -> None:
+            while True:
+                tick()
+                await trio.sleep(self.config.progress_interval)
+
+        with single_errors():
+            await self._work_while_ticking(stage, ws, work, ticker, started + least)
+        tick()
+        step.update(status="succeeded", endedAt=time.time(), percent=100.0)
+        job.stage_percent, job.percent = 100.0, float(high)
+        job.emit("step-status", stage=stage, status="succeeded", percent=job.percent)
+
+    @staticmethod
+    async def _work_while_ticking(stage, ws, work, ticker, not_before) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await STAGE_WORK[stage](ws)
+            work[0] = 1.0
+            await trio.sleep_until(not_before)
+            nursery.cancel_scope.cancel()
+
+    # -- endings: each removes the folder and reaps processes before its terminal event -----
+    def _cleanup(self, job: Job) -> dict[str, bool]:
+        if job.workdir is not None:
+            shutil.rmtree(job.workdir, ignore_errors=True)
+        return {
+            "workdirRemoved": job.workdir is None or not job.workdir.exists(),
+            "processesKilled": not any(pid_alive(pid) for pid in job.spawned),
+        }
+
+    def _close_steps(self, job: Job, status: str) -> None:
+        now = time.time()
+        for step in job.steps.values():
+            if step["status"] == "running":
+                step.update(status=status, endedAt=now)
+            elif step["status"] == "pending":
+                step["status"] = "skipped" if status != "canceled" else "canceled"
+
+    def _finish_canceled(self, job: Job) -> None:
+        cleanup = self._cleanup(job)
+        self._close_steps(job, "canceled")
+        job.ended_at = time.time()
+        job.status, job.message = "canceled", "canceled by request"
+        job.emit("job-cancelled", terminal=True, status="canceled", stage=job.stage, cleanup=cleanup)
+
+    def _finish_failed(self, job: Job, failure: StageFailure) -> None:
+        job.error = {"code": failure.code, "message": failure.message, "stage": job.stage,
+                     "remediation": failure.remediation}
+        job.emit("error", stage=job.stage, code=failure.code, message=failure.message)
+        cleanup = self._cleanup(job)
+        self._close_steps(job, "failed")
+        job.ended_at = time.time()
+        job.status, job.message = "failed", failure.message
+        job.emit("job-failed", terminal=True, status="failed", stage=job.stage, error=job.error, cleanup=cleanup)
+
+    def _finish_completed(self, job: Job) -> None:
+        target = self.artifact_root / job.id
+        target.mkdir(parents=True, exist_ok=True)
+        video = target / "video.mp4"
+        os.replace(job.workdir / "video.mp4", video)
+        self._cleanup(job)
+        job.artifacts = [{"name": "video.mp4", "url": f"/api/jobs/{job.id}/artifacts/video.mp4",
+                          "sizeBytes": video.stat().st_size, "mimeType": "video/mp4"}]
+        job.ended_at = time.time()
+        job.status, job.percent, job.stage_percent, job.message = "completed", 100.0, 100.0, "done"
+        job.emit("job-completed", terminal=True, status="completed", percent=100.0, artifacts=job.artifacts,
+                 durationMs=int((job.ended_at - (job.started_at or job.created_at)) * 1000))
+
+    def artifact_path(self, job: Job, name: str) -> Path | None:
+        if not any(a["name"] == name for a in job.artifacts):
+            return None
+        path = self.artifact_root / job.id / name
+        return path if path.is_file() else None
+
+    # -- housekeeping ---------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        last_sweep = -float("inf")
+        while True:
+            now = trio.current_time()
+            if now - last_sweep >= self.config.sweep_interval_seconds:
+                await trio.to_thread.run_sync(self.sweep_crash_leftovers)
+                last_sweep = now
+            self._forget_old_jobs()
+            await trio.sleep(min(60.0, self.config.sweep_interval_seconds))
+
+    def sweep_crash_leftovers(self) -> list[str]:
+        """Remove work folders older than the sweep age that no live job owns."""
+        removed = []
+        cutoff = time.time() - self.config.sweep_age_seconds
+        live = {job.id for job in self.jobs.values() if not job.terminal}
+        for entry in self.work_root.iterdir():
+            if entry.name not in live and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+        return removed
+
+    def _forget_old_jobs(self) -> None:
+        cutoff = time.time() - self.config.retention_seconds
+        for job_id, job in list(self.jobs.items()):
+            if job.terminal and job.ended_at is not None and job.ended_at < cutoff:
+                shutil.rmtree(self.artifact_root / job_id, ignore_errors=True)
+                del self.jobs[job_id]
