@@ -1,0 +1,82 @@
+"""A small async client for a target's REST endpoints, built on its profile."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import httpx
+
+from ._profile import Profile
+
+__all__ = ["ApiClient", "Reply"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """An HTTP answer as observed: status, headers, body and the body as JSON when it is."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    json: Any  # None when the body is not JSON
+    elapsed_ms: float
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    def describe(self) -> str:
+        text = self.body[:300].decode("utf-8", errors="replace")
+        return f"HTTP {self.status} {self.content_type or '(no content type)'}: {text}"
+
+
+class ApiClient:
+    """Every call returns a Reply, whatever the status; transport failures raise httpx errors."""
+
+    def __init__(self, profile: Profile, client: httpx.AsyncClient) -> None:
+        self.profile = profile
+        self.http = client
+
+    async def request(self, method: str, url: str, **kwargs) -> Reply:
+        headers = {**self.profile.headers(), **kwargs.pop("headers", {})}
+        response = await self.http.request(method, url, headers=headers, **kwargs)
+        body = response.content
+        try:
+            parsed = json.loads(body) if body else None
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()}, body, parsed,
+                     response.elapsed.total_seconds() * 1000)
+
+    def job_body(self, **knobs: Any) -> dict[str, Any]:
+        return {**self.profile.job_body, **knobs}
+
+    async def healthz(self) -> Reply:
+        return await self.request("GET", self.profile.url("healthz"))
+
+    async def create(self, body: dict[str, Any] | None = None, **knobs: Any) -> Reply:
+        return await self.request("POST", self.profile.url("create"), json=body if body is not None else self.job_body(**knobs))
+
+    async def demo(self) -> Reply:
+        return await self.request("POST", self.profile.url("demo"))
+
+    async def snapshot(self, job_id: str) -> Reply:
+        return await self.request("GET", self.profile.url("job", id=job_id))
+
+    async def cancel(self, job_id: str) -> Reply:
+        return await self.request("POST", self.profile.url("cancel", id=job_id))
+
+    async def queue(self, status: str | None = None) -> Reply:
+        params = {"status": status} if status is not None else None
+        return await self.request("GET", self.profile.url("queue"), params=params)
+
+    async def progress(self, job_id: str) -> Reply:
+        return await self.request("GET", self.profile.url("progress", id=job_id))
+
+    async def artifact(self, job_id: str, name: str) -> Reply:
+        return await self.request("GET", self.profile.url("artifact", id=job_id, name=name))
+
+    def events_url(self, job_id: str) -> str:
+        return self.profile.url("events", id=job_id)

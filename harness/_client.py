@@ -1,0 +1,309 @@
+"""The recording client: one HTTP response or a browser-like chain of reconnects, kept as a Trace."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from typing import AsyncIterator, Awaitable, Callable, Iterable
+
+import httpx
+import trio
+
+from ._decoder import Comment, Decoder, Event, Notice, Record, Retry, Violation
+
+__all__ = ["Limits", "ReconnectPolicy", "Segment", "Stream", "Trace", "follow", "record", "stream"]
+
+# How a connection ended. Only "server-closed" is the server finishing the response.
+END_SERVER = "server-closed"
+END_CLIENT = "client-closed"
+END_RESET = "reset"
+END_TIMEOUT = "timeout"
+END_CONNECT = "connect-failed"
+END_STATUS = "http-status"
+END_OVERFLOW = "overflow"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Every wait has a timeout and every buffer a bound."""
+
+    connect: float = 5.0
+    read: float = 30.0  # the longest silence we sit through before calling it a timeout
+    total: float = 120.0
+    max_bytes: int = 64 << 20
+    max_line: int = 1 << 20
+    after_terminal: float = 3.0  # how long we wait for the server to close after a terminal event
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One HTTP request/response of an event stream, as observed."""
+
+    url: str
+    request_headers: tuple[tuple[str, str], ...]
+    last_event_id_sent: str | None
+    started_at: float  # time.monotonic()
+    wall_offset: float  # add to a monotonic time to get epoch seconds
+    status: int | None
+    headers: tuple[tuple[str, str], ...]  # lower-case names
+    records: tuple[Record, ...]
+    chunks: tuple[tuple[float, int], ...]  # (arrival, size) of every read
+    ended_at: float
+    end: str
+    end_detail: str
+    body: bytes  # a non-200 response's body (first 16 KiB)
+    last_event_id: str  # the decoder's last event id when the segment ended
+    retry_ms: int | None
+
+    @property
+    def events(self) -> list[Event]:
+        return [r for r in self.records if isinstance(r, Event)]
+
+    @property
+    def comments(self) -> list[Comment]:
+        return [r for r in self.records if isinstance(r, Comment)]
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def wall(self, monotonic: float) -> float:
+        return monotonic + self.wall_offset
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """Everything one client saw, across all its connections."""
+
+    segments: tuple[Segment, ...]
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for s in self.segments for e in s.events]
+
+    @property
+    def last(self) -> Segment:
+        return self.segments[-1]
+
+    def kinds(self, cls: type) -> list:
+        return [r for s in self.segments for r in s.records if isinstance(r, cls)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReconnectPolicy:
+    """EventSource-like reconnection: wait the server's retry (or delay_ms), back off, give up."""
+
+    max_attempts: int = 10  # connections that end without a terminal event
+    delay_ms: int | None = None  # None: use the server's retry, else default_ms
+    default_ms: int = 1000
+    backoff: float = 1.0
+    cap_ms: int = 30_000
+
+
+def _headers(extra: dict[str, str] | None, last_event_id: str | None) -> dict[str, str]:
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    headers.update(extra or {})
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    return headers
+
+
+async def record(
+    url: str,
+    *,
+    client: httpx.AsyncClient | None = None,
+    headers: dict[str, str] | None = None,
+    last_event_id: str | None = None,
+    limits: Limits = Limits(),
+    stop: Callable[[Event], bool] | None = None,
+    terminal_types: Iterable[str] = (),
+    sink: Callable[[Record], Awaitable[None]] | None = None,
+    record_lines: bool = False,
+) -> Segment:
+    """Open one event stream and record it until it ends, ``stop`` says so, or a limit hits.
+
+    After an event whose type is in ``terminal_types`` we keep reading (at most
+    ``limits.after_terminal``) to see whether and when the server closes the response.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(httpx.AsyncClient())
+        return await _record(client, url, _headers(headers, last_event_id), last_event_id, limits, stop,
+                             frozenset(terminal_types), sink, record_lines)
+
+
+async def _record(client, url, headers, last_event_id, limits, stop, terminal_types, sink, record_lines) -> Segment:
+    decoder = Decoder(max_line=limits.max_line, record_lines=record_lines)
+    records: list[Record] = []
+    chunks: list[tuple[float, int]] = []
+    started = time.monotonic()
+    wall_offset = time.time() - time.monotonic()
+    status: int | None = None
+    response_headers: tuple[tuple[str, str], ...] = ()
+    end, detail, body = END_CLIENT, "", b""
+    timeout = httpx.Timeout(connect=limits.connect, read=limits.read, write=limits.connect, pool=limits.connect)
+    terminal_at: float | None = None
+
+    async def take(new: list[Record]) -> bool:
+        """Keep records; True when the caller asked us to stop."""
+        nonlocal terminal_at
+        for rec in new:
+            records.append(rec)
+            if sink is not None:
+                await sink(rec)
+            if isinstance(rec, Event):
+                if rec.type in terminal_types and terminal_at is None:
+                    terminal_at = rec.arrived_at
+                if stop is not None and stop(rec):
+                    return True
+        return False
+
+    with trio.move_on_after(limits.total) as total_scope, trio.CancelScope() as after_terminal:
+        try:
+            async with client.stream("GET", url, headers=headers, timeout=timeout) as response:
+                status = response.status_code
+                response_headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
+                                         for k, v in response.headers.raw)
+                if status != 200:
+                    async for chunk in response.aiter_raw():
+                        body += chunk
+                        if len(body) >= 16384:
+                            break
+                    end, detail = END_STATUS, f"HTTP {status}"
+                else:
+                    end, detail = END_SERVER, "the server ended the response"
+                    seen = 0
+                    async for chunk in response.aiter_raw():
+                        now = time.monotonic()
+                        chunks.append((now, len(chunk)))
+                        seen += len(chunk)
+                        if await take(decoder.feed(chunk, now)):
+                            end, detail = END_CLIENT, "stopped by the caller"
+                            break
+                        if seen > limits.max_bytes:
+                            end, detail = END_OVERFLOW, f"more than {limits.max_bytes} bytes"
+                            break
+                        if terminal_at is not None:
+                            # Keep listening for the close, but no longer than after_terminal.
+                            # (trio's clock has its own offset: convert from time.monotonic.)
+                            left = terminal_at + limits.after_terminal - time.monotonic()
+                            after_terminal.deadline = min(after_terminal.deadline, trio.current_time() + left)
+        except httpx.ConnectError as exc:
+            end, detail = END_CONNECT, str(exc) or type(exc).__name__
+        except httpx.ConnectTimeout as exc:
+            end, detail = END_CONNECT, f"connect timeout: {exc}"
+        except httpx.ReadTimeout:
+            if terminal_at is not None:
+                end, detail = END_CLIENT, f"still open {limits.read}s after the terminal event"
+            else:
+                end, detail = END_TIMEOUT, f"no bytes for {limits.read}s"
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            end, detail = END_RESET, f"{type(exc).__name__}: {exc}"
+        except httpx.HTTPError as exc:
+            end, detail = END_RESET, f"{type(exc).__name__}: {exc}"
+    if after_terminal.cancelled_caught:
+        end, detail = END_CLIENT, f"still open {limits.after_terminal}s after the terminal event"
+    elif total_scope.cancelled_caught:
+        end, detail = END_TIMEOUT, f"total time limit {limits.total}s reached"
+    ended = time.monotonic()
+    await take(decoder.close(ended))
+    return Segment(
+        url=url, request_headers=tuple(headers.items()), last_event_id_sent=last_event_id,
+        started_at=started, wall_offset=wall_offset, status=status, headers=response_headers,
+        records=tuple(records), chunks=tuple(chunks), ended_at=ended, end=end, end_detail=detail,
+        body=body, last_event_id=decoder.last_event_id, retry_ms=decoder.retry_ms,
+    )
+
+
+async def follow(
+    url: str,
+    *,
+    client: httpx.AsyncClient | None = None,
+    headers: dict[str, str] | None = None,
+    last_event_id: str | None = None,
+    limits: Limits = Limits(),
+    policy: ReconnectPolicy = ReconnectPolicy(),
+    terminal_types: Iterable[str] = (),
+    sink: Callable[[Record], Awaitable[None]] | None = None,
+    on_segment: Callable[[Segment], Awaitable[None]] | None = None,
+) -> Trace:
+    """Behave like a browser's EventSource and record every connection.
+
+    Reconnects with Last-Event-ID after each connection that ends without a terminal
+    event; stops on a terminal event, on 204 (or any other non-200: EventSource fails
+    there), or after ``policy.max_attempts`` connections in a row that brought no event.
+    """
+    terminal_types = frozenset(terminal_types)
+    segments: list[Segment] = []
+    failures = 0
+    delay_factor = 1.0
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(httpx.AsyncClient())
+        while True:
+            segment = await _record(client, url, _headers(headers, last_event_id), last_event_id, limits, None,
+                                    terminal_types, sink, False)
+            segments.append(segment)
+            if on_segment is not None:
+                await on_segment(segment)
+            if any(e.type in terminal_types for e in segment.events):
+                break
+            if segment.end == END_STATUS or segment.end == END_OVERFLOW:
+                break
+            if segment.events:
+                failures, delay_factor = 0, 1.0
+            else:
+                failures += 1
+            if failures >= policy.max_attempts:
+                break
+            last_event_id = segment.last_event_id or last_event_id
+            base = policy.delay_ms if policy.delay_ms is not None else (segment.retry_ms or policy.default_ms)
+            await trio.sleep(min(policy.cap_ms, base * delay_factor) / 1000)
+            delay_factor *= policy.backoff
+    return Trace(tuple(segments))
+
+
+class Stream:
+    """What ``harness.stream()`` yields: iterate it for events; ``trace`` once it is done."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel) -> None:
+        self._receive = receive
+        self.trace: Trace | None = None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        async for record_ in self._receive:
+            if isinstance(record_, Event):
+                yield record_
+
+
+@contextlib.asynccontextmanager
+async def stream(url: str, *, reconnect: bool = True, **kwargs) -> AsyncIterator[Stream]:
+    """``async with harness.stream(url) as s: async for event in s: ...``
+
+    With ``reconnect`` (default) it follows like EventSource; otherwise one connection.
+    Leaving the block stops the recording.
+    """
+    send, receive = trio.open_memory_channel(256)
+    result = Stream(receive)
+
+    async def run() -> None:
+        async with send:
+            if reconnect:
+                result.trace = await follow(url, sink=send.send, **kwargs)
+            else:
+                result.trace = Trace((await record(url, sink=send.send, **kwargs),))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        try:
+            yield result
+        finally:
+            nursery.cancel_scope.cancel()

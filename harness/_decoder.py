@@ -1,0 +1,244 @@
+"""A sans-IO event-stream decoder: bytes and arrival times in, typed records out.
+
+Written by hand rather than taken from httpx-sse because the judge must follow the WHATWG
+rules exactly and see comments; httpx-sse bends both (see docs/decoder.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Union
+
+__all__ = ["Comment", "Decoder", "Event", "Line", "Notice", "Record", "Retry", "Violation"]
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """A dispatched event, as an EventSource would deliver it."""
+
+    id: str  # the last event id in effect at dispatch (it persists across events)
+    type: str
+    data: str
+    retry: int | None  # a valid retry field inside this event's block, if any
+    arrived_at: float  # arrival of the blank line that dispatched it
+    first_arrived_at: float  # arrival of its first line
+    has_id: bool  # whether this block carried its own id line
+    raw: bytes  # the block's lines as received, without the dispatching blank line
+    offset: int  # byte offset of the block's first line in the stream
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Comment:
+    text: str  # after the colon, one leading space removed
+    arrived_at: float
+    offset: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retry:
+    ms: int
+    arrived_at: float
+    offset: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Violation:
+    """Something the stream did that no reader can accept (e.g. an unbounded line)."""
+
+    kind: str
+    detail: str
+    offset: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notice:
+    """Legal but worth knowing: first occurrence of each kind (BOM, CRLF, unknown field...)."""
+
+    kind: str
+    detail: str
+    offset: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Line:
+    """One line's arrival, recorded only when the decoder is asked to."""
+
+    offset: int
+    length: int
+    arrived_at: float
+
+
+Record = Union[Event, Comment, Retry, Violation, Notice, Line]
+
+
+class Decoder:
+    """Feed it chunks; it returns records. One instance per HTTP response.
+
+    Guarantees: records come out in stream order; any chunking of the same bytes gives the
+    same records except for arrival times; memory is bounded by ``max_line`` plus one
+    event's data.
+    """
+
+    def __init__(self, *, max_line: int = 1 << 20, max_event: int = 16 << 20, record_lines: bool = False) -> None:
+        self.max_line = max_line
+        self.max_event = max_event
+        self.record_lines = record_lines
+        self.last_event_id = ""
+        self.retry_ms: int | None = None
+        self.line_endings: dict[str, int] = {"LF": 0, "CRLF": 0, "CR": 0}
+        self.bytes_seen = 0
+        self._buffer = b""
+        self._buffer_offset = 0  # stream offset of _buffer[0]
+        self._bom_checked = False
+        self._cr_pending = False  # the last chunk ended in CR: a leading LF belongs to it
+        self._skipping = False  # inside an over-long line: drop bytes until its end
+        self._noticed: set[str] = set()
+        self._reset_block()
+
+    def _reset_block(self) -> None:
+        self._data: list[str] = []
+        self._data_size = 0
+        self._type = ""
+        self._block_retry: int | None = None
+        self._block_has_id = False
+        self._block_lines: list[bytes] = []
+        self._block_start: tuple[float, int] | None = None
+
+    def _notice(self, out: list, kind: str, detail: str, offset: int) -> None:
+        if kind not in self._noticed:
+            self._noticed.add(kind)
+            out.append(Notice(kind, detail, offset))
+
+    def feed(self, data: bytes, arrived_at: float) -> list[Record]:
+        out: list[Record] = []
+        if not data:
+            return out
+        self.bytes_seen += len(data)
+        if self._cr_pending:
+            self._cr_pending = False
+            if data[:1] == b"\n":
+                self.line_endings["CR"] -= 1
+                self.line_endings["CRLF"] += 1
+                data = data[1:]
+                self._buffer_offset += 1
+        buffer = self._buffer + data if self._buffer else data
+        if not self._bom_checked:
+            if len(buffer) < 3 and _BOM.startswith(buffer):
+                self._buffer = buffer
+                return out
+            self._bom_checked = True
+            if buffer.startswith(_BOM):
+                buffer = buffer[3:]
+                self._buffer_offset += 3
+                self._notice(out, "bom", "a UTF-8 byte order mark opens the stream (stripped)", 0)
+        lines = buffer.splitlines(keepends=True)
+        rest = b""
+        if lines and not lines[-1].endswith((b"\n", b"\r")):
+            rest = lines.pop()
+        offset = self._buffer_offset
+        for raw in lines:
+            length = len(raw)
+            if raw.endswith(b"\r\n"):
+                body = raw[:-2]
+                self.line_endings["CRLF"] += 1
+            elif raw.endswith(b"\n"):
+                body = raw[:-1]
+                self.line_endings["LF"] += 1
+            else:
+                body = raw[:-1]
+                self.line_endings["CR"] += 1
+            if self._skipping:
+                self._skipping = False
+            else:
+                if self.record_lines:
+                    out.append(Line(offset, length, arrived_at))
+                if len(body) > self.max_line:
+                    out.append(Violation("line-too-long", f"a line of {len(body)} bytes exceeds {self.max_line}", offset))
+                else:
+                    self._line(body, arrived_at, offset, out)
+            offset += length
+        if lines and lines[-1].endswith(b"\r") and not rest:
+            self._cr_pending = True
+        if len(rest) > self.max_line:
+            if not self._skipping:
+                out.append(Violation("line-too-long", f"a line exceeds {self.max_line} bytes; skipped to its end", offset))
+            self._skipping = True
+            offset += len(rest)
+            rest = b""
+        self._buffer = rest
+        self._buffer_offset = offset
+        return out
+
+    def close(self, arrived_at: float) -> list[Record]:
+        """End of stream: an event without its blank line is discarded, as the spec says."""
+        out: list[Record] = []
+        if self._buffer and not self._skipping:
+            out.append(Notice("unterminated-line", f"{len(self._buffer)} bytes after the last line end", self._buffer_offset))
+        if self._block_lines:
+            out.append(Notice("partial-event-discarded", "the stream ended inside an event block", self._block_start[1]))
+        # Line endings are told at the end: a CR closing one chunk may yet prove to be a CRLF.
+        for kind in ("CRLF", "CR"):
+            if self.line_endings[kind]:
+                self._notice(out, kind.lower(), f"{self.line_endings[kind]} line(s) end with {kind}", self.bytes_seen)
+        self._buffer = b""
+        self._reset_block()
+        return out
+
+    def _line(self, body: bytes, arrived_at: float, offset: int, out: list) -> None:
+        if not body:
+            self._dispatch(arrived_at, out)
+            return
+        line = body.decode("utf-8", errors="replace")
+        if "\ufffd" in line and b"\xef\xbf\xbd" not in body:
+            self._notice(out, "invalid-utf8", "bytes that are not UTF-8 (replaced by U+FFFD)", offset)
+        if line[0] == ":":
+            text = line[1:]
+            out.append(Comment(text[1:] if text[:1] == " " else text, arrived_at, offset))
+            return
+        if self._block_start is None:
+            self._block_start = (arrived_at, offset)
+        self._block_lines.append(body)
+        field, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if field == "data":
+            self._data.append(value)
+            self._data_size += len(value)
+            if self._data_size > self.max_event:
+                out.append(Violation("event-too-large", f"event data exceeds {self.max_event} bytes; dropped", offset))
+                self._reset_block()
+        elif field == "event":
+            self._type = value
+        elif field == "id":
+            if "\x00" in value:
+                self._notice(out, "id-with-nul", "an id containing NUL was ignored", offset)
+            else:
+                self.last_event_id = value
+                self._block_has_id = True
+        elif field == "retry":
+            if value and value.isascii() and value.isdigit():
+                self.retry_ms = int(value)
+                self._block_retry = self.retry_ms
+                out.append(Retry(self.retry_ms, arrived_at, offset))
+            else:
+                self._notice(out, "retry-invalid", f"retry value {value!r} is not all ASCII digits (ignored)", offset)
+        else:
+            self._notice(out, "unknown-field", f"field {field!r} ignored", offset)
+
+    def _dispatch(self, arrived_at: float, out: list) -> None:
+        if self._data:
+            first_at, offset = self._block_start
+            out.append(Event(
+                id=self.last_event_id,
+                type=self._type or "message",
+                data="\n".join(self._data),
+                retry=self._block_retry,
+                arrived_at=arrived_at,
+                first_arrived_at=first_at,
+                has_id=self._block_has_id,
+                raw=b"\n".join(self._block_lines),
+                offset=offset,
+            ))
+        self._reset_block()

@@ -1,0 +1,214 @@
+"""A fault-injecting TCP proxy on 127.0.0.1: cut, stall, delay, slice, throttle, refuse."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import struct
+import time
+
+import trio
+
+__all__ = ["FaultProxy", "ProxyLogEntry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyLogEntry:
+    at: float  # time.monotonic()
+    action: str
+    detail: str
+
+
+class _Connection:
+    def __init__(self, client: trio.SocketStream, number: int) -> None:
+        self.client = client
+        self.server: trio.SocketStream | None = None
+        self.number = number
+        self.scope = trio.CancelScope()
+        self.down_bytes = 0
+        self.cut_after: int | None = None
+        self.rst = False
+
+
+class FaultProxy:
+    """``async with FaultProxy(port) as proxy:`` then point the client at ``proxy.port``.
+
+    Faults apply to the server-to-client direction (what an event-stream reader feels);
+    the request direction is forwarded as it comes. Every fault is logged with its
+    monotonic time, so that a trace can be lined up with what was done to it.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", *, listen_host: str = "127.0.0.1",
+                 listen_port: int = 0, max_connections: int = 256) -> None:
+        if target_host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("the proxy only forwards to this host (127.0.0.1, ::1, localhost)")
+        self.target = (target_host, target_port)
+        self.listen = (listen_host, listen_port)
+        self.max_connections = max_connections
+        self.port = 0
+        self.log: list[ProxyLogEntry] = []
+        self.connections: list[_Connection] = []
+        self._count = 0
+        self._nursery: trio.Nursery | None = None
+        self._stalled_until = 0.0  # trio clock
+        self._refuse_until = 0.0
+        self.delay_seconds = 0.0
+        self.slice_bytes: int | None = None
+        self.slice_pause = 0.0
+        self.throttle_bps: float | None = None
+        self.next_cut_after: int | None = None
+
+    async def __aenter__(self) -> "FaultProxy":
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        listeners = await trio.open_tcp_listeners(self.listen[1], host=self.listen[0])
+        self.port = listeners[0].socket.getsockname()[1]
+        self._nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+        return self
+
+    async def __aexit__(self, *exc) -> bool | None:
+        self._nursery.cancel_scope.cancel()
+        return await self._nursery_manager.__aexit__(*exc)
+
+    def url(self, path: str = "") -> str:
+        return f"http://{self.listen[0]}:{self.port}{path}"
+
+    def _note(self, action: str, detail: str = "") -> None:
+        self.log.append(ProxyLogEntry(time.monotonic(), action, detail))
+
+    # -- faults ---------------------------------------------------------------------------
+    def cut(self, *, rst: bool = False) -> int:
+        """Close every open connection now (both sides); with ``rst`` reset the client's."""
+        live = [c for c in self.connections if not c.scope.cancel_called]
+        for conn in live:
+            conn.rst = rst
+            conn.scope.cancel()
+        self._note("cut", f"{len(live)} connection(s){' by RST' if rst else ''}")
+        return len(live)
+
+    def cut_after(self, nbytes: int) -> None:
+        """Cut the next connection (or the open ones) after ``nbytes`` more bytes went down."""
+        for conn in self.connections:
+            if not conn.scope.cancel_called:
+                conn.cut_after = conn.down_bytes + nbytes
+        self.next_cut_after = nbytes
+        self._note("cut-after", f"{nbytes} bytes")
+
+    def stall(self, seconds: float) -> None:
+        """Forward nothing downstream for ``seconds`` without closing anything."""
+        self._stalled_until = max(self._stalled_until, trio.current_time() + seconds)
+        self._note("stall", f"{seconds}s")
+
+    def delay(self, seconds: float) -> None:
+        self.delay_seconds = seconds
+        self._note("delay", f"{seconds}s per chunk")
+
+    def slice(self, nbytes: int, pause: float = 0.0) -> None:
+        self.slice_bytes, self.slice_pause = max(1, nbytes), pause
+        self._note("slice", f"{nbytes} bytes, {pause}s apart")
+
+    def throttle(self, bytes_per_second: float | None) -> None:
+        self.throttle_bps = bytes_per_second
+        self._note("throttle", f"{bytes_per_second} B/s")
+
+    def refuse(self, seconds: float) -> None:
+        """New connections are reset at once for ``seconds`` (the network is down)."""
+        self._refuse_until = trio.current_time() + seconds
+        self._note("refuse", f"{seconds}s")
+
+    def clear(self) -> None:
+        self._stalled_until = self._refuse_until = 0.0
+        self.delay_seconds, self.slice_bytes, self.slice_pause, self.throttle_bps = 0.0, None, 0.0, None
+        self.next_cut_after = None
+        self._note("clear")
+
+    def schedule(self, after: float, action, *args, **kwargs) -> None:
+        """Run a fault ``after`` seconds from now (e.g. ``proxy.schedule(2, proxy.cut)``)."""
+
+        async def later() -> None:
+            await trio.sleep(after)
+            action(*args, **kwargs)
+
+        self._nursery.start_soon(later)
+
+    # -- forwarding -----------------------------------------------------------------------
+    async def _handle(self, client: trio.SocketStream) -> None:
+        self._count += 1
+        conn = _Connection(client, self._count)
+        if trio.current_time() < self._refuse_until or len(self.connections) >= self.max_connections:
+            self._note("refused", f"connection {conn.number}")
+            _set_rst(client)
+            await client.aclose()
+            return
+        if self.next_cut_after is not None:
+            conn.cut_after, self.next_cut_after = self.next_cut_after, None
+        self.connections.append(conn)
+        try:
+            with conn.scope:
+                try:
+                    conn.server = await trio.open_tcp_stream(*self.target)
+                except OSError as exc:
+                    self._note("target-unreachable", str(exc))
+                    conn.rst = True
+                    return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump_up, conn, nursery.cancel_scope)
+                    nursery.start_soon(self._pump_down, conn, nursery.cancel_scope)
+        finally:
+            self.connections.remove(conn)
+            if conn.rst:
+                _set_rst(client)
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+                if conn.server is not None:
+                    await conn.server.aclose()
+
+    async def _pump_up(self, conn: _Connection, done: trio.CancelScope) -> None:
+        try:
+            while chunk := await conn.client.receive_some(65536):
+                await conn.server.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        # A client half-close is rare for HTTP; treat it as the end of the connection.
+        done.cancel()
+
+    async def _pump_down(self, conn: _Connection, done: trio.CancelScope) -> None:
+        try:
+            while chunk := await conn.server.receive_some(65536):
+                await self._forward(conn, chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        done.cancel()
+
+    async def _forward(self, conn: _Connection, chunk: bytes) -> None:
+        if trio.current_time() < self._stalled_until:
+            await trio.sleep_until(self._stalled_until)
+        if self.delay_seconds:
+            await trio.sleep(self.delay_seconds)
+        if conn.cut_after is not None and conn.down_bytes + len(chunk) >= conn.cut_after:
+            keep = conn.cut_after - conn.down_bytes
+            if keep > 0:
+                await conn.client.send_all(chunk[:keep])
+                conn.down_bytes += keep
+            self._note("cut", f"connection {conn.number} after {conn.down_bytes} bytes")
+            conn.scope.cancel()
+            await trio.lowlevel.checkpoint()
+            return
+        piece = self.slice_bytes or len(chunk)
+        if self.throttle_bps:
+            piece = min(piece, max(1, int(self.throttle_bps / 20)))
+        for start in range(0, len(chunk), piece):
+            part = chunk[start:start + piece]
+            await conn.client.send_all(part)
+            conn.down_bytes += len(part)
+            if self.throttle_bps:
+                await trio.sleep(len(part) / self.throttle_bps)
+            if self.slice_bytes and self.slice_pause:
+                await trio.sleep(self.slice_pause)
+
+
+def _set_rst(stream: trio.SocketStream) -> None:
+    try:
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass

@@ -1,0 +1,100 @@
+"""Start a server under test as a separate process (the judge never imports the judged)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from functools import partial
+from typing import AsyncIterator, Sequence
+
+import trio
+
+__all__ = ["ServerProcess", "reference_server_args", "server_process"]
+
+
+class ServerStartError(RuntimeError):
+    """The server process did not come up: the message carries its output."""
+
+
+class ServerProcess:
+    def __init__(self, process: trio.Process, base_url: str, output: list[str]) -> None:
+        self.process = process
+        self.base_url = base_url
+        self.output = output  # its lines, bounded
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def reference_server_args(data_dir: str, *, keepalive: float = 1.0, time_scale: float = 0.25,
+                          max_concurrent_jobs: int = 12, diagnostics: bool = True, extra: Sequence[str] = ()) -> list[str]:
+    args = [sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", data_dir,
+            "--keepalive", str(keepalive), "--time-scale", str(time_scale),
+            "--max-concurrent-jobs", str(max_concurrent_jobs), "--retry-ms", "200"]
+    if diagnostics:
+        args.append("--diagnostics")
+    return [*args, *extra]
+
+
+async def _kill_now(process: trio.Process) -> None:
+    process.kill()
+
+
+@contextlib.asynccontextmanager
+async def server_process(args: Sequence[str] | None = None, *, start_timeout: float = 20.0,
+                         env: dict[str, str] | None = None) -> AsyncIterator[ServerProcess]:
+    """Run ``args`` (default: the reference server on a free port) until the block ends.
+
+    The process must print ``listening on http://HOST:PORT`` on stdout. It is stopped by
+    its own pid: SIGTERM, then SIGKILL after 5 s.
+    """
+    with tempfile.TemporaryDirectory(prefix="sse-harness-") as data_dir:
+        if args is None:
+            args = reference_server_args(data_dir)
+        output: list[str] = []
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(partial(
+                trio.run_process, list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, check=False, deliver_cancel=_kill_now,
+                env={**os.environ, **(env or {})}))
+            got_url = trio.Event()
+            found: list[str] = []
+
+            async def read_output() -> None:
+                pending = b""
+                async for chunk in process.stdout:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for raw in lines:
+                        line = raw.decode(errors="replace")
+                        output.append(line)
+                        del output[:-500]
+                        if line.startswith("listening on http://") and not found:
+                            found.append(line.split(" ", 2)[2].strip())
+                            got_url.set()
+                got_url.set()  # exited before listening: wake the waiter
+
+            nursery.start_soon(read_output)
+            with trio.move_on_after(start_timeout):
+                await got_url.wait()
+            if not found:
+                process.kill()
+                raise ServerStartError(f"server did not start ({' '.join(args[:4])}...):\n" + "\n".join(output[-30:]))
+            server = ServerProcess(process, found[0].rstrip("/"), output)
+            try:
+                yield server
+            finally:
+                with trio.CancelScope(shield=True):
+                    if process.returncode is None:
+                        process.send_signal(signal.SIGTERM)
+                        with trio.move_on_after(5):
+                            await process.wait()
+                        if process.returncode is None:
+                            process.kill()
+                            await process.wait()
+                nursery.cancel_scope.cancel()
