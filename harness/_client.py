@@ -56,6 +56,7 @@ class Segment:
     body: bytes  # a non-200 response's body (first 16 KiB)
     last_event_id: str  # the decoder's last event id when the segment ended
     retry_ms: int | None
+    raw: bytes = b""  # the body as received, when asked for (keep_bytes)
 
     @property
     def events(self) -> list[Event]:
@@ -124,6 +125,7 @@ async def record(
     terminal_types: Iterable[str] = (),
     sink: Callable[[Record], Awaitable[None]] | None = None,
     record_lines: bool = False,
+    keep_bytes: bool = False,
 ) -> Segment:
     """Open one event stream and record it until it ends, ``stop`` says so, or a limit hits.
 
@@ -134,10 +136,11 @@ async def record(
         if client is None:
             client = await stack.enter_async_context(httpx.AsyncClient())
         return await _record(client, url, _headers(headers, last_event_id), last_event_id, limits, stop,
-                             frozenset(terminal_types), sink, record_lines)
+                             frozenset(terminal_types), sink, record_lines, keep_bytes)
 
 
-async def _record(client, url, headers, last_event_id, limits, stop, terminal_types, sink, record_lines) -> Segment:
+async def _record(client, url, headers, last_event_id, limits, stop, terminal_types, sink, record_lines,
+                  keep_bytes=False) -> Segment:
     decoder = Decoder(max_line=limits.max_line, record_lines=record_lines)
     records: list[Record] = []
     chunks: list[tuple[float, int]] = []
@@ -148,6 +151,8 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
     end, detail, body = END_CLIENT, "", b""
     timeout = httpx.Timeout(connect=limits.connect, read=limits.read, write=limits.connect, pool=limits.connect)
     terminal_at: float | None = None
+    kept: list[bytes] = []
+    stopped_at_id: list[str] = []  # when the caller stops us mid-chunk, the id we really reached
 
     async def take(new: list[Record]) -> bool:
         """Keep records; True when the caller asked us to stop."""
@@ -160,6 +165,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
                 if rec.type in terminal_types and terminal_at is None:
                     terminal_at = rec.arrived_at
                 if stop is not None and stop(rec):
+                    stopped_at_id.append(rec.id)
                     return True
         return False
 
@@ -182,6 +188,8 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
                         now = time.monotonic()
                         chunks.append((now, len(chunk)))
                         seen += len(chunk)
+                        if keep_bytes:
+                            kept.append(chunk)
                         if await take(decoder.feed(chunk, now)):
                             end, detail = END_CLIENT, "stopped by the caller"
                             break
@@ -216,7 +224,8 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
         url=url, request_headers=tuple(headers.items()), last_event_id_sent=last_event_id,
         started_at=started, wall_offset=wall_offset, status=status, headers=response_headers,
         records=tuple(records), chunks=tuple(chunks), ended_at=ended, end=end, end_detail=detail,
-        body=body, last_event_id=decoder.last_event_id, retry_ms=decoder.retry_ms,
+        body=body, last_event_id=stopped_at_id[0] if stopped_at_id else decoder.last_event_id,
+        retry_ms=decoder.retry_ms, raw=b"".join(kept),
     )
 
 

@@ -85,7 +85,8 @@ class Decoder:
         self.max_line = max_line
         self.max_event = max_event
         self.record_lines = record_lines
-        self.last_event_id = ""
+        self.last_event_id = ""  # committed at each blank line, as EventSource does
+        self._id_buffer = ""
         self.retry_ms: int | None = None
         self.line_endings: dict[str, int] = {"LF": 0, "CRLF": 0, "CR": 0}
         self.bytes_seen = 0
@@ -215,7 +216,7 @@ class Decoder:
             if "\x00" in value:
                 self._notice(out, "id-with-nul", "an id containing NUL was ignored", offset)
             else:
-                self.last_event_id = value
+                self._id_buffer = value
                 self._block_has_id = True
         elif field == "retry":
             if value and value.isascii() and value.isdigit():
@@ -228,6 +229,7 @@ class Decoder:
             self._notice(out, "unknown-field", f"field {field!r} ignored", offset)
 
     def _dispatch(self, arrived_at: float, out: list) -> None:
+        self.last_event_id = self._id_buffer
         if self._data:
             first_at, offset = self._block_start
             out.append(Event(

@@ -181,3 +181,14 @@ def test_random_stream_any_chunking_identical_records():
         chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
         assert strip(decode(data, chunks=chunks)[0]) == strip(whole)
     assert len([r for r in whole if isinstance(r, Event)]) == 200
+
+
+def test_last_event_id_commits_only_at_the_blank_line():
+    # A cut after "id: 2" but before its blank line: a reconnect must still say 1.
+    decoder = Decoder()
+    decoder.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b\n", 0.0)
+    assert decoder.last_event_id == "1"
+    decoder.feed(b"\n", 1.0)
+    assert decoder.last_event_id == "2"
+    decoder.feed(b"id: 3\n\n", 2.0)  # a block with no data still commits its id (EventSource does)
+    assert decoder.last_event_id == "3"

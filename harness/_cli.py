@@ -1,0 +1,161 @@
+"""The sse-harness command: run, list, proxy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ._profile import ProfileError, load_profile
+
+_STYLE = {"pass": "green", "fail": "bold red", "non-strict": "yellow", "info": "cyan", "error": "bold magenta",
+          "skip": "dim"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sse-harness", description="Conformance harness for SSE job-progress APIs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the conformance suite and write reports")
+    run.add_argument("--target", help="base URL of the server under test (default: start the reference server)")
+    run.add_argument("--profile", help="target profile TOML (default: the contract)")
+    run.add_argument("--only", action="append", default=[], metavar="PATTERN", help="case ids or globs: 4.3, 4.*, 6")
+    run.add_argument("--skip", action="append", default=[], metavar="PATTERN")
+    run.add_argument("--report-dir", type=Path, help="default reports/<timestamp>/ plus reports/latest")
+    run.add_argument("--format", default="json,junit,html,md")
+    run.add_argument("--parallel", type=int, default=8)
+    run.add_argument("--strict", action="store_true", help="non-strict outcomes fail the run too")
+    run.add_argument("--same-host", choices=("auto", "yes", "no"), default="auto")
+    sub.add_parser("list", help="list the cases")
+    proxy = sub.add_parser("proxy", help="a fault-injecting proxy for manual tests; commands on stdin")
+    proxy.add_argument("--listen", default="127.0.0.1:8081")
+    proxy.add_argument("--target", required=True, help="HOST:PORT on this host")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(stderr=False)
+    if args.command == "list":
+        from ._runner import select_cases
+
+        table = Table("id", "title", "invariants")
+        for case in select_cases():
+            table.add_row(case.id, case.title, ", ".join(case.invariants))
+        console.print(table)
+        return 0
+    if args.command == "proxy":
+        return trio.run(_proxy_main, args, console)
+    return trio.run(_run_main, args, console)
+
+
+async def _run_main(args, console: Console) -> int:
+    from ._reports import FORMATS, link_latest, write_reports
+    from ._runner import run_suite
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        console.print(f"[red]unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
+        return 2
+    try:
+        profile = load_profile(args.profile, base_url=args.target)
+    except ProfileError as exc:
+        console.print(f"[red]bad profile: {exc}")
+        return 2
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    report_dir = args.report_dir or Path("reports") / stamp
+
+    async def run(profile):
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("running cases", total=None)
+
+            def on_start(total: int) -> None:
+                progress.update(task, total=total)
+
+            def on_result(result) -> None:
+                progress.advance(task)
+                if result.outcome in ("fail", "error"):
+                    progress.console.print(f"[{_STYLE[result.outcome]}]{result.id} {result.outcome}[/]: {result.title}")
+
+            return await run_suite(profile, only=args.only, skip=args.skip, parallel=args.parallel,
+                                   same_host=args.same_host, on_result=on_result, on_start=on_start)
+
+    if args.target:
+        report = await run(profile)
+    else:
+        from ._server_process import ServerStartError, server_process
+
+        console.print("starting the reference server (no --target given)")
+        try:
+            async with server_process() as server:
+                console.print(f"reference server pid {server.pid} at {server.base_url}")
+                report = await run(profile.with_base_url(server.base_url))
+        except ServerStartError as exc:
+            console.print(f"[red]{exc}")
+            return 2
+    written = write_reports(report, report_dir, formats)
+    if args.report_dir is None:
+        link_latest(report_dir)
+    table = Table("case", "outcome", "title", "ms", "first finding", title=f"SSE conformance: {report.target}")
+    for r in report.results:
+        first = r.reason or next((f.message for f in r.findings), "")
+        table.add_row(r.id, f"[{_STYLE[r.outcome]}]{r.outcome}[/]", r.title, str(r.duration_ms), first[:70])
+    console.print(table)
+    counts = {o: report.count(o) for o in ("pass", "fail", "non-strict", "info", "error", "skip")}
+    console.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['non-strict']} non-strict, "
+                  f"{counts['info']} info, {counts['error']} errors, {counts['skip']} skipped "
+                  f"in {report.duration_ms / 1000:.1f} s")
+    if report.error:
+        console.print(f"[bold magenta]the run could not be done: {report.error}")
+    for fmt, path in written.items():
+        console.print(f"{fmt:>5}: {path}")
+    return report.exit_code(strict=args.strict)
+
+
+async def _proxy_main(args, console: Console) -> int:
+    from ._proxy import FaultProxy
+
+    listen_host, _, listen_port = args.listen.rpartition(":")
+    target_host, _, target_port = args.target.rpartition(":")
+    try:
+        proxy = FaultProxy(int(target_port), target_host or "127.0.0.1", listen_host=listen_host or "127.0.0.1",
+                           listen_port=int(listen_port))
+    except ValueError as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    async with proxy:
+        console.print(f"proxy {proxy.url()} -> {args.target}. Commands: cut | rst | stall S | refuse S | "
+                      "delay S | slice N [PAUSE] | throttle BPS | clear | offline S (refuse + cut) | quit")
+        stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
+        pending = b""
+        async for chunk in stdin:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                words = line.decode().split()
+                if not words:
+                    continue
+                try:
+                    command, values = words[0], [float(w) for w in words[1:]]
+                    if command == "quit":
+                        return 0
+                    if command == "offline":
+                        proxy.refuse(values[0])
+                        proxy.cut()
+                    else:
+                        action = {"cut": proxy.cut, "rst": lambda: proxy.cut(rst=True), "stall": proxy.stall,
+                                  "refuse": proxy.refuse, "delay": proxy.delay,
+                                  "slice": lambda n, p=0.0: proxy.slice(int(n), p),
+                                  "throttle": proxy.throttle, "clear": proxy.clear}[command]
+                        action(*values)
+                    console.print(f"ok: {proxy.log[-1].action} {proxy.log[-1].detail}")
+                except (KeyError, IndexError, TypeError, ValueError):
+                    console.print(f"[red]bad command: {line.decode()!r}")
+    return 0

@@ -1,0 +1,248 @@
+"""Reports from one run: report.json (schema v1), junit.xml, report.html (self-contained), report.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+from xml.etree import ElementTree as ET
+
+from ._runner import RunReport
+
+__all__ = ["FORMATS", "write_reports"]
+
+FORMATS = ("json", "junit", "html", "md")
+SCHEMA_VERSION = 1
+_ICON = {"pass": "✅", "fail": "❌", "non-strict": "⚠️", "info": "ℹ️", "error": "💥", "skip": "⏭️"}
+
+
+def summary(report: RunReport) -> dict[str, int]:
+    return {
+        "total": len(report.results), "passed": report.count("pass"), "failed": report.count("fail"),
+        "nonStrict": report.count("non-strict"), "informational": report.count("info"),
+        "errors": report.count("error"), "skipped": report.count("skip"),
+    }
+
+
+def _finding(f) -> dict[str, Any]:
+    return {"message": f.message, "expected": f.expected, "observed": f.observed, "eventId": f.event_id,
+            "severity": f.severity}
+
+
+def to_json(report: RunReport) -> dict[str, Any]:
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "target": report.target,
+        "profile": report.profile,
+        "startedAt": report.started_at,
+        "durationMs": report.duration_ms,
+        "summary": summary(report),
+        "error": report.error or None,
+        "cases": [
+            {"id": r.id, "title": r.title, "invariants": list(r.invariants), "outcome": r.outcome,
+             "durationMs": r.duration_ms, "reason": r.reason or None, "steps": list(r.steps),
+             "findings": [_finding(f) for f in r.findings], "evidence": r.evidence}
+            for r in report.results
+        ],
+        "environment": report.environment,
+    }
+
+
+def to_junit(report: RunReport) -> bytes:
+    s = summary(report)
+    suite = ET.Element("testsuite", name="sse-conformance", tests=str(s["total"]),
+                       failures=str(s["failed"]), errors=str(s["errors"]), skipped=str(s["skipped"]),
+                       time=f"{report.duration_ms / 1000:.3f}", timestamp=report.started_at)
+    for r in report.results:
+        case = ET.SubElement(suite, "testcase", classname=f"sse.family{r.id.split('.')[0]}",
+                             name=f"{r.id} {r.title}", time=f"{r.duration_ms / 1000:.3f}")
+        detail = "\n".join(f"{f.message}: expected {f.expected!r}, observed {f.observed!r}"
+                           + (f" (event {f.event_id})" if f.event_id else "") for f in r.findings)
+        if r.outcome == "fail":
+            first = next((f.message for f in r.findings if f.severity == "fail"), "failed")
+            ET.SubElement(case, "failure", message=first).text = detail
+        elif r.outcome == "error":
+            ET.SubElement(case, "error", message=r.reason).text = r.reason
+        elif r.outcome == "skip":
+            ET.SubElement(case, "skipped", message=r.reason)
+        if r.outcome in ("non-strict", "info") or r.steps:
+            ET.SubElement(case, "system-out").text = "\n".join([f"outcome: {r.outcome}", *r.steps, detail])
+    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+
+
+def to_markdown(report: RunReport) -> str:
+    s = summary(report)
+    lines = [
+        f"# SSE conformance: {report.target}",
+        "",
+        f"Profile `{report.profile}`, started {report.started_at}, {report.duration_ms / 1000:.1f} s.",
+        "",
+        f"**{s['passed']} passed, {s['failed']} failed**, {s['nonStrict']} non-strict, {s['informational']} info, "
+        f"{s['errors']} errors, {s['skipped']} skipped of {s['total']}.",
+        "",
+    ]
+    if report.error:
+        lines += [f"> The run could not be done: {report.error}", ""]
+    lines += ["| case | outcome | title | first finding |", "| --- | --- | --- | --- |"]
+    for r in report.results:
+        first = r.reason or next((f.message for f in r.findings), "")
+        lines.append(f"| {r.id} | {_ICON[r.outcome]} {r.outcome} | {r.title} | {first.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- HTML with inline SVG plots ------------------------------------------------------------
+
+def _svg_line(title: str, points: list[tuple[float, float]], *, marks: Iterable[tuple[float, str]] = (),
+              y_label: str = "", x_label: str = "s", limit: float | None = None, width: int = 640,
+              height: int = 220) -> str:
+    if not points:
+        return ""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) or 1
+    y0, y1 = min(0, min(ys)), max(ys + ([limit] if limit else [])) or 1
+    pad = 40
+
+    def sx(x): return pad + (x - x0) / ((x1 - x0) or 1) * (width - 2 * pad)
+    def sy(y): return height - pad + (y - y0) / ((y1 - y0) or 1) * -(height - 2 * pad)
+
+    path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points))
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{pad}" y="16" class="t">{html.escape(title)}</text>',
+             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" class="ax"/>',
+             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" class="ax"/>',
+             f'<text x="4" y="{sy(y1) + 4:.0f}" class="l">{y1:g}</text>',
+             f'<text x="4" y="{sy(y0):.0f}" class="l">{y0:g}</text>',
+             f'<text x="{width - pad}" y="{height - 8}" class="l">{x1:.1f} {x_label}</text>',
+             f'<text x="{pad + 4}" y="{pad - 4}" class="l">{html.escape(y_label)}</text>',
+             f'<path d="{path}" class="d"/>']
+    if limit is not None:
+        parts.append(f'<line x1="{pad}" y1="{sy(limit):.1f}" x2="{width - pad}" y2="{sy(limit):.1f}" class="lim"/>')
+    for x, label in marks:
+        parts.append(f'<line x1="{sx(x):.1f}" y1="{pad}" x2="{sx(x):.1f}" y2="{height - pad}" class="mk">'
+                     f'<title>{html.escape(label)}</title></line>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _svg_bars(title: str, bars: list[tuple[str, float]], *, limit: float | None = None, unit: str = "",
+              width: int = 640, height: int = 220) -> str:
+    if not bars:
+        return ""
+    top = max([v for _, v in bars] + ([limit] if limit else [])) or 1
+    pad, n = 40, len(bars)
+    step = (width - 2 * pad) / n
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{pad}" y="16" class="t">{html.escape(title)}</text>']
+    for i, (label, value) in enumerate(bars):
+        h = value / top * (height - 2 * pad)
+        x = pad + i * step
+        over = limit is not None and value > limit
+        parts.append(f'<rect x="{x + 2:.1f}" y="{height - pad - h:.1f}" width="{step - 4:.1f}" height="{h:.1f}" '
+                     f'class="{"bad" if over else "bar"}"><title>{html.escape(label)}: {value:g}{unit}</title></rect>')
+        parts.append(f'<text x="{x + 2:.1f}" y="{height - pad + 14}" class="l">{html.escape(label[:10])}</text>')
+    if limit is not None:
+        y = height - pad - limit / top * (height - 2 * pad)
+        parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" class="lim"/>'
+                     f'<text x="{width - pad - 80}" y="{y - 4:.1f}" class="l">limit {limit:g}{unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _plots_for(r) -> str:
+    ev = r.evidence
+    out = []
+    if "percentTimeline" in ev:
+        out.append(_svg_line(f"{r.id}: percent over time", [tuple(p) for p in ev["percentTimeline"]],
+                             marks=[(m[0], m[1]) for m in ev.get("timelineMarks", [])], y_label="percent"))
+    if "idTimeline" in ev:
+        out.append(_svg_line(f"{r.id}: event id received over time (lines: cuts)", [tuple(p) for p in ev["idTimeline"]],
+                             marks=[(m[0], m[1]) for m in ev.get("timelineMarks", [])], y_label="id"))
+    if ev.get("commentSpacing"):
+        interval = ev.get("keepaliveSeconds")
+        limit = interval + ev.get("toleranceSeconds", 0) if interval else None
+        out.append(_svg_bars(f"{r.id}: spacing of keep-alive comments (s)",
+                             [(f"#{i + 1}", v) for i, v in enumerate(ev["commentSpacing"])], limit=limit, unit=" s"))
+    return "".join(out)
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+.pass{color:#17692b}.fail{color:#b00020;font-weight:bold}.non-strict{color:#8a5a00}.error{color:#7a0080;font-weight:bold}
+.skip,.info{color:#555}details{margin:.3em 0 1em 1em}pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:300px}
+svg{background:#fafafa;border:1px solid #eee;margin:.5em 0;display:block}.t{font-weight:bold;font-size:12px}
+.l{font-size:10px;fill:#555}.ax{stroke:#999}.d{fill:none;stroke:#1f5fbf;stroke-width:1.5}.lim{stroke:#b00020;stroke-dasharray:4 3}
+.mk{stroke:#e08000;stroke-width:1}.bar{fill:#1f5fbf}.bad{fill:#b00020}
+"""
+
+
+def to_html(report: RunReport) -> str:
+    s = summary(report)
+    esc = html.escape
+    rows, details = [], []
+    for r in report.results:
+        first = r.reason or next((f.message for f in r.findings), "")
+        rows.append(f'<tr><td><a href="#c{esc(r.id)}">{esc(r.id)}</a></td><td class="{r.outcome}">{esc(r.outcome)}</td>'
+                    f"<td>{esc(r.title)}</td><td>{r.duration_ms} ms</td><td>{esc(first)}</td></tr>")
+        findings = "".join(f"<li class='{f.severity}'>{esc(f.message)} — expected <code>{esc(json.dumps(f.expected, default=str))}"
+                           f"</code>, observed <code>{esc(json.dumps(f.observed, default=str)[:400])}</code>"
+                           f"{' at event ' + esc(f.event_id) if f.event_id else ''}</li>" for f in r.findings)
+        steps = "".join(f"<li>{esc(t)}</li>" for t in r.steps)
+        evidence = {k: v for k, v in r.evidence.items() if k not in ("percentTimeline", "idTimeline")}
+        details.append(
+            f'<h3 id="c{esc(r.id)}">{esc(r.id)} {esc(r.title)} — <span class="{r.outcome}">{esc(r.outcome)}</span></h3>'
+            f"<p>Invariants: {esc(', '.join(r.invariants) or '—')}. {esc(r.reason)}</p>"
+            + (f"<p>Steps:</p><ol>{steps}</ol>" if steps else "")
+            + (f"<p>Findings:</p><ul>{findings}</ul>" if findings else "")
+            + _plots_for(r)
+            + f"<details><summary>evidence</summary><pre>{esc(json.dumps(evidence, indent=1, default=str)[:20000])}</pre></details>")
+    latency = [(r.id, r.evidence["cancelLatencyMs"]) for r in report.results if "cancelLatencyMs" in r.evidence]
+    deadline = report.environment.get("cancelDeadlineSeconds")
+    latency_plot = _svg_bars("cancel latency per case (ms)", latency, limit=deadline * 1000 if deadline else None,
+                             unit=" ms") if latency else ""
+    return f"""<!doctype html><html lang="en"><meta charset="utf-8"><title>SSE conformance report</title>
+<style>{_CSS}</style><h1>SSE conformance: {esc(report.target)}</h1>
+<p>Profile <code>{esc(report.profile)}</code>; started {esc(report.started_at)}; {report.duration_ms / 1000:.1f} s.</p>
+<p><b>{s['passed']} passed, {s['failed']} failed</b>, {s['nonStrict']} non-strict, {s['informational']} info,
+{s['errors']} errors, {s['skipped']} skipped of {s['total']}.</p>
+{f'<p class="error">The run could not be done: {esc(report.error)}</p>' if report.error else ''}
+<table><tr><th>case</th><th>outcome</th><th>title</th><th>time</th><th>first finding</th></tr>{''.join(rows)}</table>
+{latency_plot}
+<h2>Cases</h2>{''.join(details)}
+<h2>Environment</h2><pre>{esc(json.dumps(report.environment, indent=1, default=str))}</pre></html>
+"""
+
+
+def write_reports(report: RunReport, directory: Path, formats: Iterable[str] = FORMATS) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for fmt in formats:
+        if fmt == "json":
+            path = directory / "report.json"
+            path.write_text(json.dumps(to_json(report), indent=1, default=str))
+        elif fmt == "junit":
+            path = directory / "junit.xml"
+            path.write_bytes(to_junit(report))
+        elif fmt == "html":
+            path = directory / "report.html"
+            path.write_text(to_html(report))
+        elif fmt == "md":
+            path = directory / "report.md"
+            path.write_text(to_markdown(report))
+        else:
+            raise ValueError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
+        written[fmt] = path
+    return written
+
+
+def link_latest(directory: Path) -> None:
+    latest = directory.parent / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        os.symlink(directory.name, latest)
+    except OSError:
+        pass

@@ -1,0 +1,117 @@
+"""The runner: selects cases, runs them against one target (overlapping waits), collects results."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import platform
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+from ._profile import Profile
+
+__all__ = ["RunReport", "run_suite", "select_cases"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    target: str
+    profile: str
+    started_at: str
+    duration_ms: int
+    results: tuple  # of scenarios.CaseResult, in case order
+    environment: dict[str, Any]
+    error: str = ""  # why the run as a whole could not be done
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    def exit_code(self, strict: bool = False) -> int:
+        if self.error or self.count("error"):
+            return 2
+        if self.count("fail") or (strict and self.count("non-strict")):
+            return 1
+        return 0
+
+
+def _matches(case, pattern: str) -> bool:
+    return fnmatch.fnmatch(case.id, pattern) or case.id == pattern or case.id.startswith(pattern.rstrip(".") + ".") \
+        or pattern.lower() in case.title.lower()
+
+
+def select_cases(only: Sequence[str] = (), skip: Sequence[str] = ()):
+    from scenarios import CASES
+
+    chosen = [c for c in CASES if not only or any(_matches(c, p) for p in only)]
+    chosen = [c for c in chosen if not any(_matches(c, p) for p in skip)]
+    return sorted(chosen, key=lambda c: c.sort_key)
+
+
+def is_same_host(base_url: str, setting: str = "auto") -> bool:
+    if setting in ("yes", "no"):
+        return setting == "yes"
+    return urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequence[str] = (), parallel: int = 8,
+                    same_host: str = "auto", on_result: Callable[[Any], None] | None = None,
+                    on_start: Callable[[int], None] | None = None) -> RunReport:
+    """Run the selected cases; exclusive ones (which fill the target's capacity) go last, alone."""
+    from scenarios import CaseResult, Context, HarnessError, run_case
+
+    cases = select_cases(only, skip)
+    if on_start:
+        on_start(len(cases))
+    started = time.monotonic()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    results: dict[str, Any] = {}
+    error = ""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=50)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(15.0)) as http:
+        ctx = Context(profile, http, same_host=is_same_host(profile.base_url, same_host))
+        try:
+            await ctx.load_settings()
+        except HarnessError as exc:
+            error = str(exc)
+
+        def done(result) -> None:
+            results[result.id] = result
+            if on_result:
+                on_result(result)
+
+        if error:
+            for c in cases:
+                done(CaseResult(c.id, c.title, c.invariants, "error", 0, (), {}, (), f"not run: {error}"))
+        else:
+            limiter = trio.CapacityLimiter(max(1, parallel))
+
+            async def one(c) -> None:
+                async with limiter:
+                    done(await run_case(c, ctx))
+
+            async with trio.open_nursery() as nursery:
+                for c in cases:
+                    if not c.exclusive:
+                        nursery.start_soon(one, c)
+            for c in cases:
+                if c.exclusive:
+                    done(await run_case(c, ctx))
+        environment = {
+            "harness": "0.1.0",
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "sameHost": ctx.same_host,
+            "parallel": parallel,
+            "advertised": ctx.health,
+            "keepaliveSeconds": ctx.keepalive,
+            "cancelDeadlineSeconds": ctx.cancel_deadline,
+            "jobsCreated": len(ctx.created_jobs),
+        }
+    ordered = tuple(results[c.id] for c in cases if c.id in results)
+    return RunReport(profile.base_url, profile.name, started_at, int((time.monotonic() - started) * 1000), ordered,
+                     environment, error)

@@ -1,0 +1,155 @@
+"""Recordings and checks that several families use: the lifecycle job, cleanup, the MP4."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import trio
+
+from harness import Segment
+
+from ._core import Context, HarnessError, Judge, TargetFault, parse_data
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    sent_at: float
+    received_at: float
+    snapshot: Any
+    progress: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Lifecycle:
+    job_id: str
+    segment: Segment
+    samples: tuple[Sample, ...]
+
+
+async def lifecycle(ctx: Context) -> Lifecycle:
+    """One job with the profile's default body, watched on one connection from start to end,
+    with snapshots and progress sampled while it runs. Recorded once, judged by many cases."""
+
+    async def make() -> Lifecycle:
+        job_id = await ctx.create_job()
+        samples: list[Sample] = []
+        done = trio.Event()
+
+        async def sample() -> None:
+            while not done.is_set() and len(samples) < 12:
+                await trio.sleep(0.35)
+                sent = time.monotonic()
+                snap = await ctx.api.snapshot(job_id)
+                prog = await ctx.api.progress(job_id)
+                samples.append(Sample(sent, time.monotonic(), snap.json if snap.status == 200 else snap.status,
+                                      prog.json if prog.status == 200 else prog.status))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample)
+            segment = await ctx.watch(job_id, keep_bytes=True)
+            done.set()
+        if segment.status != 200:
+            raise TargetFault(f"the job's stream answered HTTP {segment.status}")
+        return Lifecycle(job_id, segment, tuple(samples))
+
+    return await ctx.shared("lifecycle", make)
+
+
+class ResourceWatcher:
+    """Polls a job's snapshot for ``resources`` (diagnostics) to learn its folder and pids."""
+
+    def __init__(self, ctx: Context, job_id: str) -> None:
+        self.ctx, self.job_id = ctx, job_id
+        self.workdirs: set[str] = set()
+        self.pids: set[int] = set()
+        self.exposed = False
+
+    async def poll_once(self) -> None:
+        reply = await self.ctx.api.snapshot(self.job_id)
+        resources = reply.json.get("resources") if isinstance(reply.json, dict) else None
+        if isinstance(resources, dict):
+            self.exposed = True
+            if isinstance(resources.get("workdir"), str):
+                self.workdirs.add(resources["workdir"])
+            self.pids.update(p for p in resources.get("pids") or [] if isinstance(p, int))
+
+    async def run(self, interval: float = 0.1) -> None:
+        while True:
+            await self.poll_once()
+            await trio.sleep(interval)
+
+
+def _pid_state(pid: int) -> str:
+    """'gone', 'zombie' (dead but not reaped) or 'alive'."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return "gone"
+    except OSError:
+        return "alive"
+    return "zombie" if state == "Z" else "alive"
+
+
+def verify_cleanup(ctx: Context, judge: Judge, watcher: ResourceWatcher | None, cleanup: Any) -> None:
+    """The harness's own check of what the terminal event's ``cleanup`` claims."""
+    if isinstance(cleanup, dict):
+        judge.evidence["cleanupClaimed"] = cleanup
+        judge.expect(cleanup.get("workdirRemoved") is True, "cleanup does not claim the folder removed", True,
+                     cleanup.get("workdirRemoved"))
+        judge.expect(cleanup.get("processesKilled") is True, "cleanup does not claim the processes killed", True,
+                     cleanup.get("processesKilled"))
+    if watcher is None or not ctx.same_host:
+        judge.step("cleanup not checked first-hand: the target is not on this host")
+        return
+    if not watcher.exposed:
+        judge.step("cleanup not checked first-hand: the target shows no resources (diagnostics off)")
+        return
+    judge.evidence["resourcesSeen"] = {"workdirs": sorted(watcher.workdirs), "pids": sorted(watcher.pids)}
+    for workdir in watcher.workdirs:
+        judge.expect(not os.path.exists(workdir), "the job's folder still exists after its terminal event",
+                     "removed", workdir)
+    for pid in watcher.pids:
+        state = _pid_state(pid)
+        judge.expect(state == "gone", f"process {pid} is {state} after the terminal event", "gone", state)
+    judge.step(f"checked first-hand: {len(watcher.workdirs)} folder(s), {len(watcher.pids)} pid(s)")
+
+
+async def probe_mp4(data: bytes) -> dict[str, Any]:
+    """Ask ffmpeg to decode the file: duration and stream kinds, or why it could not."""
+    try:
+        import imageio_ffmpeg
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:
+        raise HarnessError(f"no ffmpeg to read the artifact with: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="sse-harness-mp4-") as folder:
+        path = os.path.join(folder, "artifact.mp4")
+        await trio.Path(path).write_bytes(data)
+        with trio.move_on_after(30) as scope:
+            result = await trio.run_process([exe, "-hide_banner", "-nostdin", "-i", path, "-f", "null", "-"],
+                                            capture_stdout=True, capture_stderr=True, check=False)
+        if scope.cancelled_caught:
+            raise HarnessError("ffmpeg took over 30 s to read the artifact")
+    text = result.stderr.decode(errors="replace")
+    # Only the input's description counts; ffmpeg then describes its (null) output too.
+    text_in = text.split("Stream mapping:")[0].split("Output #0")[0]
+    duration = re.search(r"Duration: (\d+):(\d+):(\d+\.\d+)", text)
+    seconds = (int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3])) if duration else 0.0
+    return {
+        "decoded": result.returncode == 0,
+        "durationSeconds": seconds,
+        "videoStreams": len(re.findall(r"Stream #0:\d+.*?: Video:", text_in)),
+        "audioStreams": len(re.findall(r"Stream #0:\d+.*?: Audio:", text_in)),
+        "ffmpegTail": text.strip().splitlines()[-3:],
+    }
+
+
+def data_of(events, type_name: str) -> list[dict]:
+    return [parse_data(e) or {} for e in events if e.type == type_name]

@@ -1,0 +1,178 @@
+"""Family 6, cancellation: in every stage, while queued, during a stall; idempotence and errors."""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from harness import Event, Segment
+
+from . import checks
+from ._core import Context, Judge, Skip, case, parse_data
+from ._queue import queued_job
+from ._shared import ResourceWatcher, lifecycle, verify_cleanup
+from .transport import expect_problem
+
+CONTRACT_STAGES = ("script", "tts", "visuals", "compose", "render")
+
+
+async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, expect_stage: str | None,
+                           settle: float = 0.0) -> None:
+    """Watch the job; once ``ready(event)`` says so, cancel; then judge the ending."""
+    watcher = ResourceWatcher(ctx, job_id)
+    go = trio.Event()
+    segments: list[Segment] = []
+
+    async def sink(record) -> None:
+        if isinstance(record, Event) and ready(record):
+            go.set()
+
+    async def watch() -> None:
+        segments.append(await ctx.watch(job_id, sink=sink))
+        go.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        nursery.start_soon(watcher.run)
+        await go.wait()
+        await trio.sleep(settle)
+        await watcher.poll_once()
+        sent = time.monotonic()
+        reply = await ctx.api.cancel(job_id)
+        judge.step(f"POST cancel: HTTP {reply.status} after {(time.monotonic() - sent) * 1000:.0f} ms")
+        while not segments:
+            await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    segment = segments[0]
+    judge.expect(reply.status == 202, "cancel was not accepted", 202, reply.status)
+    body = reply.json if isinstance(reply.json, dict) else {}
+    judge.expect(body.get("status") == ctx.profile.statuses["canceling"] and body.get("jobId") == job_id,
+                 "cancel reply body", {"jobId": job_id, "status": ctx.profile.statuses["canceling"]},
+                 {k: body.get(k) for k in ("jobId", "status", "cleanupScheduled")})
+    events = segment.events
+    cancelled = [e for e in events if e.type == ctx.events["cancelled"]]
+    if not judge.expect(bool(cancelled), "no cancellation event", ctx.events["cancelled"],
+                        [e.type for e in events[-3:]]):
+        return
+    latency = cancelled[0].arrived_at - sent
+    deadline = ctx.cancel_deadline
+    judge.evidence["cancelLatencyMs"] = round(latency * 1000, 1)
+    judge.evidence["deadlineMs"] = deadline * 1000
+    # 100 ms on top of the deadline covers our own request and read on this host.
+    judge.expect(latency <= deadline + 0.1, "the job did not end within the cancel deadline",
+                 f"<= {deadline * 1000:.0f} ms", f"{latency * 1000:.0f} ms", cancelled[0].id)
+    data = parse_data(cancelled[0]) or {}
+    judge.expect(data.get("status") == ctx.profile.statuses["canceled"], "cancellation event status",
+                 ctx.profile.statuses["canceled"], data.get("status"), cancelled[0].id)
+    if expect_stage is not None:
+        judge.expect(data.get("stage") == expect_stage, "cancelled in the wrong stage", expect_stage, data.get("stage"))
+    judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
+    judge.add(checks.check_ids(events))
+    snap = await ctx.api.snapshot(job_id)
+    status = snap.json.get("status") if isinstance(snap.json, dict) else snap.status
+    judge.expect(status == ctx.profile.statuses["canceled"], "snapshot after cancel", ctx.profile.statuses["canceled"], status)
+    art = await ctx.api.artifact(job_id, ctx.profile.artifact)
+    judge.expect(art.status == 404, "a cancelled job published its artifact", 404, art.status)
+    verify_cleanup(ctx, judge, watcher, data.get("cleanup"))
+
+
+def _in_stage(ctx: Context, stage: str):
+    def ready(event: Event) -> bool:
+        data = parse_data(event) or {}
+        # Wait for real work in the stage: its first progress past 0 (or its start when none).
+        return event.type == ctx.events["progress"] and data.get("stage") == stage and (data.get("stagePercent") or 0) > 0
+    return ready
+
+
+def _stage_case(number: int, name: str):
+    @case(f"6.{number}", f"cancel during stage {number} ({name}): ends within the deadline, cleaned up",
+          invariants=("7", "3"))
+    async def cancel_in_stage(ctx: Context, judge: Judge) -> None:
+        if number > len(ctx.profile.stages):
+            raise Skip(f"the target has {len(ctx.profile.stages)} stages")
+        stage = ctx.profile.stages[number - 1]
+        job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds=ctx.quick(**{stage: 3.0})))
+        await cancel_and_judge(ctx, judge, job_id, _in_stage(ctx, stage), expect_stage=stage)
+
+    return cancel_in_stage
+
+
+for _number, _name in enumerate(CONTRACT_STAGES, start=1):
+    _stage_case(_number, _name)
+
+
+@case("6.6", "cancel while queued", invariants=("7",), exclusive=True)
+async def cancel_queued(ctx: Context, judge: Judge) -> None:
+    async with queued_job(ctx, judge) as job_id:
+        await cancel_and_judge(ctx, judge, job_id, lambda e: True, expect_stage=None)
+
+
+@case("6.7", "cancel during a stall (no events flowing)", invariants=("7",))
+async def cancel_in_stall(ctx: Context, judge: Judge) -> None:
+    stage = ctx.profile.stages[min(3, len(ctx.profile.stages) - 1)]
+    job_id = await ctx.create_job(judge, **ctx.knobs(stallSeconds={stage: 20}, stageSeconds=ctx.quick()))
+
+    def stalled(event: Event) -> bool:
+        # The stage has begun; the stall follows at once and nothing else will arrive.
+        return (parse_data(event) or {}).get("stage") == stage
+
+    await cancel_and_judge(ctx, judge, job_id, stalled, expect_stage=stage, settle=0.5)
+
+
+@case("6.8", "cancel twice: 202 both times while not yet terminal, one ending", invariants=("7",))
+async def cancel_twice(ctx: Context, judge: Judge) -> None:
+    stage = ctx.profile.stages[min(2, len(ctx.profile.stages) - 1)]
+    job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds=ctx.quick(**{stage: 5.0})))
+    segments: list[Segment] = []
+    replies = {}
+    go = trio.Event()
+
+    async def sink(record) -> None:
+        if isinstance(record, Event) and _in_stage(ctx, stage)(record):
+            go.set()
+
+    async def watch() -> None:
+        segments.append(await ctx.watch(job_id, sink=sink))
+        go.set()
+
+    async def cancel(n: int) -> None:
+        reply = await ctx.api.cancel(job_id)
+        replies[n] = (reply, time.monotonic())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await go.wait()
+        async with trio.open_nursery() as both:
+            both.start_soon(cancel, 1)
+            both.start_soon(cancel, 2)
+    events = segments[0].events
+    ended = next((e.arrived_at for e in events if e.type == ctx.events["cancelled"]), None)
+    statuses = sorted(r.status for r, _ in replies.values())
+    judge.evidence["statuses"] = statuses
+    judge.expect(202 in statuses, "neither cancel was accepted", 202, statuses)
+    for reply, answered in replies.values():
+        if reply.status == 409:
+            # Legal only when the job was already terminal: its event must precede the answer.
+            judge.expect(ended is not None and ended <= answered + 0.05,
+                         "409 for a cancel while the job was still canceling", 202, 409)
+        else:
+            judge.expect(reply.status == 202, "second cancel answered neither 202 nor 409", "202 or 409", reply.status)
+    judge.expect(len([e for e in events if e.type in ctx.profile.terminal_events]) == 1,
+                 "not exactly one terminal event", 1, [e.type for e in events if e.type in ctx.profile.terminal_events])
+
+
+@case("6.9", "cancel a finished job: 409 problem", invariants=("7", "9"))
+async def cancel_finished(ctx: Context, judge: Judge) -> None:
+    recording = await lifecycle(ctx)
+    reply = await ctx.api.cancel(recording.job_id)
+    expect_problem(judge, reply, 409, "cancel of a completed job")
+    snap = await ctx.api.snapshot(recording.job_id)
+    status = snap.json.get("status") if isinstance(snap.json, dict) else None
+    judge.expect(status == ctx.profile.statuses["completed"], "the completed job changed status", "completed", status)
+
+
+@case("6.10", "cancel an unknown job: 404 problem", invariants=("7", "9"))
+async def cancel_unknown(ctx: Context, judge: Judge) -> None:
+    reply = await ctx.api.cancel("AAAAAAAAAAAAAAAAAAAAAA")
+    expect_problem(judge, reply, 404, "cancel of an unknown job")

@@ -1,0 +1,205 @@
+"""Family 4, reconnection and replay: Last-Event-ID by header and query, cuts, 204, full replay."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import trio
+
+from harness import FaultProxy, Notice, ReconnectPolicy, Segment
+
+from . import checks
+from ._core import Context, HarnessError, Judge, Skip, TargetFault, case
+from ._shared import lifecycle
+
+
+async def _replay(ctx: Context, job_id: str, *, header: str | None = None, query: str | None = None) -> Segment:
+    url = ctx.api.events_url(job_id)
+    if query is not None:
+        url += ("&" if "?" in url else "?") + "lastEventId=" + query
+    return await ctx.watch(job_id, last_event_id=header) if query is None else \
+        await _watch_url(ctx, url, header)
+
+
+async def _watch_url(ctx: Context, url: str, header: str | None) -> Segment:
+    from harness import record
+
+    return await record(url, client=ctx.http, headers=ctx.profile.headers(), last_event_id=header,
+                        terminal_types=ctx.profile.terminal_events, limits=ctx.limits())
+
+
+def _target_port(ctx: Context) -> int:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(ctx.profile.base_url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise Skip("the fault proxy only runs against a target on this host")
+    return parts.port or 80
+
+
+def _tail(events, after: int):
+    return [e for e in events if e.id.isdigit() and int(e.id) > after]
+
+
+@case("4.1", "close and reopen with Last-Event-ID mid-stream: nothing lost, nothing twice", invariants=("1", "6"))
+async def reopen(ctx: Context, judge: Judge) -> None:
+    job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds=ctx.quick(**{ctx.profile.stages[-1]: 2.0})))
+    async with trio.open_nursery() as nursery:
+        clean: list[Segment] = []
+
+        async def watch_clean() -> None:
+            clean.append(await ctx.watch(job_id))
+
+        nursery.start_soon(watch_clean)
+        first = await ctx.watch(job_id, stop=lambda e: e.id.isdigit() and int(e.id) >= 15)
+        judge.step(f"first connection closed by us after id {first.last_event_id}")
+        if not first.last_event_id:
+            raise TargetFault("no event with an id in the first 15: cannot reconnect with Last-Event-ID")
+        second = await ctx.watch(job_id, last_event_id=first.last_event_id)
+        judge.step(f"reopened with Last-Event-ID {first.last_event_id}: HTTP {second.status}, {len(second.events)} events")
+    judge.expect(second.status == 200, "reconnection refused", 200, second.status)
+    received = first.events + second.events
+    judge.add(checks.check_ids(received))
+    judge.add(checks.check_replay(received, clean[0].events))
+    judge.evidence.update(firstConnection=len(first.events), secondConnection=len(second.events),
+                          uninterrupted=len(clean[0].events))
+
+
+@case("4.2", "a cut in the middle of an event: the partial event is dropped and replayed", invariants=("6",))
+async def cut_mid_event(ctx: Context, judge: Judge) -> None:
+    port = _target_port(ctx)
+    job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds=ctx.quick(**{ctx.profile.stages[-1]: 2.0})))
+    async with FaultProxy(port) as proxy, trio.open_nursery() as nursery:
+        clean: list[Segment] = []
+
+        async def watch_clean() -> None:
+            clean.append(await ctx.watch(job_id))
+
+        nursery.start_soon(watch_clean)
+        proxy.next_cut_after = 2500 + 37  # lands inside an event, not on a block boundary, for typical sizes
+        url = proxy.url(ctx.profile.paths["events"].format(id=job_id))
+        trace = await ctx.follow(url, policy=ReconnectPolicy(max_attempts=5))
+    segments = trace.segments
+    judge.evidence["segments"] = [{"end": s.end, "events": len(s.events), "lastEventIdSent": s.last_event_id_sent}
+                                  for s in segments]
+    judge.evidence["proxyLog"] = [f"{e.action} {e.detail}" for e in proxy.log]
+    if len(segments) < 2:
+        raise HarnessError("the cut did not happen: the first connection carried under 2.5 KB")
+    first = segments[0]
+    partial = any(isinstance(r, Notice) and r.kind == "partial-event-discarded" for r in first.records)
+    judge.step(f"cut after 2537 bytes; partial event discarded by the reader: {partial}")
+    judge.expect(segments[1].last_event_id_sent == (first.last_event_id or None),
+                 "the reconnect did not carry the last complete event's id", first.last_event_id,
+                 segments[1].last_event_id_sent)
+    judge.expect(segments[1].status == 200, "reconnection refused", 200, segments[1].status)
+    judge.add(checks.check_replay(trace.events, clean[0].events))
+
+
+@case("4.3", "20 cuts at random moments while events flow fast: the union is byte-identical", invariants=("1", "6"),
+      timeout=90)
+async def twenty_cuts(ctx: Context, judge: Judge) -> None:
+    port = _target_port(ctx)
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    judge.evidence["seed"] = seed
+    job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds={s: 2.5 for s in ctx.profile.stages}))
+    effective = 0
+    async with FaultProxy(port) as proxy, trio.open_nursery() as nursery:
+        clean: list[Segment] = []
+        done = trio.Event()
+
+        async def watch_clean() -> None:
+            clean.append(await ctx.watch(job_id))
+
+        async def cutter() -> None:
+            nonlocal effective
+            while effective < 20 and not done.is_set():
+                await trio.sleep(rng.uniform(0.1, 0.4))
+                # Cut only a connection that is carrying the stream (a cut during the
+                # reconnect pause would cut nothing).
+                while not any(c.down_bytes > 0 for c in proxy.connections) and not done.is_set():
+                    await trio.sleep(0.01)
+                if not done.is_set() and proxy.cut():
+                    effective += 1
+
+        nursery.start_soon(watch_clean)
+        nursery.start_soon(cutter)
+        url = proxy.url(ctx.profile.paths["events"].format(id=job_id))
+        trace = await ctx.follow(url, policy=ReconnectPolicy(max_attempts=5, delay_ms=50))
+        done.set()
+    reference = clean[0].events
+    stamps = [(e.arrived_at) for e in reference]
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 and stamps[-1] > stamps[0] else 0.0
+    judge.evidence.update(cuts=effective, connections=len(trace.segments), eventsPerSecond=round(rate, 1),
+                          received=len(trace.events), uninterrupted=len(reference))
+    judge.step(f"{effective} cuts landed, {len(trace.segments)} connections, stream rate {rate:.1f} events/s")
+    judge.add(checks.check_replay(trace.events, reference))
+    if effective < 20:
+        if rate < 20:
+            raise Skip(f"the target sends {rate:.1f} events/s, under the 20/s this case needs; {effective} cuts landed")
+        raise HarnessError(f"only {effective} of 20 cuts landed before the job ended")
+
+
+@case("4.4", "lastEventId query parameter resumes like the header", invariants=("6",))
+async def query_parameter(ctx: Context, judge: Judge) -> None:
+    recording = await lifecycle(ctx)
+    reference = recording.segment.events
+    middle = len(reference) // 2
+    segment = await _replay(ctx, recording.job_id, query=str(middle))
+    judge.step(f"GET events?lastEventId={middle}: HTTP {segment.status}, {len(segment.events)} events")
+    judge.expect(segment.status == 200, "resume by query refused", 200, segment.status)
+    judge.add(checks.check_replay(segment.events, _tail(reference, middle)))
+
+
+@case("4.5", "a garbage Last-Event-ID is treated as absent", invariants=("6",))
+async def garbage_id(ctx: Context, judge: Judge) -> None:
+    recording = await lifecycle(ctx)
+    reference = recording.segment.events
+    for garbage in ("abc", "-1", "1.5", "0x10", "1e3", "%%%"):
+        segment = await _replay(ctx, recording.job_id, header=garbage)
+        judge.step(f"Last-Event-ID {garbage!r}: HTTP {segment.status}, {len(segment.events)} events")
+        if judge.expect(segment.status == 200, f"Last-Event-ID {garbage!r} was not treated as absent", 200, segment.status):
+            judge.add(checks.check_replay(segment.events, reference))
+
+
+@case("4.6", "a Last-Event-ID past the end gets no old events and no error", invariants=("6",))
+async def past_the_end(ctx: Context, judge: Judge) -> None:
+    recording = await lifecycle(ctx)
+    last = int(recording.segment.events[-1].id)
+    segment = await _replay(ctx, recording.job_id, header=str(last + 1000))
+    judge.evidence["reply"] = {"status": segment.status, "events": len(segment.events)}
+    judge.expect(segment.status in (200, 204), "an id past the end is an error", "204 (or 200 and nothing)", segment.status)
+    judge.expect(not segment.events, "events sent for an id past the end", 0, [e.id for e in segment.events[:5]])
+
+
+@case("4.7", "204 for a finished job whose last event the client has", invariants=("6",))
+async def no_content(ctx: Context, judge: Judge) -> None:
+    recording = await lifecycle(ctx)
+    last = recording.segment.events[-1].id
+    segment = await _replay(ctx, recording.job_id, header=last)
+    judge.evidence["reply"] = {"status": segment.status, "events": len(segment.events), "body": segment.body[:200].decode(errors="replace")}
+    judge.expect(segment.status == 204, "a finished job at its last id must answer 204 (so EventSource stops)", 204,
+                 segment.status)
+
+
+@case("4.8", "a full replay of a finished job equals the live stream, byte for byte", invariants=("6", "3"))
+async def full_replay(ctx: Context, judge: Judge) -> None:
+    recording = await lifecycle(ctx)
+    started = time.monotonic()
+    segment = await _replay(ctx, recording.job_id)
+    judge.evidence["replayMs"] = round((segment.ended_at - started) * 1000, 1)
+    judge.expect(segment.status == 200, "full replay refused", 200, segment.status)
+    judge.add(checks.check_replay(segment.events, recording.segment.events))
+    judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
+
+
+@case("4.9", "the Last-Event-ID header wins over the lastEventId query", invariants=("6",))
+async def header_wins(ctx: Context, judge: Judge) -> None:
+    recording = await lifecycle(ctx)
+    reference = recording.segment.events
+    by_header, by_query = len(reference) // 3, 2 * len(reference) // 3
+    url = ctx.api.events_url(recording.job_id) + f"?lastEventId={by_query}"
+    segment = await _watch_url(ctx, url, str(by_header))
+    judge.step(f"header {by_header}, query {by_query}: first id {segment.events[0].id if segment.events else None}")
+    judge.add(checks.check_replay(segment.events, _tail(reference, by_header)))
