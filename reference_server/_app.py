@@ -76,11 +76,14 @@ def create_app(config: ServerConfig, manager: JobManager) -> QuartTrio:
 
     @app.post("/api/jobs")
     async def create_job() -> Response:
+        if (request.content_length or 0) > MAX_BODY:
+            response = _problem(413, f"the body is over {MAX_BODY} bytes")
+            response.headers["Connection"] = "close"  # the unread body must not poison the connection
+            return response
+        # Read the body before any other answer, so that a kept-alive connection stays in step.
+        raw = await request.get_data()  # raises 413 past MAX_CONTENT_LENGTH when chunked
         if request.mimetype != "application/json":
             return _problem(415, "send the job as application/json")
-        if (request.content_length or 0) > MAX_BODY:
-            return _problem(413, f"the body is over {MAX_BODY} bytes")
-        raw = await request.get_data()  # raises 413 past MAX_CONTENT_LENGTH when chunked
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
