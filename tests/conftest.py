@@ -1,0 +1,82 @@
+"""Fixtures: real servers as separate processes on ephemeral 127.0.0.1 ports, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class RunningServer:
+    def __init__(self, args: list[str], *, timeout: float = 30.0) -> None:
+        self.data_dir = tempfile.mkdtemp(prefix="sse-test-")
+        args = [a.replace("{data_dir}", self.data_dir) for a in args]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+                                        stdin=subprocess.DEVNULL)
+        self.output: list[str] = []
+        deadline = time.monotonic() + timeout
+        self.base_url = None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline().decode(errors="replace")
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith("listening on http://"):
+                self.base_url = line.split(" ", 2)[2].strip()
+                break
+        if self.base_url is None:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.output))
+        # Keep draining its output so that a chatty server never blocks on a full pipe.
+        self._drain = subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=subprocess.DEVNULL)
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "_drain", None) is not None:
+            self._drain.wait(5)
+        subprocess.run(["rm", "-rf", self.data_dir], check=False)
+
+
+def reference_args(*extra: str, keepalive: float = 1.0, max_jobs: int = 12) -> list[str]:
+    return [sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", "{data_dir}",
+            "--keepalive", str(keepalive), "--time-scale", "0.25", "--max-concurrent-jobs", str(max_jobs),
+            "--retry-ms", "200", "--diagnostics", *extra]
+
+
+@pytest.fixture(scope="session")
+def reference_server():
+    server = RunningServer(reference_args())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_server():
+    started: list[RunningServer] = []
+
+    def start(args: list[str]) -> RunningServer:
+        server = RunningServer(args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
