@@ -173,9 +173,26 @@ class FaultProxy:
         done.cancel()
 
     async def _pump_down(self, conn: _Connection, done: trio.CancelScope) -> None:
+        # A reader stamps each chunk on arrival and a writer shapes it, so that a delay is
+        # latency added to every chunk rather than a slower pipe. The channel is bounded.
+        send, receive = trio.open_memory_channel[tuple[float, bytes]](64)
+
+        async def read() -> None:
+            async with send:
+                try:
+                    while chunk := await conn.server.receive_some(65536):
+                        await send.send((trio.current_time(), chunk))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
         try:
-            while chunk := await conn.server.receive_some(65536):
-                await self._forward(conn, chunk)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                async with receive:
+                    async for arrived, chunk in receive:
+                        if self.delay_seconds:
+                            await trio.sleep_until(arrived + self.delay_seconds)
+                        await self._forward(conn, chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         done.cancel()
@@ -183,8 +200,6 @@ class FaultProxy:
     async def _forward(self, conn: _Connection, chunk: bytes) -> None:
         if trio.current_time() < self._stalled_until:
             await trio.sleep_until(self._stalled_until)
-        if self.delay_seconds:
-            await trio.sleep(self.delay_seconds)
         if conn.cut_after is not None and conn.down_bytes + len(chunk) >= conn.cut_after:
             keep = conn.cut_after - conn.down_bytes
             if keep > 0:
