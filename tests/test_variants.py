@@ -1,0 +1,85 @@
+"""Proving the verdicts: each broken variant is caught by exactly the cases aimed at its fault
+(as `fail`, not `error`); the correct and the legal variants pass everything."""
+
+import sys
+
+import pytest
+
+from conftest import ROOT, RunningServer
+from harness import load_profile
+from harness._runner import run_suite
+
+# fault -> (the families run against it, the cases that must fail)
+DETECTION = {
+    "id-skip": (["3"], {"3.1"}),
+    "id-repeat": (["3"], {"3.1"}),
+    "percent-regress": (["3"], {"3.2"}),
+    "stage-backwards": (["3"], {"3.2"}),
+    "lei-ignored": (["4"], {"4.1", "4.2", "4.3", "4.4", "4.9"}),
+    "replay-off-by-one": (["4"], {"4.1", "4.4", "4.9"}),
+    "replay-race": (["4"], {"4.3"}),
+    "no-keepalive": (["5"], {"5.1", "5.2"}),
+    "keepalive-slow": (["5"], {"5.1", "5.2"}),
+    "cancel-ignored-in-compose": (["6"], {"6.4"}),
+    "cancel-slow": (["6"], {"6.1", "6.2", "6.3", "6.4", "6.5", "6.7"}),
+    "cancel-leaves-folder": (["6", "8"], {"6.1", "6.2", "6.3", "6.4", "6.5", "6.7", "8.2", "8.3", "8.4", "8.5"}),
+    "cancel-leaves-process": (["6"], {"6.2", "6.3", "6.4", "6.5"}),
+    "event-after-terminal": (["3"], {"3.4"}),
+    "stream-open-after-terminal": (["3", "4.8"], {"3.4", "4.8"}),
+    "cross-job-leak": (["7.1", "7.2"], {"7.1", "7.2"}),
+    "batched": (["2"], {"2.3"}),
+    "wrong-content-type": (["1"], {"1.2"}),
+    "cancel-finished-202": (["6.9", "6.10"], {"6.9"}),
+    "malformed-json-500-html": (["9"], {"9.1"}),
+    "empty-200-not-204": (["4"], {"4.7"}),
+    "garbage-lei-500": (["4"], {"4.5"}),
+    "no-retry": (["1"], {"1.5"}),
+    "failure-no-remediation": (["8"], {"8.1", "8.2", "8.3", "8.4", "8.5"}),
+    "cadence-slow": (["3"], {"3.5"}),
+    "hostile-id-500": (["1"], {"1.4"}),
+}
+# Legal oddities may earn these non-strict outcomes (documented client hazards), nothing worse.
+LEGAL_NON_STRICT = {"legal-crlf": set(), "legal-cr": {"2.2", "2.4"}, "legal-misc": {"5.3"}}
+
+
+def variant(name: str) -> RunningServer:
+    return RunningServer([sys.executable, str(ROOT / "tests" / "variants" / "server.py"), name, "--port", "0",
+                          "--data-dir", "{data_dir}", "--keepalive", "1", "--time-scale", "0.25",
+                          "--max-concurrent-jobs", "12", "--retry-ms", "200", "--diagnostics"])
+
+
+async def run_against(name: str, only=()):
+    server = variant(name)
+    try:
+        return await run_suite(load_profile(base_url=server.base_url), only=only, parallel=8)
+    finally:
+        server.stop()
+
+
+def outcomes(report) -> dict[str, str]:
+    return {r.id: r.outcome for r in report.results}
+
+
+@pytest.mark.parametrize("fault", sorted(DETECTION))
+async def test_fault_is_caught_by_its_cases(fault):
+    families, targets = DETECTION[fault]
+    report = await run_against(fault, only=families)
+    got = outcomes(report)
+    caught = {case for case in targets if got.get(case) == "fail"}
+    details = {r.id: (r.outcome, r.reason, [f.message for f in r.findings][:2]) for r in report.results
+               if r.id in targets - caught}
+    assert caught == targets, f"{fault}: not caught as fail by {sorted(targets - caught)}: {details}"
+    errors = {r.id: r.reason for r in report.results if r.outcome == "error"}
+    assert not errors, f"{fault}: the harness erred instead of judging: {errors}"
+    # Anything else that changed is reported by name, so the detection table stays honest.
+    others = sorted(case for case, outcome in got.items() if outcome == "fail" and case not in targets)
+    print(f"\n{fault}: caught by {sorted(caught)}; also failing: {others}")
+
+
+@pytest.mark.parametrize("name", ["correct", *sorted(LEGAL_NON_STRICT)])
+async def test_correct_and_legal_variants_pass_everything(name):
+    report = await run_against(name)
+    allowed = LEGAL_NON_STRICT.get(name, set())
+    bad = {r.id: (r.outcome, r.reason, [f.message for f in r.findings][:2]) for r in report.results
+           if not (r.outcome == "pass" or (r.outcome == "non-strict" and r.id in allowed))}
+    assert not bad, f"{name}: {bad}"
