@@ -96,15 +96,18 @@ class Decoder:
         self._cr_pending = False  # the last chunk ended in CR: a leading LF belongs to it
         self._skipping = False  # inside an over-long line: drop bytes until its end
         self._noticed: set[str] = set()
+        self._data: list[bytes] = []
+        self._block_lines: list[bytes] = []
         self._reset_block()
 
     def _reset_block(self) -> None:
-        self._data: list[str] = []
+        # Lists are cleared in place: feed() holds them in locals for speed.
+        self._data.clear()
         self._data_size = 0
         self._type = ""
         self._block_retry: int | None = None
         self._block_has_id = False
-        self._block_lines: list[bytes] = []
+        self._block_lines.clear()
         self._block_start: tuple[float, int] | None = None
 
     def _notice(self, out: list, kind: str, detail: str, offset: int) -> None:
@@ -134,37 +137,72 @@ class Decoder:
                 buffer = buffer[3:]
                 self._buffer_offset += 3
                 self._notice(out, "bom", "a UTF-8 byte order mark opens the stream (stripped)", 0)
-        lines = buffer.splitlines(keepends=True)
-        rest = b""
-        if lines and not lines[-1].endswith((b"\n", b"\r")):
-            rest = lines.pop()
+        if b"\r" not in buffer:
+            # The common case, LF only: one C-level split, every line 1 byte longer than its body.
+            bodies = buffer.split(b"\n")
+            rest = bodies.pop()
+            lengths = None
+            self.line_endings["LF"] += len(bodies)
+        else:
+            raw_lines = buffer.splitlines(keepends=True)
+            rest = b""
+            if raw_lines and not raw_lines[-1].endswith((b"\n", b"\r")):
+                rest = raw_lines.pop()
+            bodies, lengths = [], []
+            for raw in raw_lines:
+                if raw.endswith(b"\r\n"):
+                    bodies.append(raw[:-2])
+                    self.line_endings["CRLF"] += 1
+                elif raw.endswith(b"\n"):
+                    bodies.append(raw[:-1])
+                    self.line_endings["LF"] += 1
+                else:
+                    bodies.append(raw[:-1])
+                    self.line_endings["CR"] += 1
+                lengths.append(len(raw))
+            if raw_lines and raw_lines[-1].endswith(b"\r") and not rest:
+                self._cr_pending = True
         offset = self._buffer_offset
-        for raw in lines:
-            length = len(raw)
-            if raw.endswith(b"\r\n"):
-                body = raw[:-2]
-                self.line_endings["CRLF"] += 1
-            elif raw.endswith(b"\n"):
-                body = raw[:-1]
-                self.line_endings["LF"] += 1
-            else:
-                body = raw[:-1]
-                self.line_endings["CR"] += 1
+        max_line = self.max_line
+        data_list, block_lines = self._data, self._block_lines
+        for i, body in enumerate(bodies):
+            length = len(body) + 1 if lengths is None else lengths[i]
             if self._skipping:
                 self._skipping = False
+            elif self.record_lines:
+                out.append(Line(offset, length, arrived_at))
+                self._line(body, arrived_at, offset, out)
+            elif not body:
+                self._dispatch(arrived_at, out)
+            elif len(body) > max_line:
+                out.append(Violation("line-too-long", f"a line of {len(body)} bytes exceeds {max_line}", offset))
+            elif body[0] == 58:  # ":" a comment
+                self._comment(body, arrived_at, offset, out)
             else:
-                if self.record_lines:
-                    out.append(Line(offset, length, arrived_at))
-                if len(body) > self.max_line:
-                    out.append(Violation("line-too-long", f"a line of {len(body)} bytes exceeds {self.max_line}", offset))
+                # Inline for speed: a field line of the current block.
+                if not block_lines:
+                    self._block_start = (arrived_at, offset)
+                block_lines.append(body)
+                field, colon, value = body.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
+                if field == b"data":
+                    data_list.append(value)
+                    self._data_size += len(value)
+                    if self._data_size > self.max_event:
+                        out.append(Violation("event-too-large", f"event data exceeds {self.max_event} bytes; dropped", offset))
+                        self._reset_block()
+                elif field == b"id" and b"\x00" not in value and value.isascii():
+                    self._id_buffer = value.decode("ascii")
+                    self._block_has_id = True
+                elif field == b"event" and value.isascii():
+                    self._type = value.decode("ascii")
                 else:
-                    self._line(body, arrived_at, offset, out)
+                    self._field(field, value, arrived_at, offset, out)
             offset += length
-        if lines and lines[-1].endswith(b"\r") and not rest:
-            self._cr_pending = True
-        if len(rest) > self.max_line:
+        if len(rest) > max_line:
             if not self._skipping:
-                out.append(Violation("line-too-long", f"a line exceeds {self.max_line} bytes; skipped to its end", offset))
+                out.append(Violation("line-too-long", f"a line exceeds {max_line} bytes; skipped to its end", offset))
             self._skipping = True
             offset += len(rest)
             rest = b""
@@ -188,45 +226,54 @@ class Decoder:
         return out
 
     def _line(self, body: bytes, arrived_at: float, offset: int, out: list) -> None:
+        """One line, the slow general way (used when lines are recorded)."""
         if not body:
             self._dispatch(arrived_at, out)
-            return
-        line = body.decode("utf-8", errors="replace")
-        if "\ufffd" in line and b"\xef\xbf\xbd" not in body:
+        elif len(body) > self.max_line:
+            out.append(Violation("line-too-long", f"a line of {len(body)} bytes exceeds {self.max_line}", offset))
+        elif body[0] == 58:
+            self._comment(body, arrived_at, offset, out)
+        else:
+            if not self._block_lines:
+                self._block_start = (arrived_at, offset)
+            self._block_lines.append(body)
+            field, colon, value = body.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if field == b"data":
+                self._data.append(value)
+                self._data_size += len(value)
+            else:
+                self._field(field, value, arrived_at, offset, out)
+
+    def _comment(self, body: bytes, arrived_at: float, offset: int, out: list) -> None:
+        text = body[2:] if body[1:2] == b" " else body[1:]
+        out.append(Comment(self._text(text, offset, out), arrived_at, offset))
+
+    def _text(self, value: bytes, offset: int, out: list) -> str:
+        text = value.decode("utf-8", errors="replace")
+        if "\ufffd" in text and b"\xef\xbf\xbd" not in value:
             self._notice(out, "invalid-utf8", "bytes that are not UTF-8 (replaced by U+FFFD)", offset)
-        if line[0] == ":":
-            text = line[1:]
-            out.append(Comment(text[1:] if text[:1] == " " else text, arrived_at, offset))
-            return
-        if self._block_start is None:
-            self._block_start = (arrived_at, offset)
-        self._block_lines.append(body)
-        field, colon, value = line.partition(":")
-        if colon and value[:1] == " ":
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-            self._data_size += len(value)
-            if self._data_size > self.max_event:
-                out.append(Violation("event-too-large", f"event data exceeds {self.max_event} bytes; dropped", offset))
-                self._reset_block()
-        elif field == "event":
-            self._type = value
-        elif field == "id":
-            if "\x00" in value:
+        return text
+
+    def _field(self, field: bytes, value: bytes, arrived_at: float, offset: int, out: list) -> None:
+        if field == b"event":
+            self._type = self._text(value, offset, out)
+        elif field == b"id":
+            if b"\x00" in value:
                 self._notice(out, "id-with-nul", "an id containing NUL was ignored", offset)
             else:
-                self._id_buffer = value
+                self._id_buffer = self._text(value, offset, out)
                 self._block_has_id = True
-        elif field == "retry":
-            if value and value.isascii() and value.isdigit():
+        elif field == b"retry":
+            if value and value.isdigit():  # bytes.isdigit: ASCII digits only, as the spec wants
                 self.retry_ms = int(value)
                 self._block_retry = self.retry_ms
                 out.append(Retry(self.retry_ms, arrived_at, offset))
             else:
                 self._notice(out, "retry-invalid", f"retry value {value!r} is not all ASCII digits (ignored)", offset)
         else:
-            self._notice(out, "unknown-field", f"field {field!r} ignored", offset)
+            self._notice(out, "unknown-field", f"field {field.decode('utf-8', 'replace')!r} ignored", offset)
 
     def _dispatch(self, arrived_at: float, out: list) -> None:
         self.last_event_id = self._id_buffer
@@ -235,7 +282,7 @@ class Decoder:
             out.append(Event(
                 id=self.last_event_id,
                 type=self._type or "message",
-                data="\n".join(self._data),
+                data=self._text(b"\n".join(self._data), self._block_start[1], out),
                 retry=self._block_retry,
                 arrived_at=arrived_at,
                 first_arrived_at=first_at,
