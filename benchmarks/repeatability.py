@@ -1,0 +1,51 @@
+"""Repeatability: the suite several times against the correct server and against timing-sensitive
+faults; prints every case whose outcome was not the same in every run.
+
+    python benchmarks/repeatability.py [CORRECT_RUNS] [FAULT_RUNS]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness import load_profile  # noqa: E402
+from harness._runner import run_suite  # noqa: E402
+from test_variants import DETECTION, variant  # noqa: E402
+
+TIMING_FAULTS = ["keepalive-slow", "cancel-slow", "batched", "cadence-slow", "replay-race"]
+
+
+async def runs(name: str, times: int, only=()) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = defaultdict(list)
+    for _ in range(times):
+        server = variant(name)
+        try:
+            report = await run_suite(load_profile(base_url=server.base_url), only=only, parallel=8)
+        finally:
+            server.stop()
+        for r in report.results:
+            seen[r.id].append(r.outcome)
+    return seen
+
+
+async def main() -> None:
+    correct_runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    fault_runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    plan = [("correct", correct_runs, ())] + [(f, fault_runs, DETECTION[f][0]) for f in TIMING_FAULTS]
+    for name, times, only in plan:
+        seen = await runs(name, times, only)
+        unstable = {case: outs for case, outs in seen.items() if len(set(outs)) > 1}
+        verdicts = sorted({o for outs in seen.values() for o in outs})
+        print(f"{name:<16} {times} runs x {len(seen)} cases: "
+              f"{'identical every time' if not unstable else 'UNSTABLE ' + str(unstable)}; outcomes seen {verdicts}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    trio.run(main)
