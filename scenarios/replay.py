@@ -7,7 +7,7 @@ import time
 
 import trio
 
-from harness import FaultProxy, Notice, ReconnectPolicy, Segment
+from harness import FaultProxy, Notice, ReconnectPolicy, Segment, record
 
 from . import checks
 from ._core import Context, HarnessError, Judge, Skip, TargetFault, case
@@ -15,16 +15,10 @@ from ._shared import lifecycle
 
 
 async def _replay(ctx: Context, job_id: str, *, header: str | None = None, query: str | None = None) -> Segment:
+    """One connection to a job's stream with a Last-Event-ID header and/or query."""
     url = ctx.api.events_url(job_id)
     if query is not None:
         url += ("&" if "?" in url else "?") + "lastEventId=" + query
-    return await ctx.watch(job_id, last_event_id=header) if query is None else \
-        await _watch_url(ctx, url, header)
-
-
-async def _watch_url(ctx: Context, url: str, header: str | None) -> Segment:
-    from harness import record
-
     return await record(url, client=ctx.http, headers=ctx.profile.headers(), last_event_id=header,
                         terminal_types=ctx.profile.terminal_events, limits=ctx.limits())
 
@@ -206,7 +200,6 @@ async def header_wins(ctx: Context, judge: Judge) -> None:
     recording = await lifecycle(ctx)
     reference = recording.segment.events
     by_header, by_query = len(reference) // 3, 2 * len(reference) // 3
-    url = ctx.api.events_url(recording.job_id) + f"?lastEventId={by_query}"
-    segment = await _watch_url(ctx, url, str(by_header))
+    segment = await _replay(ctx, recording.job_id, header=str(by_header), query=str(by_query))
     judge.step(f"header {by_header}, query {by_query}: first id {segment.events[0].id if segment.events else None}")
     judge.add(checks.check_replay(segment.events, _tail(reference, by_header)))
