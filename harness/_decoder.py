@@ -7,11 +7,14 @@ rules exactly and see comments; httpx-sse bends both (see docs/decoder.md).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Union
 
 __all__ = ["Comment", "Decoder", "Event", "Line", "Notice", "Record", "Retry", "Violation"]
 
 _BOM = b"\xef\xbb\xbf"
+# A canonical event at a line start: id, event, data, blank line (no NUL in the id, no CR).
+_CANONICAL = re.compile(rb"(?<![^\n])id: ([^\n\x00]*)\nevent: ([^\n]*)\ndata: ([^\n]*)\n\n")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,6 +72,23 @@ class Line:
     length: int
     arrived_at: float
 
+
+def _fast_constructor(cls):
+    """Build instances of a frozen slots dataclass without its __init__'s per-field
+    object.__setattr__ calls (twice as fast; the decoder makes one per event)."""
+    setters = [cls.__dict__[f.name].__set__ for f in dataclasses.fields(cls)]
+    new = object.__new__
+
+    def make(*values):
+        obj = new(cls)
+        for setter, value in zip(setters, values):
+            setter(obj, value)
+        return obj
+
+    return make
+
+
+_new_event = _fast_constructor(Event)
 
 Record = Union[Event, Comment, Retry, Violation, Notice, Line]
 
@@ -137,12 +157,10 @@ class Decoder:
                 buffer = buffer[3:]
                 self._buffer_offset += 3
                 self._notice(out, "bom", "a UTF-8 byte order mark opens the stream (stripped)", 0)
-        if b"\r" not in buffer:
-            # The common case, LF only: one C-level split, every line 1 byte longer than its body.
-            bodies = buffer.split(b"\n")
-            rest = bodies.pop()
-            lengths = None
-            self.line_endings["LF"] += len(bodies)
+        if b"\r" not in buffer and not self.record_lines and not self._skipping:
+            # The common case, LF only. Canonical events (id, event, data, blank line) are
+            # taken whole by one regex; what lies between them goes line by line.
+            offset, rest = self._feed_lf(buffer, arrived_at, out)
         else:
             raw_lines = buffer.splitlines(keepends=True)
             rest = b""
@@ -162,7 +180,57 @@ class Decoder:
                 lengths.append(len(raw))
             if raw_lines and raw_lines[-1].endswith(b"\r") and not rest:
                 self._cr_pending = True
-        offset = self._buffer_offset
+            offset = self._lines(bodies, lengths, arrived_at, self._buffer_offset, out)
+        max_line = self.max_line
+        if len(rest) > max_line:
+            if not self._skipping:
+                out.append(Violation("line-too-long", f"a line exceeds {max_line} bytes; skipped to its end", offset))
+            self._skipping = True
+            offset += len(rest)
+            rest = b""
+        self._buffer = rest
+        self._buffer_offset = offset
+        return out
+
+    def _feed_lf(self, buffer: bytes, arrived_at: float, out: list) -> tuple[int, bytes]:
+        base = self._buffer_offset
+        pos = 0
+        max_line = self.max_line
+        for match in _CANONICAL.finditer(buffer):
+            start, end = match.span()
+            if start > pos:
+                gap = buffer[pos:start].split(b"\n")
+                gap.pop()  # the gap ends with a line end: its last piece is empty
+                self.line_endings["LF"] += len(gap)
+                self._lines(gap, None, arrived_at, base + pos, out)
+            pos = end
+            if self._block_lines or end - start > max_line:
+                # Inside an open block (or too long): the general path must judge these lines.
+                lines = buffer[start:end].split(b"\n")
+                lines.pop()
+                self.line_endings["LF"] += len(lines)
+                self._lines(lines, None, arrived_at, base + start, out)
+                continue
+            self.line_endings["LF"] += 4
+            raw_id, raw_type = match[1], match[2]
+            event_id = raw_id.decode("ascii") if raw_id.isascii() else self._text(raw_id, base + start, out)
+            if not raw_type:
+                event_type = "message"
+            else:
+                event_type = raw_type.decode("ascii") if raw_type.isascii() else self._text(raw_type, base + start, out)
+            self.last_event_id = self._id_buffer = event_id
+            out.append(_new_event(event_id, event_type, self._text(match[3], base + start, out), None, arrived_at,
+                                  arrived_at, True, buffer[start:end - 2], base + start))
+        tail = buffer[pos:].split(b"\n")
+        rest = tail.pop()
+        if tail:
+            self.line_endings["LF"] += len(tail)
+            self._lines(tail, None, arrived_at, base + pos, out)
+        return base + len(buffer) - len(rest), rest
+
+    def _lines(self, bodies: list[bytes], lengths: list[int] | None, arrived_at: float, offset: int,
+               out: list) -> int:
+        """Lines one by one; returns the offset after them."""
         max_line = self.max_line
         data_list, block_lines = self._data, self._block_lines
         for i, body in enumerate(bodies):
@@ -200,15 +268,7 @@ class Decoder:
                 else:
                     self._field(field, value, arrived_at, offset, out)
             offset += length
-        if len(rest) > max_line:
-            if not self._skipping:
-                out.append(Violation("line-too-long", f"a line exceeds {max_line} bytes; skipped to its end", offset))
-            self._skipping = True
-            offset += len(rest)
-            rest = b""
-        self._buffer = rest
-        self._buffer_offset = offset
-        return out
+        return offset
 
     def close(self, arrived_at: float) -> list[Record]:
         """End of stream: an event without its blank line is discarded, as the spec says."""

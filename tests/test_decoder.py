@@ -192,3 +192,43 @@ def test_last_event_id_commits_only_at_the_blank_line():
     assert decoder.last_event_id == "2"
     decoder.feed(b"id: 3\n\n", 2.0)  # a block with no data still commits its id (EventSource does)
     assert decoder.last_event_id == "3"
+
+
+def test_canonical_fast_path_agrees_with_the_line_by_line_path():
+    # LF-only streams take a regex fast path for canonical events; record_lines forces the
+    # general path. Both must give the same records for any mix and any chunking.
+    rng = random.Random(11)
+    parts = []
+    for i in range(300):
+        kind = rng.random()
+        if kind < 0.6:
+            parts.append(b"id: %d\nevent: e\ndata: {\"n\": %d, \"s\": \"\xc3\xa9\"}\n\n" % (i, i))
+        elif kind < 0.7:
+            parts.append(b": keepalive\n\n")
+        elif kind < 0.8:
+            parts.append(b"data: first\nid: %d\nevent: e\ndata: x\n\n" % i)  # id inside an open block
+        elif kind < 0.85:
+            parts.append(b"id: %d\nevent:\ndata:\n\n" % i)
+        elif kind < 0.9:
+            parts.append(b"id: 1\x002\nevent: e\ndata: nul id\n\n")
+        elif kind < 0.95:
+            parts.append(b"id: %d\nevent: e\ndata: \xff bad utf8\n\n" % i)
+        else:
+            parts.append(b"\n")
+    data = b"retry: 5\n\n" + b"".join(parts)
+
+    def strip(records):
+        return [(type(r).__name__, getattr(r, "id", None), getattr(r, "type", None),
+                 getattr(r, "data", getattr(r, "text", None)), getattr(r, "raw", None), getattr(r, "offset", None),
+                 getattr(r, "has_id", None)) for r in records if type(r).__name__ != "Line"]
+
+    general, _ = decode(data, record_lines=True)
+    for seed in range(8):
+        r = random.Random(seed)
+        cuts = sorted(r.sample(range(1, len(data)), 200))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        fast, decoder = decode(data, chunks=chunks)
+        assert strip(fast) == strip(general)
+    whole, decoder = decode(data)
+    assert strip(whole) == strip(general)
+    assert decoder.line_endings["LF"] == data.count(b"\n")
