@@ -86,7 +86,7 @@ async def twenty_subscribers(ctx: Context, judge: Judge) -> None:
     judge.step(f"20 subscribers, {len(reference)} events each")
 
 
-@case("7.4", "queue stats agree with the jobs listed", invariants=("8",))
+@case("7.4", "queue stats agree with the jobs listed and with snapshots", invariants=("8",))
 async def queue_stats(ctx: Context, judge: Judge) -> None:
     recording = await lifecycle(ctx)
     reply = await ctx.api.queue()
@@ -107,6 +107,13 @@ async def queue_stats(ctx: Context, judge: Judge) -> None:
     listed = {j.get("jobId"): j.get("status") for j in body["jobs"]}
     judge.expect(listed.get(recording.job_id) == ctx.profile.statuses["completed"],
                  "a completed job is missing or wrong in the queue", "completed", listed.get(recording.job_id))
+    # Terminal jobs cannot change: their listed status must be their snapshot's.
+    terminal = [job_id for job_id, status in listed.items() if status in ctx.profile.terminal_statuses][:10]
+    for job_id in terminal:
+        snap = await ctx.api.snapshot(job_id)
+        status = snap.json.get("status") if isinstance(snap.json, dict) else snap.status
+        judge.expect(status == listed[job_id], "queue and snapshot disagree on a finished job", listed[job_id], status)
+    judge.step(f"compared {len(terminal)} finished jobs' queue entries with their snapshots")
 
 
 @case("7.5", "queue status filter returns only the asked statuses", invariants=("8",))

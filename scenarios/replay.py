@@ -132,8 +132,11 @@ async def twenty_cuts(ctx: Context, judge: Judge) -> None:
                           received=len(trace.events), uninterrupted=len(reference))
     judge.evidence["idTimeline"] = [[round(e.arrived_at - trace.segments[0].started_at, 3), int(e.id)]
                                     for e in trace.events if e.id.isdigit()]
-    judge.evidence["timelineMarks"] = [[round(entry.at - trace.segments[0].started_at, 3), entry.action]
-                                       for entry in proxy.log if entry.action == "cut"]
+    origin = trace.segments[0].started_at
+    judge.evidence["timelineMarks"] = (
+        [[round(entry.at - origin, 3), "cut"] for entry in proxy.log if entry.action == "cut"]
+        + [[round(s.started_at - origin, 3), f"reconnect with Last-Event-ID {s.last_event_id_sent}"]
+           for s in trace.segments[1:]])
     judge.step(f"{effective} cuts landed, {len(trace.segments)} connections, {rate:.1f} deliveries/s")
     if rate < 20:
         raise Skip(f"the target delivers {rate:.1f} times a second, under the 20 this case needs")
