@@ -285,7 +285,7 @@ async def events(request: Request) -> Response:
                 return
             async with job.changed:
                 try:
-                    await asyncio.wait_for(job.changed.wait_for(lambda: len(job.events) > cursor), KEEPALIVE)
+                    await asyncio.wait_for(job.changed.wait_for(lambda c=cursor: len(job.events) > c), KEEPALIVE)
                 except asyncio.TimeoutError:
                     yield f": keepalive {now_iso()}\n\n".encode()
 

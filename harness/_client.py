@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import time
 from typing import AsyncIterator, Awaitable, Callable, Iterable
 
 import httpx
 import trio
 
-from ._decoder import Comment, Decoder, Event, Notice, Record, Retry, Violation
+from ._decoder import Comment, Decoder, Event, Record
 
 __all__ = ["Limits", "ReconnectPolicy", "Segment", "Stream", "Trace", "follow", "record", "stream"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import os
@@ -121,7 +120,8 @@ def _svg_line(title: str, points: list[tuple[float, float]], *, marks: Iterable[
     if limit is not None:
         parts.append(f'<line x1="{pad}" y1="{sy(limit):.1f}" x2="{width - pad}" y2="{sy(limit):.1f}" class="lim"/>')
     for x, label in marks:
-        parts.append(f'<line x1="{sx(x):.1f}" y1="{pad}" x2="{sx(x):.1f}" y2="{height - pad}" class="mk">'
+        kind = "rc" if label.startswith("reconnect") else "mk"
+        parts.append(f'<line x1="{sx(x):.1f}" y1="{pad}" x2="{sx(x):.1f}" y2="{height - pad}" class="{kind}">'
                      f'<title>{html.escape(label)}</title></line>')
     parts.append("</svg>")
     return "".join(parts)
@@ -143,6 +143,7 @@ def _svg_bars(title: str, bars: list[tuple[str, float]], *, limit: float | None 
         parts.append(f'<rect x="{x + 2:.1f}" y="{height - pad - h:.1f}" width="{step - 4:.1f}" height="{h:.1f}" '
                      f'class="{"bad" if over else "bar"}"><title>{html.escape(label)}: {value:g}{unit}</title></rect>')
         parts.append(f'<text x="{x + 2:.1f}" y="{height - pad + 14}" class="l">{html.escape(label[:10])}</text>')
+        parts.append(f'<text x="{x + 2:.1f}" y="{height - pad - h - 3:.1f}" class="l">{value:g}</text>')
     if limit is not None:
         y = height - pad - limit / top * (height - 2 * pad)
         parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" class="lim"/>'
@@ -158,7 +159,7 @@ def _plots_for(r) -> str:
         out.append(_svg_line(f"{r.id}: percent over time", [tuple(p) for p in ev["percentTimeline"]],
                              marks=[(m[0], m[1]) for m in ev.get("timelineMarks", [])], y_label="percent"))
     if "idTimeline" in ev:
-        out.append(_svg_line(f"{r.id}: event id received over time (lines: cuts)", [tuple(p) for p in ev["idTimeline"]],
+        out.append(_svg_line(f"{r.id}: event id received over time (orange: cuts, green: reconnects)", [tuple(p) for p in ev["idTimeline"]],
                              marks=[(m[0], m[1]) for m in ev.get("timelineMarks", [])], y_label="id"))
     if ev.get("commentSpacing"):
         interval = ev.get("keepaliveSeconds")
@@ -175,7 +176,7 @@ table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;pad
 .skip,.info{color:#555}details{margin:.3em 0 1em 1em}pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:300px}
 svg{background:#fafafa;border:1px solid #eee;margin:.5em 0;display:block}.t{font-weight:bold;font-size:12px}
 .l{font-size:10px;fill:#555}.ax{stroke:#999}.d{fill:none;stroke:#1f5fbf;stroke-width:1.5}.lim{stroke:#b00020;stroke-dasharray:4 3}
-.mk{stroke:#e08000;stroke-width:1}.bar{fill:#1f5fbf}.bad{fill:#b00020}
+.mk{stroke:#e08000;stroke-width:1}.rc{stroke:#2a9d3a;stroke-width:1;stroke-dasharray:2 2}.bar{fill:#1f5fbf}.bad{fill:#b00020}
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -17,6 +18,7 @@ from ._eventlog import EventLog
 from ._pipeline import STAGE_WORK, StageFailure, Workspace, single_errors
 from ._validation import JobRequest
 
+log = logging.getLogger("reference_server")
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 STATUSES = ("queued", "running", "canceling", "completed", "failed", "canceled")
 
@@ -191,16 +193,18 @@ class JobManager:
         finished = False
         with job.cancel_scope:
             try:
-                async with self._limiter:
-                    job.started_at = time.time()
-                    job.workdir = self.work_root / job.id
-                    job.workdir.mkdir(parents=True)
-                    job.set_status("running", "started")
-                    await self._pipeline(job)
-                    finished = True
+                with single_errors():
+                    async with self._limiter:
+                        job.started_at = time.time()
+                        job.workdir = self.work_root / job.id
+                        job.workdir.mkdir(parents=True)
+                        job.set_status("running", "started")
+                        await self._pipeline(job)
+                        finished = True
             except StageFailure as exc:
                 failure = exc
-            except (OSError, RuntimeError, ValueError) as exc:  # a real tool or disk failure
+            except Exception as exc:  # a real tool or disk failure, or a bug: this job fails, the server goes on
+                log.exception("job %s failed unexpectedly", job.id)
                 failure = StageFailure("INTERNAL", f"{type(exc).__name__}: {exc}", ["retry the job", "check the server log"])
         # No await from here to the terminal event: a cancel request either came before
         # (and wins) or comes after the job is terminal (and gets 409).
@@ -210,7 +214,10 @@ class JobManager:
             elif failure is not None:
                 self._finish_failed(job, failure)
             else:
-                self._finish_completed(job)
+                try:
+                    self._finish_completed(job)
+                except OSError as exc:  # publishing the artifact failed
+                    self._finish_failed(job, StageFailure("PUBLISH_FAILED", str(exc), ["retry the job"]))
         finally:
             job.done.set()
 

@@ -80,7 +80,7 @@ async def twenty_subscribers(ctx: Context, judge: Judge) -> None:
             nursery.start_soon(watch)
     reference = max(segments, key=lambda s: len(s.events)).events
     judge.evidence["eventsPerSubscriber"] = sorted({len(s.events) for s in segments})
-    for i, segment in enumerate(segments):
+    for segment in segments:
         judge.add(checks.check_replay(segment.events, reference))
         judge.add(checks.check_ids(segment.events))
     judge.step(f"20 subscribers, {len(reference)} events each")

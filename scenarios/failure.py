@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from . import checks
-from ._core import Context, Judge, Skip, case, parse_data
+from ._core import Context, Judge, Skip, case
 from ._shared import ResourceWatcher, data_of, verify_cleanup
 
 CONTRACT_STAGES = ("script", "tts", "visuals", "compose", "render")

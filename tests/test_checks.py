@@ -1,6 +1,5 @@
 """Each invariant check on hand-built traces: a correct one passes, each kind of breakage fails."""
 
-import json
 
 import pytest
 

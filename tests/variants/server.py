@@ -25,7 +25,6 @@ import reference_server._eventlog as eventlog
 import reference_server._jobs as jobs
 import reference_server._pipeline as pipeline
 import reference_server._stream as stream
-from reference_server._problems import problem_bytes
 
 FAULT = sys.argv[1]
 LEGAL = FAULT.startswith("legal-")
