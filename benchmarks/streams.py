@@ -10,7 +10,6 @@ Every loop is bounded: WINDOW seconds of measurement per server and size.
 from __future__ import annotations
 
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,12 +25,6 @@ RATE = 5.0  # events per second per job
 WINDOW = 10.0
 ROOT = Path(__file__).resolve().parent.parent
 TS = re.compile(rb'"ts":(\d+)')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_kib(pid: int) -> int:
@@ -132,8 +125,8 @@ async def reference(n: int) -> dict:
 
 
 async def peer(n: int) -> dict:
-    port = free_port()
-    proc, _ = start([sys.executable, str(ROOT / "benchmarks" / "peers" / "starlette_peer.py"), str(port), str(JOBS), str(RATE)])
+    proc, base = start([sys.executable, str(ROOT / "benchmarks" / "peers" / "starlette_peer.py"), "0", str(JOBS), str(RATE)])
+    port = int(base.rsplit(":", 1)[1])
     try:
         await trio.sleep(0.5)
         result = await hold_streams(port, [f"/jobs/{i % JOBS}/events" for i in range(n)], WINDOW)

@@ -10,6 +10,7 @@ Stages are timed, not real work, except render: one real ffmpeg run that makes t
 from __future__ import annotations
 
 import asyncio
+import socket
 import contextlib
 import json
 import os
@@ -313,6 +314,10 @@ app = Starlette(
 )
 
 if __name__ == "__main__":
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8090
-    print(f"listening on http://127.0.0.1:{port}", flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # Listen first, then say so: a client that reads the line can connect at once.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 8090))
+    sock.listen(8192)
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http="h11"))
+    asyncio.run(server.serve(sockets=[sock]))

@@ -7,6 +7,7 @@ once and shared, in the contract's format with a ts. Not part of the product: a 
 """
 
 import asyncio
+import socket
 import contextlib
 import json
 import sys
@@ -60,5 +61,10 @@ async def lifespan(app):
 app = Starlette(routes=[Route("/jobs/{job}/events", events)], lifespan=lifespan)
 
 if __name__ == "__main__":
-    print(f"listening on http://127.0.0.1:{PORT}", flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning", http="h11", backlog=8192)
+    # Listen first, then say so: a client that reads the line can connect at once.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", PORT))
+    sock.listen(8192)
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http="h11"))
+    asyncio.run(server.serve(sockets=[sock]))
