@@ -37,6 +37,21 @@ DETECTION = {
     "failure-no-remediation": (["8"], {"8.1", "8.2", "8.3", "8.4", "8.5"}),
     "cadence-slow": (["3"], {"3.5"}),
     "hostile-id-500": (["1"], {"1.4"}),
+    "artifact-not-mp4": (["3.6"], {"3.6"}),
+    "unknown-job-stream": (["1.3"], {"1.3"}),
+    "bad-filter-200": (["7.6"], {"7.6"}),
+    "wrong-method-404": (["9.6"], {"9.6"}),
+    "queue-stats-wrong": (["7.4"], {"7.4"}),
+    "not-object-422": (["9.2"], {"9.2"}),
+    "wrong-type-400": (["9.3"], {"9.3"}),
+    "big-body-500": (["9.4"], {"9.4"}),
+    "unknown-field-accepted": (["9.5"], {"9.5"}),
+    "warn-missing": (["8.6"], {"8.6"}),
+    "stage-skipped": (["3"], {"3.8"}),
+    "multiline-data": (["2.1"], {"2.1"}),
+    "per-connection-bytes": (["7.3", "4.8"], {"7.3", "4.8"}),
+    "past-end-replays-all": (["4.6"], {"4.6"}),
+    "invalid-utf8": (["2.2"], {"2.2"}),
 }
 # Legal oddities may earn these non-strict outcomes (documented client hazards), nothing worse.
 LEGAL_NON_STRICT = {"legal-crlf": set(), "legal-cr": {"2.2", "2.4"}, "legal-misc": {"5.3"}}

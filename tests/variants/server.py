@@ -25,6 +25,7 @@ import reference_server._eventlog as eventlog
 import reference_server._jobs as jobs
 import reference_server._pipeline as pipeline
 import reference_server._stream as stream
+from reference_server._problems import problem_bytes
 
 FAULT = sys.argv[1]
 LEGAL = FAULT.startswith("legal-")
@@ -140,6 +141,20 @@ def _finish_failed(self, job, failure):
 jobs.JobManager._finish_failed = _finish_failed
 
 
+_original_emit = jobs.Job.emit
+
+
+def _emit(self, event_type, terminal=False, **fields):
+    if FAULT == "warn-missing" and event_type == "warning" and fields.get("code") == "REQUESTED_WARNING":
+        return
+    if FAULT == "stage-skipped" and event_type == "step-status" and fields.get("stage") == "tts":
+        return
+    return _original_emit(self, event_type, terminal, **fields)
+
+
+jobs.Job.emit = _emit
+
+
 # -- faults at the HTTP edge ----------------------------------------------------------------
 if FAULT == "garbage-lei-500":
     _original_lei = stream._last_event_id
@@ -169,6 +184,41 @@ class FaultEdge:
                                                             "cleanupScheduled": True}).encode(), b"application/json")
         if FAULT == "hostile-id-500" and len(parts) >= 3 and parts[:2] == ["api", "jobs"] and len(parts[2]) > 64:
             return await _answer(send, 500, b"<html><body>Internal Server Error</body></html>", b"text/html")
+        if FAULT == "artifact-not-mp4" and method == "GET" and len(parts) == 5 and parts[3] == "artifacts" \
+                and parts[2] in self.manager.jobs and self.manager.jobs[parts[2]].artifacts:
+            return await _answer(send, 200, b"this is not a video", b"video/mp4")
+        if FAULT == "unknown-job-stream" and method == "GET" and len(parts) == 4 and parts[3] == "events" \
+                and parts[2] not in self.manager.jobs:
+            return await _answer(send, 200, b"", b"text/event-stream")
+        if FAULT == "bad-filter-200" and path == "/api/queue" and b"nonsense" in scope.get("query_string", b""):
+            return await _answer(send, 200, b'{"jobs": [], "stats": {}}', b"application/json")
+        if FAULT == "wrong-method-404" and method == "DELETE" and path == "/api/jobs":
+            return await _answer(send, 404, problem_bytes(404, "not found"), b"application/problem+json")
+        if FAULT == "queue-stats-wrong" and method == "GET" and path == "/api/queue" and not scope.get("query_string"):
+            return await self.inner(scope, receive, _bump_total(send))
+        if FAULT in ("not-object-422", "wrong-type-400", "big-body-500", "unknown-field-accepted") \
+                and method == "POST" and path == "/api/jobs":
+            body = await _read_body(receive)
+            headers = dict(scope.get("headers", []))
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            if FAULT == "not-object-422" and parsed is not None and not isinstance(parsed, dict):
+                return await _answer(send, 422, problem_bytes(422, "bad body"), b"application/problem+json")
+            if FAULT == "wrong-type-400" and headers.get(b"content-type", b"") != b"application/json":
+                return await _answer(send, 400, problem_bytes(400, "bad type"), b"application/problem+json")
+            if FAULT == "big-body-500" and len(body) > 64 * 1024:
+                return await _answer(send, 500, problem_bytes(500, "too big"), b"application/problem+json")
+            if FAULT == "unknown-field-accepted" and isinstance(parsed, dict) and "surprise" in parsed:
+                parsed.pop("surprise")
+                body = json.dumps(parsed).encode()
+            replayed = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive_body():
+                return replayed.pop() if replayed else await receive()
+
+            return await self.inner(scope, receive_body, send)
         if FAULT == "malformed-json-500-html" and method == "POST" and path == "/api/jobs":
             body = b""
             while True:
@@ -187,6 +237,28 @@ class FaultEdge:
 
             return await self.inner(scope, receive_again, send)
         return await self.inner(scope, receive, send)
+
+
+async def _read_body(receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+def _bump_total(send):
+    """Wrap send so that the queue's stats.total is off by one."""
+    async def wrapped(message):
+        if message["type"] == "http.response.body" and message.get("body"):
+            data = json.loads(message["body"])
+            data["stats"]["total"] += 1
+            message = {**message, "body": json.dumps(data).encode()}
+        elif message["type"] == "http.response.start":
+            message = {**message, "headers": [(k, v) for k, v in message["headers"] if k.lower() != b"content-length"]}
+        await send(message)
+    return wrapped
 
 
 async def _answer(send, status, body, content_type):
@@ -210,7 +282,14 @@ _LEAK: dict = {}
 
 
 # -- the event stream, written plainly with switches (faults and legal oddities) ---------------
-def _legal_bytes(encoded: bytes) -> bytes:
+_connections = [0]
+
+
+def _legal_bytes(encoded: bytes, connection: int = 0) -> bytes:
+    if FAULT == "multiline-data" and encoded.startswith(b"id:"):
+        encoded = encoded.replace(b',"correlationId"', b',\ndata: "correlationId"', 1)
+    if FAULT == "per-connection-bytes" and encoded.startswith(b"id:"):
+        encoded = encoded.replace(b'{"jobId"', b'{"conn":%d,"jobId"' % connection, 1)
     if FAULT == "legal-crlf":
         encoded = encoded.replace(b"\n", b"\r\n")
     if FAULT == "legal-cr":
@@ -223,7 +302,8 @@ def _legal_bytes(encoded: bytes) -> bytes:
 async def _variant_stream(self, job, last_id, head_only, receive, send):
     config = self.manager.config
     log = job.log
-    if log.closed and last_id is not None and last_id >= log.last_id:
+    past_end = last_id is not None and last_id > log.last_id
+    if log.closed and last_id is not None and last_id >= log.last_id and not (FAULT == "past-end-replays-all" and past_end):
         if FAULT == "empty-200-not-204":
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
@@ -238,6 +318,10 @@ async def _variant_stream(self, job, last_id, head_only, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", content_type), (b"cache-control", cache), (b"x-accel-buffering", b"no")]})
     cursor = min(last_id or 0, log.last_id)
+    if FAULT == "past-end-replays-all" and last_id and last_id > log.last_id:
+        cursor = 0
+    _connections[0] += 1
+    connection = _connections[0]
     if FAULT == "lei-ignored":
         cursor = 0
     if FAULT == "replay-off-by-one" and last_id:
@@ -265,6 +349,8 @@ async def _variant_stream(self, job, last_id, head_only, receive, send):
         nursery.start_soon(stream._cancel_on_disconnect, receive, nursery.cancel_scope)
         if first:
             await write(first)
+        if FAULT == "invalid-utf8":
+            await write(b": caf\xe9 latin-1, not UTF-8\n\n")
         if FAULT == "replay-race" and cursor < len(log.encoded):
             end = len(log.encoded)
             for i in range(cursor, end):  # replay slowly, one event per write ...
@@ -275,7 +361,7 @@ async def _variant_stream(self, job, last_id, head_only, receive, send):
             if FAULT == "batched":
                 await trio.sleep(1.5)
             if cursor < len(log.encoded):
-                chunk = [_legal_bytes(e) for e in log.encoded[cursor:]]
+                chunk = [_legal_bytes(e, connection) for e in log.encoded[cursor:]]
                 writes += 1
                 if FAULT == "cross-job-leak" and writes % 5 == 0:
                     others = [j for j in _LEAK["manager"].jobs.values() if j is not job and j.log.encoded]
@@ -321,6 +407,9 @@ KNOWN = {
     "cancel-leaves-folder", "cancel-leaves-process", "event-after-terminal", "stream-open-after-terminal",
     "cross-job-leak", "batched", "wrong-content-type", "cancel-finished-202", "malformed-json-500-html",
     "empty-200-not-204", "garbage-lei-500", "no-retry", "failure-no-remediation", "cadence-slow", "hostile-id-500",
+    "artifact-not-mp4", "unknown-job-stream", "bad-filter-200", "wrong-method-404", "queue-stats-wrong",
+    "not-object-422", "wrong-type-400", "big-body-500", "unknown-field-accepted", "warn-missing", "stage-skipped",
+    "multiline-data", "per-connection-bytes", "past-end-replays-all", "invalid-utf8",
     "legal-crlf", "legal-cr", "legal-misc",
 }
 
