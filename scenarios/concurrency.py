@@ -119,15 +119,22 @@ async def queue_stats(ctx: Context, judge: Judge) -> None:
 @case("7.5", "queue status filter returns only the asked statuses", invariants=("8",))
 async def queue_filter(ctx: Context, judge: Judge) -> None:
     recording = await lifecycle(ctx)
-    wanted = [ctx.profile.statuses["completed"], ctx.profile.statuses["canceled"]]
-    reply = await ctx.api.queue(",".join(wanted))
-    jobs = reply.json.get("jobs") if isinstance(reply.json, dict) else None
-    if not judge.expect(reply.status == 200 and isinstance(jobs, list), "filtered queue failed", 200, reply.describe()):
-        return
-    wrong = [j for j in jobs if j.get("status") not in wanted]
-    judge.expect(not wrong, "jobs of other statuses listed", wanted, [j.get("status") for j in wrong][:5])
-    judge.expect(any(j.get("jobId") == recording.job_id for j in jobs), "a completed job is missing from the filter",
-                 recording.job_id, None)
+    # A job that is surely not finished while we ask: the filter must leave it out.
+    busy = await ctx.create_job(judge, **ctx.knobs(stallSeconds={ctx.profile.stages[0]: 30}))
+    try:
+        wanted = [ctx.profile.statuses["completed"], ctx.profile.statuses["canceled"]]
+        reply = await ctx.api.queue(",".join(wanted))
+        jobs = reply.json.get("jobs") if isinstance(reply.json, dict) else None
+        if not judge.expect(reply.status == 200 and isinstance(jobs, list), "filtered queue failed", 200,
+                            reply.describe()):
+            return
+        wrong = [j for j in jobs if j.get("status") not in wanted]
+        judge.expect(not wrong, "jobs of other statuses listed", wanted, [j.get("status") for j in wrong][:5])
+        judge.expect(all(j.get("jobId") != busy for j in jobs), "an unfinished job passed the filter", "absent", busy)
+        judge.expect(any(j.get("jobId") == recording.job_id for j in jobs), "a completed job is missing from the filter",
+                     recording.job_id, None)
+    finally:
+        await ctx.api.cancel(busy)
 
 
 @case("7.6", "an unknown status filter is a 400 problem", invariants=("9",))

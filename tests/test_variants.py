@@ -52,6 +52,11 @@ DETECTION = {
     "per-connection-bytes": (["7.3", "4.8"], {"7.3", "4.8"}),
     "past-end-replays-all": (["4.6"], {"4.6"}),
     "invalid-utf8": (["2.2"], {"2.2"}),
+    "ts-backwards": (["3.3"], {"3.3"}),
+    "healthz-missing-settings": (["1.1"], {"1.1"}),
+    "cancel-unknown-500": (["6.10"], {"6.10"}),
+    "cancel-twice-409": (["6.8"], {"6.8"}),
+    "filter-ignored": (["7.5"], {"7.5"}),
 }
 # Legal oddities may earn these non-strict outcomes (documented client hazards), nothing worse.
 LEGAL_NON_STRICT = {"legal-crlf": set(), "legal-cr": {"2.2", "2.4"}, "legal-misc": {"5.3"}}

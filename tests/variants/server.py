@@ -42,6 +42,8 @@ def _faulty_encode(event_id: int, event_type: str, data: dict) -> bytes:
         event_id += 1
     if FAULT == "id-repeat" and event_id == 10:
         event_id = 9
+    if FAULT == "ts-backwards" and event_id == 15:
+        data["ts"] = data.get("ts", 0) - 5000
     job = data.get("jobId")
     if FAULT == "percent-regress" and event_type == "step-progress" and data.get("stage") == "visuals" \
             and data.get("stagePercent", 0) > 50 and job not in _state["regress_done"]:
@@ -63,6 +65,16 @@ _sleepers: list[int] = []
 
 
 def _cancel(self, job):
+    if FAULT == "cancel-twice-409" and not job.terminal:
+        # Like a server whose cleanup takes a moment: canceling for 0.3 s (within the deadline).
+        job.set_status("canceling", "cancel requested")
+
+        async def soon():
+            await trio.sleep(0.3)
+            job.cancel_scope.cancel()
+
+        self._nursery.start_soon(soon)
+        return
     if FAULT == "cancel-ignored-in-compose" and job.stage == "compose" and not job.terminal:
         return  # accepted (202) and forgotten
     if FAULT == "cancel-slow" and not job.terminal:
@@ -184,6 +196,17 @@ class FaultEdge:
                                                             "cleanupScheduled": True}).encode(), b"application/json")
         if FAULT == "hostile-id-500" and len(parts) >= 3 and parts[:2] == ["api", "jobs"] and len(parts[2]) > 64:
             return await _answer(send, 500, b"<html><body>Internal Server Error</body></html>", b"text/html")
+        if FAULT == "healthz-missing-settings" and path == "/api/healthz":
+            return await _answer(send, 200, b'{"status": "ok", "version": "x"}', b"application/json")
+        if FAULT == "cancel-unknown-500" and method == "POST" and len(parts) == 4 and parts[3] == "cancel" \
+                and parts[2] not in self.manager.jobs:
+            return await _answer(send, 500, problem_bytes(500, "oops"), b"application/problem+json")
+        if FAULT == "cancel-twice-409" and method == "POST" and len(parts) == 4 and parts[3] == "cancel":
+            job = self.manager.jobs.get(parts[2])
+            if job is not None and job.status == "canceling":
+                return await _answer(send, 409, problem_bytes(409, "already canceling"), b"application/problem+json")
+        if FAULT == "filter-ignored" and path == "/api/queue" and scope.get("query_string"):
+            return await self.inner({**scope, "query_string": b""}, receive, send)
         if FAULT == "artifact-not-mp4" and method == "GET" and len(parts) == 5 and parts[3] == "artifacts" \
                 and parts[2] in self.manager.jobs and self.manager.jobs[parts[2]].artifacts:
             return await _answer(send, 200, b"this is not a video", b"video/mp4")
@@ -409,7 +432,8 @@ KNOWN = {
     "empty-200-not-204", "garbage-lei-500", "no-retry", "failure-no-remediation", "cadence-slow", "hostile-id-500",
     "artifact-not-mp4", "unknown-job-stream", "bad-filter-200", "wrong-method-404", "queue-stats-wrong",
     "not-object-422", "wrong-type-400", "big-body-500", "unknown-field-accepted", "warn-missing", "stage-skipped",
-    "multiline-data", "per-connection-bytes", "past-end-replays-all", "invalid-utf8",
+    "multiline-data", "per-connection-bytes", "past-end-replays-all", "invalid-utf8", "ts-backwards",
+    "healthz-missing-settings", "cancel-unknown-500", "cancel-twice-409", "filter-ignored",
     "legal-crlf", "legal-cr", "legal-misc",
 }
 
