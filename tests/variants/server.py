@@ -64,29 +64,25 @@ _original_cancel = jobs.JobManager.cancel
 _sleepers: list[int] = []
 
 
-def _cancel(self, job):
-    if FAULT == "cancel-twice-409" and not job.terminal:
-        # Like a server whose cleanup takes a moment: canceling for 0.3 s (within the deadline).
+def _cancel_later(manager, job, delay: float) -> None:
+    """Say canceling now, cancel the job's scope ``delay`` seconds later."""
+    if job.status != "canceling":
         job.set_status("canceling", "cancel requested")
 
-        async def soon():
-            await trio.sleep(0.3)
-            job.cancel_scope.cancel()
+    async def later():
+        await trio.sleep(delay)
+        job.cancel_scope.cancel()
 
-        self._nursery.start_soon(soon)
-        return
+    manager._nursery.start_soon(later)
+
+
+def _cancel(self, job):
+    if FAULT == "cancel-twice-409" and not job.terminal:
+        return _cancel_later(self, job, 0.3)  # like a server whose cleanup takes a moment
     if FAULT == "cancel-ignored-in-compose" and job.stage == "compose" and not job.terminal:
         return  # accepted (202) and forgotten
     if FAULT == "cancel-slow" and not job.terminal:
-        if job.status != "canceling":
-            job.set_status("canceling", "cancel requested")
-
-        async def later():
-            await trio.sleep(2.5)
-            job.cancel_scope.cancel()
-
-        self._nursery.start_soon(later)
-        return
+        return _cancel_later(self, job, 2.5)
     return _original_cancel(self, job)
 
 
