@@ -17,7 +17,9 @@ def _fail_case(number: int, name: str):
         if number > len(ctx.profile.stages):
             raise Skip(f"the target has {len(ctx.profile.stages)} stages")
         stage = ctx.profile.stages[number - 1]
-        job_id = await ctx.create_job(judge, **ctx.knobs(failAt=stage, stageSeconds=ctx.quick()))
+        # A short stall before the failure lets the watcher see the job's resources first.
+        job_id = await ctx.create_job(judge, **ctx.knobs(failAt=stage, stageSeconds=ctx.quick(),
+                                                         stallSeconds={stage: 0.3}))
         watcher = ResourceWatcher(ctx, job_id)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watcher.run)
