@@ -44,3 +44,4 @@ def test_bad_profiles_name_the_key(tmp_path, text, named):
 def test_missing_file_is_a_profile_error(tmp_path):
     with pytest.raises(ProfileError, match="cannot read"):
         load_profile(tmp_path / "nope.toml")
+
