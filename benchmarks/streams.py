@@ -60,6 +60,12 @@ async def hold_streams(port: int, paths: list[str], window: float) -> dict:
     measuring = trio.Event()
 
     async def one(path: str) -> None:
+        try:
+            await _one(path)
+        except (trio.BrokenResourceError, OSError):
+            counts["reset"] = counts.get("reset", 0) + 1  # the server dropped us: counted, not fatal
+
+    async def _one(path: str) -> None:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             # Last-Event-ID past the end: live events only, no replay of the job's history.
@@ -91,6 +97,7 @@ async def hold_streams(port: int, paths: list[str], window: float) -> dict:
     lateness.sort()
     return {
         "connected": counts["connected"],
+        "resets": counts.get("reset", 0),
         "deliveries_per_s": counts["events"] / window,
         "p50_ms": statistics.median(lateness) if lateness else float("nan"),
         "p99_ms": lateness[int(len(lateness) * 0.99)] if lateness else float("nan"),
@@ -142,10 +149,13 @@ async def hold_idle(port: int, paths: list[str]) -> int:
 
     async def one(path, task_status=trio.TASK_STATUS_IGNORED):
         nonlocal opened
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        await stream.receive_some(4096)
-        opened += 1
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await stream.receive_some(4096)
+            opened += 1
+        except (trio.BrokenResourceError, OSError):
+            pass  # counted as not opened
         task_status.started()
         await trio.sleep_forever()
 
