@@ -151,11 +151,11 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
     timeout = httpx.Timeout(connect=limits.connect, read=limits.read, write=limits.connect, pool=limits.connect)
     terminal_at: float | None = None
     kept: list[bytes] = []
-    stopped_at_id: list[str] = []  # when the caller stops us mid-chunk, the id we really reached
+    stopped_id: str | None = None  # when the caller stops us mid-chunk: the id we really reached
 
     async def take(new: list[Record]) -> bool:
         """Keep records; True when the caller asked us to stop."""
-        nonlocal terminal_at
+        nonlocal terminal_at, stopped_id
         for rec in new:
             records.append(rec)
             if sink is not None:
@@ -164,7 +164,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
                 if rec.type in terminal_types and terminal_at is None:
                     terminal_at = rec.arrived_at
                 if stop is not None and stop(rec):
-                    stopped_at_id.append(rec.id)
+                    stopped_id = rec.id
                     return True
         return False
 
@@ -223,7 +223,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
         url=url, request_headers=tuple(headers.items()), last_event_id_sent=last_event_id,
         started_at=started, wall_offset=wall_offset, status=status, headers=response_headers,
         records=tuple(records), chunks=tuple(chunks), ended_at=ended, end=end, end_detail=detail,
-        body=body, last_event_id=stopped_at_id[0] if stopped_at_id else decoder.last_event_id,
+        body=body, last_event_id=decoder.last_event_id if stopped_id is None else stopped_id,
         retry_ms=decoder.retry_ms, raw=b"".join(kept),
     )
 

@@ -56,7 +56,7 @@ class FaultProxy:
         self.slice_bytes: int | None = None
         self.slice_pause = 0.0
         self.throttle_bps: float | None = None
-        self.next_cut_after: int | None = None
+        self._next_cut_after: int | None = None
 
     async def __aenter__(self) -> "FaultProxy":
         self._nursery_manager = trio.open_nursery()
@@ -91,7 +91,7 @@ class FaultProxy:
         for conn in self.connections:
             if not conn.scope.cancel_called:
                 conn.cut_after = conn.down_bytes + nbytes
-        self.next_cut_after = nbytes
+        self._next_cut_after = nbytes
         self._note("cut-after", f"{nbytes} bytes")
 
     def stall(self, seconds: float) -> None:
@@ -119,7 +119,7 @@ class FaultProxy:
     def clear(self) -> None:
         self._stalled_until = self._refuse_until = 0.0
         self.delay_seconds, self.slice_bytes, self.slice_pause, self.throttle_bps = 0.0, None, 0.0, None
-        self.next_cut_after = None
+        self._next_cut_after = None
         self._note("clear")
 
     def schedule(self, after: float, action, *args, **kwargs) -> None:
@@ -140,8 +140,8 @@ class FaultProxy:
             _set_rst(client)
             await client.aclose()
             return
-        if self.next_cut_after is not None:
-            conn.cut_after, self.next_cut_after = self.next_cut_after, None
+        if self._next_cut_after is not None:
+            conn.cut_after, self._next_cut_after = self._next_cut_after, None
         self.connections.append(conn)
         try:
             with conn.scope:

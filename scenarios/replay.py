@@ -71,7 +71,7 @@ async def cut_mid_event(ctx: Context, judge: Judge) -> None:
             clean.append(await ctx.watch(job_id))
 
         nursery.start_soon(watch_clean)
-        proxy.next_cut_after = 2500 + 37  # lands inside an event, not on a block boundary, for typical sizes
+        proxy.cut_after(2537)  # lands inside an event, not on a block boundary, for typical sizes
         url = proxy.url(ctx.profile.paths["events"].format(id=job_id))
         trace = await ctx.follow(url, policy=ReconnectPolicy(max_attempts=5))
     segments = trace.segments

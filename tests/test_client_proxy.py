@@ -63,7 +63,7 @@ async def test_record_one_connection(sse_port):
 
 async def test_cut_mid_event_discards_partial_and_resumes(sse_port):
     async with FaultProxy(sse_port) as proxy:
-        proxy.next_cut_after = 500  # inside an event, not on a boundary
+        proxy.cut_after(500)  # inside an event, not on a boundary
         trace = await follow(proxy.url("/"), terminal_types={"end"}, policy=ReconnectPolicy(max_attempts=3))
     first, second = trace.segments[0], trace.segments[1]
     assert first.end == "reset"
