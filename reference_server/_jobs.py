@@ -227,20 +227,16 @@ class JobManager:
         def warn(code: str, message: str) -> None:
             job.emit("warning", stage=job.stage, code=code, message=message)
 
-        def progress(fraction: float) -> None:
-            workspace_fraction[0] = max(workspace_fraction[0], fraction)
-
-        workspace_fraction = [0.0]
         ws = Workspace(
             workdir=job.workdir, topic=job.request.topic, scenes=job.request.scenes,
             video_size=config.video_size, video_fps=config.video_fps, scene_seconds=config.scene_seconds,
-            pids=job.pids, spawned=job.spawned, warn=warn, progress=progress,
+            pids=job.pids, spawned=job.spawned, warn=warn,
         )
         for stage in STAGES:
-            workspace_fraction[0] = 0.0
-            await self._stage(job, stage, ws, workspace_fraction)
+            ws.work_done = 0.0
+            await self._stage(job, stage, ws)
 
-    async def _stage(self, job: Job, stage: str, ws: Workspace, work: list[float]) -> None:
+    async def _stage(self, job: Job, stage: str, ws: Workspace) -> None:
         low, high = STAGE_RANGES[stage]
         request = job.request
         step = job.steps[stage]
@@ -253,7 +249,7 @@ class JobManager:
         def tick() -> None:
             elapsed = trio.current_time() - started
             by_time = 1.0 if least <= 0 else min(1.0, elapsed / least)
-            stage_percent = round(100 * min(by_time, work[0]), 1)
+            stage_percent = round(100 * min(by_time, ws.work_done), 1)
             job.stage_percent = max(job.stage_percent, stage_percent)
             job.percent = round(low + (high - low) * job.stage_percent / 100, 2)
             step["percent"] = job.stage_percent
@@ -279,18 +275,18 @@ class JobManager:
                 await trio.sleep(self.config.progress_interval)
 
         with single_errors():
-            await self._work_while_ticking(stage, ws, work, ticker, started + least)
+            await self._work_while_ticking(stage, ws, ticker, started + least)
         tick()
         step.update(status="succeeded", endedAt=time.time(), percent=100.0)
         job.stage_percent, job.percent = 100.0, float(high)
         job.emit("step-status", stage=stage, status="succeeded", percent=job.percent)
 
     @staticmethod
-    async def _work_while_ticking(stage, ws, work, ticker, not_before) -> None:
+    async def _work_while_ticking(stage, ws, ticker, not_before) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
             await STAGE_WORK[stage](ws)
-            work[0] = 1.0
+            ws.progress(1.0)
             await trio.sleep_until(not_before)
             nursery.cancel_scope.cancel()
 

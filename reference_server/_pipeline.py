@@ -75,12 +75,15 @@ class Workspace:
     pids: set[int]
     spawned: list[int]
     warn: Callable[[str, str], None]
-    progress: Callable[[float], None]  # fraction of the stage's work done, 0..1
     texts: list[str] = dataclasses.field(default_factory=list)
     durations: list[float] = dataclasses.field(default_factory=list)
+    work_done: float = 0.0  # fraction of the current stage's work done, 0..1; never goes back
 
     def path(self, name: str) -> Path:
         return self.workdir / name
+
+    def progress(self, fraction: float) -> None:
+        self.work_done = max(self.work_done, fraction)
 
 
 async def _kill_now(process: trio.Process) -> None:
