@@ -1,5 +1,5 @@
-"""Repeatability: the suite several times against the correct server and against timing-sensitive
-faults; prints every case whose outcome was not the same in every run.
+"""Repeatability: the suite several times against the correct server, the legal variants and
+timing-sensitive faults; prints every case whose outcome was not the same in every run.
 
     python benchmarks/repeatability.py [CORRECT_RUNS] [FAULT_RUNS]
 """
@@ -18,6 +18,7 @@ from harness import load_profile  # noqa: E402
 from harness._runner import run_suite  # noqa: E402
 from test_variants import DETECTION, variant  # noqa: E402
 
+LEGAL = ["legal-crlf", "legal-cr", "legal-misc"]  # whole suite: they must pass every time too
 TIMING_FAULTS = ["keepalive-slow", "cancel-slow", "batched", "cadence-slow", "replay-race"]
 
 
@@ -37,7 +38,8 @@ async def runs(name: str, times: int, only=()) -> dict[str, list[str]]:
 async def main() -> None:
     correct_runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     fault_runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    plan = [("correct", correct_runs, ())] + [(f, fault_runs, DETECTION[f][0]) for f in TIMING_FAULTS]
+    plan = ([("correct", correct_runs, ())] + [(f, fault_runs, DETECTION[f][0]) for f in TIMING_FAULTS]
+            + [(name, fault_runs, ()) for name in LEGAL])
     for name, times, only in plan:
         seen = await runs(name, times, only)
         unstable = {case: outs for case, outs in seen.items() if len(set(outs)) > 1}

@@ -96,13 +96,16 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
                 async with limiter:
                     done(await run_case(c, ctx))
 
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as probe:
+                probe.start_soon(ctx.lag.run)
+                async with trio.open_nursery() as nursery:
+                    for c in cases:
+                        if not c.exclusive:
+                            nursery.start_soon(one, c)
                 for c in cases:
-                    if not c.exclusive:
-                        nursery.start_soon(one, c)
-            for c in cases:
-                if c.exclusive:
-                    done(await run_case(c, ctx))
+                    if c.exclusive:
+                        done(await run_case(c, ctx))
+                probe.cancel_scope.cancel()
         environment = {
             "harness": "0.1.0",
             "python": platform.python_version(),
@@ -113,6 +116,7 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
             "keepaliveSeconds": ctx.keepalive,
             "cancelDeadlineSeconds": ctx.cancel_deadline,
             "jobsCreated": len(ctx.created_jobs),
+            "harnessLoopDelayMaxMs": round(max((lag for _, lag in ctx.lag.samples), default=0.0) * 1000, 1),
         }
     ordered = tuple(results[c.id] for c in cases if c.id in results)
     return RunReport(profile.base_url, profile.name, started_at, int((time.monotonic() - started) * 1000), ordered,

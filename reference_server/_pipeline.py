@@ -86,6 +86,11 @@ class Workspace:
         self.work_done = max(self.work_done, fraction)
 
 
+# Tools run niced: the event loop that writes every stream's events and keep-alives must not
+# wait behind its own ffmpeg children for a core. `nice` execs the tool, so the pid is the tool's.
+_NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
+
+
 async def _kill_now(process: trio.Process) -> None:
     # The contract gives a cancel 1 s in all: no polite SIGTERM grace period.
     process.kill()
@@ -102,7 +107,7 @@ async def _run_tool(ws: Workspace, args: list[str], on_line: Callable[[str], Non
         process: trio.Process = await nursery.start(
             partial(
                 trio.run_process,
-                args,
+                _NICE + args,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE if on_line else subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

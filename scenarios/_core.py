@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
@@ -122,6 +123,24 @@ def parse_data(event: Event) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class LagProbe:
+    """Measures the harness's own event-loop delays: it asks to sleep ``period`` and notes
+    by how much the wake-up came late. Bounded: the newest ``keep`` samples."""
+
+    def __init__(self, period: float = 0.02, keep: int = 100_000) -> None:
+        self.period = period
+        self.samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+
+    async def run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await trio.sleep(self.period)
+            after = time.monotonic()
+            late = after - before - self.period
+            if late > 0.005:
+                self.samples.append((after, late))
+
+
 class Context:
     """A target as the cases know it: its profile, advertised settings and helpers."""
 
@@ -134,6 +153,7 @@ class Context:
         self._shared: dict[str, Any] = {}
         self._locks: dict[str, trio.Lock] = {}
         self.created_jobs: list[str] = []
+        self.lag = LagProbe()  # started by the runner while cases run
 
     # -- settings -------------------------------------------------------------------------
     async def load_settings(self) -> None:
