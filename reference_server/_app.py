@@ -10,7 +10,6 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, send_file
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -18,6 +17,8 @@ from werkzeug.exceptions import HTTPException
 from ._config import ServerConfig
 from ._jobs import STATUSES, JobManager
 from ._problems import PROBLEM_TYPE, problem
+from ._serving import BodyWriters
+from ._serving import serve as hypercorn_serve
 from ._stream import JOB_ID, EventStreamRoute
 from ._validation import InvalidField, parse_job_request
 
@@ -35,7 +36,7 @@ def _problem(status: int, detail: str, **extra: Any) -> Response:
     return _json(problem(status, detail, **extra), status, content_type=PROBLEM_TYPE)
 
 
-def create_app(config: ServerConfig, manager: JobManager) -> QuartTrio:
+def create_app(config: ServerConfig, manager: JobManager, writers: BodyWriters | None = None) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["RESPONSE_TIMEOUT"] = None
@@ -143,7 +144,7 @@ def create_app(config: ServerConfig, manager: JobManager) -> QuartTrio:
         job, error = find_job(job_id)
         return error or _json(job.progress())
 
-    app.asgi_app = EventStreamRoute(app.asgi_app, manager)
+    app.asgi_app = EventStreamRoute(app.asgi_app, manager, writers)
     return app
 
 
@@ -156,7 +157,8 @@ async def serve(config: ServerConfig, *, task_status: trio.TaskStatus[list[str]]
     even if a client that stopped reading holds a socket write open (hypercorn shields it).
     """
     manager = JobManager(config)
-    app = create_app(config, manager)
+    writers = BodyWriters()
+    app = create_app(config, manager, writers)
     hyper = HypercornConfig()
     hyper.bind = [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"]
     hyper.graceful_timeout = 0.5
@@ -183,5 +185,5 @@ async def serve(config: ServerConfig, *, task_status: trio.TaskStatus[list[str]]
         await nursery.start(manager.run)
         if hard_exit:
             nursery.start_soon(watchdog)
-        await hypercorn_serve(app, hyper, shutdown_trigger=until_signal, task_status=task_status)
+        await hypercorn_serve(app, hyper, writers, shutdown_trigger=until_signal, task_status=task_status)
         nursery.cancel_scope.cancel()

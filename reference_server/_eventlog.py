@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -22,6 +22,11 @@ class EventLog:
     delivery are the same loop ("write everything past my cursor, then wait for more"),
     so an event appended while a replay is being written is picked up by the next pass:
     no gap and no duplicate by construction.
+
+    A caught-up subscriber may instead ``listen`` with a plain callable: ``append`` calls it
+    with the new event's bytes before returning, so the event can be written without waking
+    the subscriber's task. A listener must not raise and must not block; it leaves with
+    ``unlisten`` (also from inside the call).
     """
 
     def __init__(self) -> None:
@@ -29,6 +34,7 @@ class EventLog:
         self.types: list[str] = []
         self.closed = False  # the terminal event is in
         self._changed = trio.Event()
+        self._listeners: dict[Callable[[bytes], None], None] = {}  # insertion-ordered set
 
     @property
     def last_id(self) -> int:
@@ -44,7 +50,17 @@ class EventLog:
             self.closed = True
         self._changed.set()
         self._changed = trio.Event()
+        if self._listeners:
+            encoded = self.encoded[-1]
+            for listener in list(self._listeners):
+                listener(encoded)
         return len(self.encoded)
+
+    def listen(self, listener: Callable[[bytes], None]) -> None:
+        self._listeners[listener] = None
+
+    def unlisten(self, listener: Callable[[bytes], None]) -> None:
+        self._listeners.pop(listener, None)
 
     async def wait_beyond(self, cursor: int) -> None:
         """Return once there is an event past ``cursor`` or the log is closed."""

@@ -270,9 +270,12 @@ class JobManager:
                                [f"remove failAt={stage} from the request", "retry the job"])
 
         async def ticker() -> None:
+            # A fixed cadence, not "interval after the last tick": a busy loop must not stretch it.
+            due = trio.current_time()
             while True:
                 tick()
-                await trio.sleep(self.config.progress_interval)
+                due = max(due + self.config.progress_interval, trio.current_time())
+                await trio.sleep_until(due)
 
         with single_errors():
             await self._work_while_ticking(stage, ws, ticker, started + least)

@@ -9,8 +9,10 @@ from urllib.parse import parse_qs
 
 import trio
 
+from ._eventlog import EventLog
 from ._jobs import JobManager
 from ._problems import PROBLEM_TYPE, problem_bytes
+from ._serving import BodyWriter, BodyWriters
 
 EVENTS_PATH = re.compile(r"^/api/jobs/([^/]*)/events/?$")
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -51,9 +53,10 @@ class EventStreamRoute:
     per-chunk wrapper objects, and the disconnect is watched directly.
     """
 
-    def __init__(self, inner: Callable, manager: JobManager) -> None:
+    def __init__(self, inner: Callable, manager: JobManager, writers: BodyWriters | None = None) -> None:
         self.inner = inner
         self.manager = manager
+        self.writers = writers  # where the server offers direct body writes (see _serving)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = EVENTS_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
@@ -69,9 +72,10 @@ class EventStreamRoute:
         if job is None:
             await _simple(send, 404, problem_bytes(404, "no such job"))
             return
-        await self._stream(job, _last_event_id(scope), scope["method"] == "HEAD", receive, send)
+        await self._stream(job, _last_event_id(scope), scope["method"] == "HEAD", receive, send, scope)
 
-    async def _stream(self, job, last_id: int | None, head_only: bool, receive: Receive, send: Send) -> None:
+    async def _stream(self, job, last_id: int | None, head_only: bool, receive: Receive, send: Send,
+                      scope: Scope) -> None:
         config = self.manager.config
         log = job.log
         if log.closed and last_id is not None and last_id >= log.last_id:
@@ -91,34 +95,92 @@ class EventStreamRoute:
             return
         # An id past the end means "I have everything so far": continue from the end.
         cursor = min(last_id or 0, log.last_id)
+        writer = self.writers.for_scope(scope) if self.writers is not None else None
+        keepalive = config.keepalive_seconds
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
             pending = f"retry: {config.retry_ms}\n\n".encode()
+            last_write = trio.current_time()
             while True:
-                end = min(len(log.encoded), cursor + 256)
-                if end > cursor:
-                    # Coalesce what is waiting into one write, bounded in size.
+                # Write what is past the cursor (the replay, or what came while we were away),
+                # coalesced into writes of bounded size.
+                while cursor < len(log.encoded) or pending:
+                    end = min(len(log.encoded), cursor + 256)
                     chunk = [pending] if pending else []
                     size = len(pending)
                     while cursor < end and size < config.max_write_bytes:
                         chunk.append(log.encoded[cursor])
                         size += len(log.encoded[cursor])
                         cursor += 1
-                    pending = b"".join(chunk)
-                if pending:
-                    await send({"type": "http.response.body", "body": pending, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"".join(chunk), "more_body": True})
                     pending = b""
-                if log.closed and cursor >= len(log.encoded):
+                    last_write = trio.current_time()
+                    if cursor < len(log.encoded):
+                        await trio.lowlevel.checkpoint()  # a long replay must not starve the others
+                if log.closed:
                     break
-                if cursor < len(log.encoded):
-                    continue
-                with trio.move_on_after(config.keepalive_seconds):
-                    await log.wait_beyond(cursor)
-                    continue
-                stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-                pending = f": keepalive {stamp}\n\n".encode()
+                # Caught up: wait for the next event, or until the stream has been quiet too long.
+                if writer is not None and writer.ready():
+                    live = _LiveDelivery(log, writer, cursor, last_write)
+                    rest = await live.run(keepalive)
+                    cursor, last_write = live.cursor, live.last_write
+                    if rest:
+                        await writer.send_rest(rest)
+                        last_write = trio.current_time()
+                else:
+                    with trio.move_on_at(last_write + keepalive):
+                        await log.wait_beyond(cursor)
+                if cursor == len(log.encoded) and not log.closed and trio.current_time() >= last_write + keepalive:
+                    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                    pending = f": keepalive {stamp}\n\n".encode()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
+
+
+class _LiveDelivery:
+    """A caught-up subscriber's live events, written from the log's append: no task switch per event.
+
+    The subscriber's task sleeps in ``run`` meanwhile and wakes only when an event could not
+    be written whole at once (the client is slow: the task finishes the write, waiting for
+    the client), when the log closes, or when the stream has been quiet for the keep-alive
+    interval. Whatever happens, ``cursor`` counts exactly the events already written.
+    """
+
+    __slots__ = ("log", "writer", "cursor", "last_write", "rest", "_wake")
+
+    def __init__(self, log: EventLog, writer: BodyWriter, cursor: int, last_write: float) -> None:
+        self.log, self.writer, self.cursor, self.last_write = log, writer, cursor, last_write
+        self.rest = b""
+        self._wake = trio.Event()
+
+    def offer(self, encoded: bytes) -> None:
+        if self._wake.is_set():
+            return
+        if self.cursor != len(self.log.encoded) - 1 or not self.writer.ready():
+            self._stop()  # not the next event for us, or a write is under way: the task takes over
+            return
+        self.rest = self.writer.write_now(encoded)
+        self.cursor += 1
+        self.last_write = trio.current_time()
+        if self.rest or self.log.closed:
+            self._stop()
+
+    def _stop(self) -> None:
+        self.log.unlisten(self.offer)
+        self._wake.set()
+
+    async def run(self, keepalive: float) -> bytes:
+        """Deliver until woken or quiet for ``keepalive`` s; return framed bytes still to send."""
+        self.log.listen(self.offer)
+        try:
+            while not self._wake.is_set():
+                with trio.move_on_at(self.last_write + keepalive) as quiet:
+                    await self._wake.wait()
+                if quiet.cancelled_caught and trio.current_time() >= self.last_write + keepalive:
+                    break
+        finally:
+            self.log.unlisten(self.offer)
+        return self.rest
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:

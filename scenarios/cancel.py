@@ -120,7 +120,7 @@ async def cancel_in_stall(ctx: Context, judge: Judge) -> None:
     await cancel_and_judge(ctx, judge, job_id, stalled, expect_stage=stage, settle=0.5)
 
 
-@case("6.8", "cancel twice: 202 both times while not yet terminal, one ending", invariants=("7",))
+@case("6.8", "cancel, then again at once: 202 both times while not yet terminal, one ending", invariants=("7",))
 async def cancel_twice(ctx: Context, judge: Judge) -> None:
     stage = ctx.profile.stages[min(2, len(ctx.profile.stages) - 1)]
     job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds=ctx.quick(**{stage: 5.0})))
@@ -143,9 +143,10 @@ async def cancel_twice(ctx: Context, judge: Judge) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         await go.wait()
-        async with trio.open_nursery() as both:
-            both.start_soon(cancel, 1)
-            both.start_soon(cancel, 2)
+        await cancel(1)
+        # At once, not concurrently: two racing requests may both be read before either is
+        # handled, and then a server that refuses a second cancel while canceling is not seen.
+        await cancel(2)
     events = segments[0].events
     ended = next((e.arrived_at for e in events if e.type == ctx.events["cancelled"]), None)
     statuses = sorted(r.status for r, _ in replies.values())

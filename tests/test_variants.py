@@ -9,6 +9,13 @@ from conftest import ROOT, RunningServer
 from harness import load_profile
 from harness._runner import run_suite
 
+def _why(result) -> tuple:
+    """Enough of a result to diagnose a failure from the test log alone (CI keeps nothing else)."""
+    evidence = {k: v for k, v in result.evidence.items() if k not in ("idTimeline", "timelineMarks")}
+    return (result.outcome, result.reason, [f"{f.message} (observed {f.observed!r:.100})" for f in result.findings][:3],
+            repr(evidence)[:600])
+
+
 # fault -> (the families run against it, the cases that must fail)
 DETECTION = {
     "id-skip": (["3"], {"3.1"}),
@@ -100,7 +107,7 @@ async def test_fault_is_caught_by_its_cases(fault):
 async def test_correct_and_legal_variants_pass_everything(name):
     report = await run_against(name)
     allowed = LEGAL_NON_STRICT.get(name, set())
-    bad = {r.id: (r.outcome, r.reason, [f.message for f in r.findings][:2]) for r in report.results
+    bad = {r.id: _why(r) for r in report.results
            if not (r.outcome == "pass" or (r.outcome == "non-strict" and r.id in allowed))}
     assert not bad, f"{name}: {bad}"
 
@@ -113,8 +120,7 @@ async def test_a_server_nobody_here_wrote_passes():
         report = await run_suite(load_profile(base_url=server.base_url), parallel=8)
     finally:
         server.stop()
-    bad = {r.id: (r.outcome, r.reason, [f.message for f in r.findings][:2]) for r in report.results
-           if r.outcome not in ("pass", "skip")}
+    bad = {r.id: _why(r) for r in report.results if r.outcome not in ("pass", "skip")}
     assert not bad, bad
     cancel = next(r for r in report.results if r.id == "6.3")
     assert any("not checked first-hand" in step for step in cancel.steps)

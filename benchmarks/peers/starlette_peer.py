@@ -24,8 +24,12 @@ subscribers: dict[int, set[asyncio.Queue]] = {j: set() for j in range(JOBS)}
 
 async def ticker(job: int) -> None:
     n = 0
+    loop = asyncio.get_running_loop()
+    due = loop.time()
     while True:
-        await asyncio.sleep(1 / RATE)
+        # A fixed cadence, as the reference server's ticker: a busy loop must not stretch it.
+        due = max(due + 1 / RATE, loop.time())
+        await asyncio.sleep(due - loop.time())
         n += 1
         data = json.dumps({"jobId": str(job), "ts": int(time.time() * 1000), "stage": "script", "percent": 1.0},
                           separators=(",", ":"))

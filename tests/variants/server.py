@@ -289,8 +289,8 @@ async def _answer(send, status, body, content_type):
 _original_create_app = app_module.create_app
 
 
-def _create_app(config, manager):
-    app = _original_create_app(config, manager)
+def _create_app(config, manager, *args):
+    app = _original_create_app(config, manager, *args)
     app.asgi_app = FaultEdge(app.asgi_app, manager)
     _LEAK["manager"] = manager
     return app
@@ -318,7 +318,7 @@ def _legal_bytes(encoded: bytes, connection: int = 0) -> bytes:
     return encoded
 
 
-async def _variant_stream(self, job, last_id, head_only, receive, send):
+async def _variant_stream(self, job, last_id, head_only, receive, send, scope=None):
     config = self.manager.config
     log = job.log
     past_end = last_id is not None and last_id > log.last_id

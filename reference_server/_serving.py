@@ -1,0 +1,162 @@
+"""Hypercorn's trio worker, trimmed to plain TCP, plus two ways to write a response body without waiting.
+
+Why: with thousands of event streams the cost per event is the server's whole budget
+(benchmarks/streams.py; figures in docs/reference-server.md).
+
+1. Hypercorn's ``TCPServer.protocol_send`` takes a lock and a shielded ``send_all`` for every
+   write: two scheduler round trips. When nothing holds the connection's send lock, no write
+   is in progress or waiting, so the bytes may go straight to the non-blocking socket. Only
+   what the kernel does not take (or an error) goes hypercorn's way, which keeps order,
+   back-pressure and error handling exactly hypercorn's.
+2. ``BodyWriters.for_scope`` gives the event-stream route a ``BodyWriter`` for its request's
+   HTTP/1.1 connection: a synchronous "frame this with h11 and give it to the kernel now".
+   The route uses it from the event log's append, so a live event reaches a caught-up
+   subscriber without waking that subscriber's task or passing hypercorn's ASGI layers.
+
+Everything else is hypercorn 0.18's ``worker_serve`` without TLS, QUIC and worker recycling,
+which this server does not use; the version range in pyproject.toml pins what this mirrors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import h11
+import trio
+from hypercorn.config import Config
+from hypercorn.events import Event, RawData
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
+
+__all__ = ["BodyWriter", "BodyWriters", "serve"]
+
+
+class BodyWriter:
+    """The body of the response now being sent on one HTTP/1.1 connection, written synchronously."""
+
+    __slots__ = ("_server", "_connection", "_socket")
+
+    def __init__(self, server: _DirectWriteTCPServer, connection: h11.Connection, raw_socket) -> None:
+        self._server = server
+        self._connection = connection
+        self._socket = raw_socket
+
+    def ready(self) -> bool:
+        """True when no other write is in progress or waiting and the body is being sent."""
+        return not self._server.send_lock.locked() and self._connection.our_state is h11.SEND_BODY
+
+    def write_now(self, data: bytes) -> bytes:
+        """Frame ``data`` as the body's next piece and hand it to the kernel, never waiting.
+
+        Returns the framed bytes the kernel did not take (``b""`` when all went). They must be
+        sent with ``send_rest`` before anything else is written. Call only when ``ready()``.
+        """
+        framed = self._connection.send(h11.Data(data=data))
+        try:
+            sent = self._socket.send(framed)
+        except OSError:  # would block, or the peer is gone: hypercorn's path meets it properly
+            sent = 0
+        return framed[sent:] if sent < len(framed) else b""
+
+    async def send_rest(self, rest: bytes) -> None:
+        """Send what ``write_now`` left, hypercorn's way (waits for the client, in order)."""
+        await self._server.protocol_send(RawData(data=rest))
+
+
+class BodyWriters:
+    """Connections by client address, so that an ASGI request can find its own."""
+
+    def __init__(self) -> None:
+        self._servers: dict[tuple, _DirectWriteTCPServer] = {}
+
+    def for_scope(self, scope: dict) -> BodyWriter | None:
+        """The request's BodyWriter, or None where this server cannot offer one (then use ``send``)."""
+        server = self._servers.get(scope.get("client"))
+        wrapper = getattr(server, "protocol", None)
+        protocol = getattr(wrapper, "protocol", None)
+        raw_socket = getattr(getattr(getattr(server, "stream", None), "socket", None), "_sock", None)
+        if (not isinstance(protocol, H11Protocol) or type(protocol.connection) is not h11.Connection
+                or raw_socket is None):
+            return None
+        return BodyWriter(server, protocol.connection, raw_socket)
+
+
+class _DirectWriteTCPServer(TCPServer):
+    def __init__(self, writers: BodyWriters, *args) -> None:
+        super().__init__(*args)
+        self._writers = writers
+
+    async def run(self) -> None:
+        try:
+            sock = self.stream.socket
+            client = parse_socket_addr(sock.family, sock.getpeername())
+        except (AttributeError, OSError):
+            client = None
+        if client is not None:
+            self._writers._servers[client] = self
+        try:
+            await super().run()
+        finally:
+            if client is not None and self._writers._servers.get(client) is self:
+                del self._writers._servers[client]
+
+    async def protocol_send(self, event: Event) -> None:
+        # Not locked means no write in progress and none waiting (trio's Lock hands itself
+        # straight to a waiter), so writing now cannot reorder bytes.
+        if type(event) is RawData and not self.send_lock.locked():
+            raw = getattr(getattr(self.stream, "socket", None), "_sock", None)
+            if raw is not None:
+                data = event.data
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    sent = 0  # let hypercorn's path meet the error and close the connection its way
+                if sent == len(data):
+                    return
+                if sent:
+                    event = RawData(data=data[sent:])
+        await super().protocol_send(event)
+
+
+async def serve(app: Callable, config: Config, writers: BodyWriters, *,
+                shutdown_trigger: Callable[[], Awaitable[None]],
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve an ASGI app on ``config.bind`` until ``shutdown_trigger`` returns; started with the binds.
+
+    ``writers`` learns each connection for as long as it is open.
+    """
+    app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    state: dict = {}
+    lifespan = Lifespan(app, config, state)
+    context = WorkerContext(None)
+    sockets = config.create_sockets()
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            listeners, binds = [], []
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery() as nursery:
+                    handler = partial(_DirectWriteTCPServer, writers, app, config, context,
+                                      ConnectionState(state.copy()))
+                    nursery.start_soon(partial(trio.serve_listeners, handler, listeners,
+                                               handler_nursery=server_nursery))
+                    await shutdown_trigger()
+                    nursery.cancel_scope.cancel()
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
