@@ -1,5 +1,6 @@
-"""Repeatability: the suite several times against the correct server, the legal variants and
-timing-sensitive faults; prints every case whose outcome was not the same in every run.
+"""Repeatability: the suite several times against the reference server itself, the correct and
+legal variants, and timing-sensitive faults; prints every case whose outcome was not the same
+in every run.
 
     python benchmarks/repeatability.py [CORRECT_RUNS] [FAULT_RUNS]
 """
@@ -16,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness import load_profile  # noqa: E402
 from harness._runner import run_suite  # noqa: E402
+from conftest import RunningServer, reference_args  # noqa: E402
 from test_variants import DETECTION, variant  # noqa: E402
 
 LEGAL = ["legal-crlf", "legal-cr", "legal-misc"]  # whole suite: they must pass every time too
@@ -25,7 +27,8 @@ TIMING_FAULTS = ["keepalive-slow", "cancel-slow", "batched", "cadence-slow", "re
 async def runs(name: str, times: int, only=()) -> dict[str, list[str]]:
     seen: dict[str, list[str]] = defaultdict(list)
     for _ in range(times):
-        server = variant(name)
+        # The reference server as shipped: its stream path is not the variants' (tests/variants).
+        server = RunningServer(reference_args()) if name == "reference" else variant(name)
         try:
             report = await run_suite(load_profile(base_url=server.base_url), only=only, parallel=8)
         finally:
@@ -38,7 +41,7 @@ async def runs(name: str, times: int, only=()) -> dict[str, list[str]]:
 async def main() -> None:
     correct_runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     fault_runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    plan = ([("correct", correct_runs, ())] + [(f, fault_runs, DETECTION[f][0]) for f in TIMING_FAULTS]
+    plan = ([("reference", correct_runs, ()), ("correct", correct_runs, ())] + [(f, fault_runs, DETECTION[f][0]) for f in TIMING_FAULTS]
             + [(name, fault_runs, ()) for name in LEGAL])
     for name, times, only in plan:
         seen = await runs(name, times, only)
