@@ -2,7 +2,9 @@
 one run; print deliveries/s, delivery lateness p50/p99 (receive time minus ts), server RSS and
 CPU per delivered event.
 
-    python benchmarks/streams.py [N ...]        (default 100 1000 4000; needs '.[bench]')
+    python benchmarks/streams.py [N ...] [--jobs J]   (default 100 1000 4000, 20 jobs; needs '.[bench]')
+
+With --jobs 1 every stream follows one job: each event is one fan-out to all N subscribers.
 
 The load client is one thread over plain non-blocking sockets and epoll (not httpx, not even
 an event loop): on a 2-core machine it shares the CPU with the server, so it must cost far
@@ -12,6 +14,7 @@ seconds of measurement per server and size, and a deadline on every wait.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import select
@@ -204,7 +207,12 @@ def peer(n: int) -> dict:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [100, 1000, 4000]
+    global JOBS
+    parser = argparse.ArgumentParser(description="stream benchmark: reference server against a peer")
+    parser.add_argument("sizes", nargs="*", type=int, default=[100, 1000, 4000])
+    parser.add_argument("--jobs", type=int, default=JOBS)
+    args = parser.parse_args()
+    sizes, JOBS = args.sizes, args.jobs
     print(f"{JOBS} jobs at {RATE:g} events/s each; {WINDOW:g} s measured per run; client: one thread on epoll")
     print(f"{'streams':>7} {'server':<10} {'deliv/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU':>5} {'us/event':>8} "
           f"{'RSS MiB':>8} {'idle KiB/stream':>15}")
