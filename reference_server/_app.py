@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from ._config import ServerConfig
 from ._jobs import STATUSES, JobManager
 from ._problems import PROBLEM_TYPE, problem
-from ._serving import BodyWriters
+from ._serving import Connections
 from ._serving import serve as hypercorn_serve
 from ._stream import JOB_ID, EventStreamRoute
 from ._validation import InvalidField, parse_job_request
@@ -36,7 +36,7 @@ def _problem(status: int, detail: str, **extra: Any) -> Response:
     return _json(problem(status, detail, **extra), status, content_type=PROBLEM_TYPE)
 
 
-def create_app(config: ServerConfig, manager: JobManager, writers: BodyWriters | None = None) -> QuartTrio:
+def create_app(config: ServerConfig, manager: JobManager, connections: Connections | None = None) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["RESPONSE_TIMEOUT"] = None
@@ -144,7 +144,7 @@ def create_app(config: ServerConfig, manager: JobManager, writers: BodyWriters |
         job, error = find_job(job_id)
         return error or _json(job.progress())
 
-    app.asgi_app = EventStreamRoute(app.asgi_app, manager, writers)
+    app.asgi_app = EventStreamRoute(app.asgi_app, manager, connections)
     return app
 
 
@@ -153,12 +153,13 @@ async def serve(config: ServerConfig, *, task_status: trio.TaskStatus[list[str]]
     """Run the server until SIGINT/SIGTERM (or ``shutdown_trigger`` returns).
 
     On shutdown, live jobs are cancelled and cleaned up first (their terminal events end
-    the streams), then hypercorn stops. With ``hard_exit`` the process leaves after 1.8 s
-    even if a client that stopped reading holds a socket write open (hypercorn shields it).
+    the streams), writes still waiting on clients that stopped reading are given up (their
+    connections closed), then hypercorn stops. With ``hard_exit`` the process also leaves
+    after 1.8 s whatever still holds it, as a last resort.
     """
     manager = JobManager(config)
-    writers = BodyWriters()
-    app = create_app(config, manager, writers)
+    connections = Connections(patience=config.stalled_client_seconds)
+    app = create_app(config, manager, connections)
     hyper = HypercornConfig()
     hyper.bind = [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"]
     hyper.graceful_timeout = 0.5
@@ -174,16 +175,17 @@ async def serve(config: ServerConfig, *, task_status: trio.TaskStatus[list[str]]
                 async for _ in signals:
                     break
         await manager.shutdown(grace=1.0)
+        connections.stop_waiting()  # a client that stopped reading must not hold the exit open
 
     async def watchdog() -> None:
         await manager.closing.wait()
         await trio.sleep(1.8)
-        log.warning("shutdown held open by a client that does not read; exiting now")
+        log.warning("shutdown still held open after 1.8 s; exiting now")
         os._exit(0)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(manager.run)
         if hard_exit:
             nursery.start_soon(watchdog)
-        await hypercorn_serve(app, hyper, writers, shutdown_trigger=until_signal, task_status=task_status)
+        await hypercorn_serve(app, hyper, connections, shutdown_trigger=until_signal, task_status=task_status)
         nursery.cancel_scope.cancel()

@@ -26,15 +26,20 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--max-concurrent-jobs", type=int, default=4)
     parser.add_argument("--diagnostics", action="store_true", help="show resources (workdir, pids) in snapshots")
     parser.add_argument("--progress-interval", type=float, default=0.04, metavar="SECONDS")
+    parser.add_argument("--stalled-client-seconds", type=float, default=30.0, metavar="SECONDS",
+                        help="close a connection whose client has taken no bytes of a waiting write for this long")
     args = parser.parse_args(argv)
     if args.keepalive <= 0 or args.retry_ms < 0 or args.time_scale < 0 or args.max_concurrent_jobs < 1:
         parser.error("--keepalive must be > 0, --retry-ms and --time-scale >= 0, --max-concurrent-jobs >= 1")
     if not 0 < args.progress_interval <= 0.5:
         parser.error("--progress-interval must be in (0, 0.5]")
+    if not args.stalled_client_seconds > 0:
+        parser.error("--stalled-client-seconds must be > 0")
     return ServerConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, keepalive_seconds=args.keepalive,
         retry_ms=args.retry_ms, time_scale=args.time_scale, max_concurrent_jobs=args.max_concurrent_jobs,
         diagnostics=args.diagnostics, progress_interval=args.progress_interval,
+        stalled_client_seconds=args.stalled_client_seconds,
     )
 
 

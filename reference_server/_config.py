@@ -43,6 +43,8 @@ class ServerConfig:
     sweep_interval_seconds: float = 3600.0
     # A subscriber is written at most this many bytes in one send (bounds its memory).
     max_write_bytes: int = 64 * 1024
+    # A write that waits on its client this long without progress closes the connection.
+    stalled_client_seconds: float = 30.0
     # Video geometry: tiny, so that the real ffmpeg work stays cheap.
     video_size: str = "320x180"
     video_fps: int = 10

@@ -1,4 +1,4 @@
-"""Hypercorn's trio worker, trimmed to plain TCP, plus two ways to write a response body without waiting.
+"""Hypercorn's trio worker, trimmed to plain TCP: writes without waiting where possible, and a limit where not.
 
 Why: with thousands of event streams the cost per event is the server's whole budget
 (benchmarks/streams.py; figures in docs/reference-server.md).
@@ -8,10 +8,15 @@ Why: with thousands of event streams the cost per event is the server's whole bu
    is in progress or waiting, so the bytes may go straight to the non-blocking socket. Only
    what the kernel does not take (or an error) goes hypercorn's way, which keeps order,
    back-pressure and error handling exactly hypercorn's.
-2. ``BodyWriters.for_scope`` gives the event-stream route a ``BodyWriter`` for its request's
+2. ``Connections.for_scope`` gives the event-stream route a ``BodyWriter`` for its request's
    HTTP/1.1 connection: a synchronous "frame this with h11 and give it to the kernel now".
    The route uses it from the event log's append, so a live event reaches a caught-up
    subscriber without waking that subscriber's task or passing hypercorn's ASGI layers.
+3. A write that must wait (the kernel's buffer for that client is full) waits at most
+   ``patience`` seconds without progress, or until shutdown: then the connection is closed.
+   Hypercorn shields such a write without limit, so a client that stops reading would hold
+   its task, its socket and the server's shutdown forever. Closed, it reconnects with
+   Last-Event-ID and loses nothing: the event log still has everything.
 
 Everything else is hypercorn 0.18's ``worker_serve`` without TLS, QUIC and worker recycling,
 which this server does not use; the version range in pyproject.toml pins what this mirrors.
@@ -20,12 +25,13 @@ which this server does not use; the version range in pyproject.toml pins what th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+import logging
 from functools import partial
 
 import h11
 import trio
 from hypercorn.config import Config
-from hypercorn.events import Event, RawData
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
@@ -33,7 +39,9 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
-__all__ = ["BodyWriter", "BodyWriters", "serve"]
+__all__ = ["BodyWriter", "Connections", "serve"]
+
+_log = logging.getLogger("reference_server")
 
 
 class BodyWriter:
@@ -68,11 +76,14 @@ class BodyWriter:
         await self._server.protocol_send(RawData(data=rest))
 
 
-class BodyWriters:
-    """Connections by client address, so that an ASGI request can find its own."""
+class Connections:
+    """The open connections, by client address (so that an ASGI request can find its own), and
+    the rule for a write that has to wait."""
 
-    def __init__(self) -> None:
+    def __init__(self, patience: float) -> None:
+        self.patience = patience  # seconds a waiting write may go without progress
         self._servers: dict[tuple, _DirectWriteTCPServer] = {}
+        self._waiting: set[trio.CancelScope] = set()
 
     def for_scope(self, scope: dict) -> BodyWriter | None:
         """The request's BodyWriter, or None where this server cannot offer one (then use ``send``)."""
@@ -85,11 +96,17 @@ class BodyWriters:
             return None
         return BodyWriter(server, protocol.connection, raw_socket)
 
+    def stop_waiting(self) -> None:
+        """Shutting down: writes waiting on clients now, and any from here on, give up at once."""
+        self.patience = 0.0
+        for scope in self._waiting:
+            scope.cancel()
+
 
 class _DirectWriteTCPServer(TCPServer):
-    def __init__(self, writers: BodyWriters, *args) -> None:
+    def __init__(self, connections: Connections, *args) -> None:
         super().__init__(*args)
-        self._writers = writers
+        self._connections = connections
 
     async def run(self) -> None:
         try:
@@ -98,39 +115,65 @@ class _DirectWriteTCPServer(TCPServer):
         except (AttributeError, OSError):
             client = None
         if client is not None:
-            self._writers._servers[client] = self
+            self._connections._servers[client] = self
         try:
             await super().run()
         finally:
-            if client is not None and self._writers._servers.get(client) is self:
-                del self._writers._servers[client]
+            if client is not None and self._connections._servers.get(client) is self:
+                del self._connections._servers[client]
 
     async def protocol_send(self, event: Event) -> None:
+        if type(event) is not RawData:
+            await super().protocol_send(event)
+            return
+        data = event.data
         # Not locked means no write in progress and none waiting (trio's Lock hands itself
         # straight to a waiter), so writing now cannot reorder bytes.
-        if type(event) is RawData and not self.send_lock.locked():
-            raw = getattr(getattr(self.stream, "socket", None), "_sock", None)
-            if raw is not None:
-                data = event.data
+        raw = getattr(getattr(self.stream, "socket", None), "_sock", None)
+        if raw is not None and not self.send_lock.locked():
+            try:
+                sent = raw.send(data)
+            except OSError:  # would block, or the peer is gone: the waiting path meets it
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        await self._send_waiting(data)
+
+    async def _send_waiting(self, data: bytes) -> None:
+        """Hypercorn's locked, shielded write, except that a client that takes nothing for
+        ``patience`` seconds (or a shutdown) closes the connection."""
+        gave_up = gone = False
+        async with self.send_lock:
+            # Shielded as hypercorn's is: a cancelled request must not leave half a chunk on a
+            # connection that stays open. The deadline is ours, and it closes the connection.
+            with trio.CancelScope(shield=True) as waiting:
+                self._connections._waiting.add(waiting)
                 try:
-                    sent = raw.send(data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    sent = 0  # let hypercorn's path meet the error and close the connection its way
-                if sent == len(data):
-                    return
-                if sent:
-                    event = RawData(data=data[sent:])
-        await super().protocol_send(event)
+                    view = memoryview(data)
+                    while view:
+                        waiting.deadline = trio.current_time() + self._connections.patience
+                        sent = await self.stream.socket.send(view)
+                        view = view[sent:]
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    gone = True
+                finally:
+                    self._connections._waiting.discard(waiting)
+            gave_up = waiting.cancelled_caught
+        if gave_up or gone:
+            if gave_up:
+                _log.info("closing a connection: its client took no bytes for %.1f s", self._connections.patience)
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+                await self.protocol.handle(Closed())
 
 
-async def serve(app: Callable, config: Config, writers: BodyWriters, *,
+async def serve(app: Callable, config: Config, connections: Connections, *,
                 shutdown_trigger: Callable[[], Awaitable[None]],
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve an ASGI app on ``config.bind`` until ``shutdown_trigger`` returns; started with the binds.
 
-    ``writers`` learns each connection for as long as it is open.
+    ``connections`` learns each connection for as long as it is open.
     """
     app = wrap_app(app, config.wsgi_max_body_size, "asgi")
     state: dict = {}
@@ -149,7 +192,7 @@ async def serve(app: Callable, config: Config, writers: BodyWriters, *,
             task_status.started(binds)
             try:
                 async with trio.open_nursery() as nursery:
-                    handler = partial(_DirectWriteTCPServer, writers, app, config, context,
+                    handler = partial(_DirectWriteTCPServer, connections, app, config, context,
                                       ConnectionState(state.copy()))
                     nursery.start_soon(partial(trio.serve_listeners, handler, listeners,
                                                handler_nursery=server_nursery))

@@ -12,7 +12,7 @@ import trio
 from ._eventlog import EventLog
 from ._jobs import JobManager
 from ._problems import PROBLEM_TYPE, problem_bytes
-from ._serving import BodyWriter, BodyWriters
+from ._serving import BodyWriter, Connections
 
 EVENTS_PATH = re.compile(r"^/api/jobs/([^/]*)/events/?$")
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -53,10 +53,10 @@ class EventStreamRoute:
     per-chunk wrapper objects, and the disconnect is watched directly.
     """
 
-    def __init__(self, inner: Callable, manager: JobManager, writers: BodyWriters | None = None) -> None:
+    def __init__(self, inner: Callable, manager: JobManager, connections: Connections | None = None) -> None:
         self.inner = inner
         self.manager = manager
-        self.writers = writers  # where the server offers direct body writes (see _serving)
+        self.connections = connections  # where the server offers direct body writes (see _serving)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = EVENTS_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
@@ -95,7 +95,7 @@ class EventStreamRoute:
             return
         # An id past the end means "I have everything so far": continue from the end.
         cursor = min(last_id or 0, log.last_id)
-        writer = self.writers.for_scope(scope) if self.writers is not None else None
+        writer = self.connections.for_scope(scope) if self.connections is not None else None
         keepalive = config.keepalive_seconds
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,8 +35,16 @@ class RunningServer:
         if self.base_url is None:
             self.stop()
             raise RuntimeError("server did not start:\n" + "".join(self.output))
-        # Keep draining its output so that a chatty server never blocks on a full pipe.
-        self._drain = subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=subprocess.DEVNULL)
+        # Keep draining its output (into a file: tests may read it) so that a chatty server
+        # never blocks on a full pipe.
+        self._log = tempfile.NamedTemporaryFile(prefix="sse-test-", suffix=".log", delete=False)
+        self._drain = subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=self._log)
+
+    def output_after_exit(self) -> str:
+        """Everything the server printed; call once it has exited."""
+        self._drain.wait(5)
+        self._log.flush()
+        return "".join(self.output) + Path(self._log.name).read_text(errors="replace")
 
     @property
     def port(self) -> int:
@@ -51,6 +60,8 @@ class RunningServer:
                 self.process.wait()
         if getattr(self, "_drain", None) is not None:
             self._drain.wait(5)
+            self._log.close()
+            os.unlink(self._log.name)
         subprocess.run(["rm", "-rf", self.data_dir], check=False)
 
 

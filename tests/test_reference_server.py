@@ -7,12 +7,13 @@ import signal
 import socket
 import time
 
+import h11
 import httpx
 import pytest
 import trio
 
 from conftest import reference_args
-from harness import record
+from harness import Decoder, Event, record
 from reference_server._eventlog import EventLog
 from reference_server._validation import InvalidField, parse_job_request
 
@@ -122,6 +123,80 @@ async def test_a_client_that_stops_reading_harms_no_one(reference_server):
             assert health.status_code == 200 and time.monotonic() - started < 30
         finally:
             stuck.close()
+
+
+async def _finished_job_with_a_long_history(server) -> tuple[str, list]:
+    """A completed job whose replay is far larger than the socket buffers of a client that
+    does not read (so that the server's write to it has to wait)."""
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        job = (await http.post("/api/jobs", json={"topic": "t", "stageSeconds": {"script": 8}})).json()
+    path = f"/api/jobs/{job['jobId']}/events"
+    whole = await record(server.base_url + path, terminal_types={"job-completed"})
+    assert whole.events[-1].type == "job-completed"
+    size = sum(len(e.raw) for e in whole.events)
+    assert size > 48_000, f"the history ({size} bytes) is too short to fill the buffers; the test proves nothing"
+    return path, whole.events
+
+
+def _client_that_does_not_read(port: int, path: str) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+async def test_a_client_that_takes_nothing_is_closed_and_loses_nothing(fresh_server):
+    """A write that waits --stalled-client-seconds without progress closes the connection; the
+    client reconnects with Last-Event-ID and the log gives it the rest."""
+    server = fresh_server(reference_args("--stalled-client-seconds", "1"))
+    path, whole = await _finished_job_with_a_long_history(server)
+    stuck = _client_that_does_not_read(server.port, path)
+    try:
+        await trio.sleep(3.0)  # the server's write waits, then gives up after 1 s
+        stuck.settimeout(5.0)
+        received = bytearray()
+        while True:  # what the kernel had taken before the close, then the end
+            try:
+                chunk = stuck.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received.extend(chunk)
+    finally:
+        stuck.close()
+    connection = h11.Connection(h11.CLIENT)
+    connection.send(h11.Request(method="GET", target=path, headers=[("host", "x")]))
+    connection.receive_data(bytes(received))
+    decoder, events = Decoder(), []
+    while (h11_event := connection.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+        if isinstance(h11_event, h11.Data):
+            events.extend(r for r in decoder.feed(h11_event.data, 0.0) if isinstance(r, Event))
+    assert events and events[-1].type != "job-completed", "the whole history went: nothing waited, or nothing closed"
+    rest = await record(server.base_url + path, last_event_id=events[-1].id, terminal_types={"job-completed"})
+    assert [e.raw for e in events + rest.events] == [e.raw for e in whole]
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        assert (await http.get("/api/healthz")).status_code == 200
+
+
+async def test_sigterm_does_not_wait_for_a_client_that_stopped_reading(fresh_server):
+    """Its waiting write is given up at shutdown: a clean exit, not the last-resort one."""
+    server = fresh_server(reference_args())  # the default patience, 30 s, is far away
+    path, _ = await _finished_job_with_a_long_history(server)
+    stuck = _client_that_does_not_read(server.port, path)
+    try:
+        await trio.sleep(1.0)
+        sent = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        while server.process.poll() is None and time.monotonic() - sent < 5:
+            await trio.sleep(0.02)
+        exited_after = time.monotonic() - sent
+    finally:
+        stuck.close()
+    assert server.process.poll() == 0 and exited_after < 1.5, exited_after
+    output = server.output_after_exit()
+    assert "still held open" not in output, output[-2000:]
 
 
 async def test_unknown_routes_and_methods_are_problems(reference_server):
