@@ -144,22 +144,23 @@ class _DirectWriteTCPServer(TCPServer):
         """Hypercorn's locked, shielded write, except that a client that takes nothing for
         ``patience`` seconds (or a shutdown) closes the connection."""
         gave_up = gone = False
-        async with self.send_lock:
-            # Shielded as hypercorn's is: a cancelled request must not leave half a chunk on a
-            # connection that stays open. The deadline is ours, and it closes the connection.
-            with trio.CancelScope(shield=True) as waiting:
-                self._connections._waiting.add(waiting)
-                try:
+        # Shielded as hypercorn's is, and from before taking the lock (we may have written part
+        # of this chunk already): a cancelled request must not leave half a chunk on a
+        # connection that stays open. The deadline is ours, and it closes the connection.
+        with trio.CancelScope(shield=True) as waiting:
+            self._connections._waiting.add(waiting)
+            try:
+                async with self.send_lock:
                     view = memoryview(data)
                     while view:
                         waiting.deadline = trio.current_time() + self._connections.patience
                         sent = await self.stream.socket.send(view)
                         view = view[sent:]
-                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    gone = True
-                finally:
-                    self._connections._waiting.discard(waiting)
-            gave_up = waiting.cancelled_caught
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                gone = True
+            finally:
+                self._connections._waiting.discard(waiting)
+        gave_up = waiting.cancelled_caught
         if gave_up or gone:
             if gave_up:
                 _log.info("closing a connection: its client took no bytes for %.1f s", self._connections.patience)
