@@ -52,7 +52,7 @@ class Job:
         self.id = secrets.token_urlsafe(16)
         self.body = body
         self.events: list[bytes] = []
-        self.changed = asyncio.Condition()
+        self.changed = asyncio.Event()  # set, then replaced, at every event
         self.status, self.stage, self.percent, self.stage_percent = "queued", None, 0.0, 0.0
         self.created = now_iso()
         self.error = None
@@ -67,11 +67,8 @@ class Job:
     def emit(self, type_: str, **data) -> None:
         data = {"jobId": self.id, "correlationId": self.id[:8], "ts": int(time.time() * 1000), **data}
         self.events.append(f"id: {len(self.events) + 1}\nevent: {type_}\ndata: {json.dumps(data)}\n\n".encode())
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     def snapshot(self) -> dict:
         return {"jobId": self.id, "status": self.status, "stage": self.stage, "percent": self.percent,
@@ -284,11 +281,12 @@ async def events(request: Request) -> Response:
                 continue
             if job.terminal:
                 return
-            async with job.changed:
-                try:
-                    await asyncio.wait_for(job.changed.wait_for(lambda c=cursor: len(job.events) > c), KEEPALIVE)
-                except asyncio.TimeoutError:
-                    yield f": keepalive {now_iso()}\n\n".encode()
+            # An Event, not a Condition: on Python 3.11 a Condition.wait cut by wait_for's
+            # timeout can leave its lock released, and the stream dies (the suite found it).
+            try:
+                await asyncio.wait_for(job.changed.wait(), KEEPALIVE)
+            except asyncio.TimeoutError:
+                yield f": keepalive {now_iso()}\n\n".encode()
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

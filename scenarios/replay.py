@@ -57,7 +57,9 @@ async def reopen(ctx: Context, judge: Judge) -> None:
     judge.add(checks.check_ids(received))
     judge.add(checks.check_replay(received, clean[0].events))
     judge.evidence.update(firstConnection=len(first.events), secondConnection=len(second.events),
-                          uninterrupted=len(clean[0].events))
+                          uninterrupted=len(clean[0].events),
+                          ends={name: f"{s.end}: {s.end_detail}" for name, s in
+                                (("first", first), ("second", second), ("uninterrupted", clean[0]))})
 
 
 @case("4.2", "a cut in the middle of an event: the partial event is dropped and replayed", invariants=("6",))

@@ -40,6 +40,10 @@ class RunningServer:
         self._log = tempfile.NamedTemporaryFile(prefix="sse-test-", suffix=".log", delete=False)
         self._drain = subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=self._log)
 
+    def output_so_far(self) -> str:
+        self._log.flush()
+        return "".join(self.output) + Path(self._log.name).read_text(errors="replace")
+
     def output_after_exit(self) -> str:
         """Everything the server printed; call once it has exited."""
         self._drain.wait(5)
