@@ -47,12 +47,11 @@ _log = logging.getLogger("reference_server")
 class BodyWriter:
     """The body of the response now being sent on one HTTP/1.1 connection, written synchronously."""
 
-    __slots__ = ("_server", "_connection", "_socket")
+    __slots__ = ("_connection", "_server")
 
-    def __init__(self, server: _DirectWriteTCPServer, connection: h11.Connection, raw_socket) -> None:
+    def __init__(self, server: _DirectWriteTCPServer, connection: h11.Connection) -> None:
         self._server = server
         self._connection = connection
-        self._socket = raw_socket
 
     def ready(self) -> bool:
         """True when no other write is in progress or waiting and the body is being sent."""
@@ -65,10 +64,7 @@ class BodyWriter:
         sent with ``send_rest`` before anything else is written. Call only when ``ready()``.
         """
         framed = self._connection.send(h11.Data(data=data))
-        try:
-            sent = self._socket.send(framed)
-        except OSError:  # would block, or the peer is gone: hypercorn's path meets it properly
-            sent = 0
+        sent = self._server.send_now(framed)
         return framed[sent:] if sent < len(framed) else b""
 
     async def send_rest(self, rest: bytes) -> None:
@@ -88,13 +84,11 @@ class Connections:
     def for_scope(self, scope: dict) -> BodyWriter | None:
         """The request's BodyWriter, or None where this server cannot offer one (then use ``send``)."""
         server = self._servers.get(scope.get("client"))
-        wrapper = getattr(server, "protocol", None)
-        protocol = getattr(wrapper, "protocol", None)
-        raw_socket = getattr(getattr(getattr(server, "stream", None), "socket", None), "_sock", None)
-        if (not isinstance(protocol, H11Protocol) or type(protocol.connection) is not h11.Connection
-                or raw_socket is None):
-            return None
-        return BodyWriter(server, protocol.connection, raw_socket)
+        protocol = getattr(getattr(server, "protocol", None), "protocol", None)
+        if not isinstance(protocol, H11Protocol) or type(protocol.connection) is not h11.Connection:
+            return None  # not (or no longer) plain HTTP/1.1: an h2c upgrade, a websocket
+        return BodyWriter(server, protocol.connection)
+
 
     def stop_waiting(self) -> None:
         """Shutting down: writes waiting on clients now, and any from here on, give up at once."""
@@ -107,13 +101,13 @@ class _DirectWriteTCPServer(TCPServer):
     def __init__(self, connections: Connections, *args) -> None:
         super().__init__(*args)
         self._connections = connections
+        self._socket = self.stream.socket._sock  # the stdlib socket under trio's: non-blocking
 
     async def run(self) -> None:
         try:
-            sock = self.stream.socket
-            client = parse_socket_addr(sock.family, sock.getpeername())
-        except (AttributeError, OSError):
-            client = None
+            client = parse_socket_addr(self._socket.family, self._socket.getpeername())
+        except OSError:
+            client = None  # already gone
         if client is not None:
             self._connections._servers[client] = self
         try:
@@ -122,6 +116,14 @@ class _DirectWriteTCPServer(TCPServer):
             if client is not None and self._connections._servers.get(client) is self:
                 del self._connections._servers[client]
 
+    def send_now(self, data: bytes) -> int:
+        """Give ``data`` to the kernel without waiting; how many bytes it took (0 on any error:
+        the waiting path meets the error and closes the connection). Only when not locked."""
+        try:
+            return self._socket.send(data)
+        except OSError:
+            return 0
+
     async def protocol_send(self, event: Event) -> None:
         if type(event) is not RawData:
             await super().protocol_send(event)
@@ -129,12 +131,8 @@ class _DirectWriteTCPServer(TCPServer):
         data = event.data
         # Not locked means no write in progress and none waiting (trio's Lock hands itself
         # straight to a waiter), so writing now cannot reorder bytes.
-        raw = getattr(getattr(self.stream, "socket", None), "_sock", None)
-        if raw is not None and not self.send_lock.locked():
-            try:
-                sent = raw.send(data)
-            except OSError:  # would block, or the peer is gone: the waiting path meets it
-                sent = 0
+        if not self.send_lock.locked():
+            sent = self.send_now(data)
             if sent == len(data):
                 return
             data = data[sent:]
@@ -143,7 +141,7 @@ class _DirectWriteTCPServer(TCPServer):
     async def _send_waiting(self, data: bytes) -> None:
         """Hypercorn's locked, shielded write, except that a client that takes nothing for
         ``patience`` seconds (or a shutdown) closes the connection."""
-        gave_up = gone = False
+        gone = False
         # Shielded as hypercorn's is, and from before taking the lock (we may have written part
         # of this chunk already): a cancelled request must not leave half a chunk on a
         # connection that stays open. The deadline is ours, and it closes the connection.

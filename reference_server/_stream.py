@@ -154,8 +154,6 @@ class _LiveDelivery:
         self._wake = trio.Event()
 
     def offer(self, encoded: bytes) -> None:
-        if self._wake.is_set():
-            return
         if self.cursor != len(self.log.encoded) - 1 or not self.writer.ready():
             self._stop()  # not the next event for us, or a write is under way: the task takes over
             return

@@ -45,14 +45,15 @@ async def test_live_events_are_written_from_append_without_waking_the_task():
         log.append("e", {})
     writer = FakeWriter()
     live = _LiveDelivery(log, writer, 3, trio.current_time())
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(live.run, 100.0)
-        await trio.testing.wait_all_tasks_blocked()
-        for _ in range(5):
-            log.append("e", {})
-            assert not live._wake.is_set()  # written in append itself, the task still asleep
-        assert live.cursor == 8 and ids(writer.taken) == [4, 5, 6, 7, 8]
-        log.append("end", {}, terminal=True)  # the last event is written, then the task wakes
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(live.run, 100.0)
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(5):
+                log.append("e", {})
+                assert not live._wake.is_set()  # written in append itself, the task still asleep
+            assert live.cursor == 8 and ids(writer.taken) == [4, 5, 6, 7, 8]
+            log.append("end", {}, terminal=True)  # the last event is written, then the task wakes
     assert live.cursor == 9 and ids(writer.taken) == [4, 5, 6, 7, 8, 9]
     assert not log._listeners
 
@@ -61,15 +62,17 @@ async def test_a_write_the_kernel_takes_only_in_part_hands_the_rest_to_the_task(
     log = EventLog()
     writer = FakeWriter(room=300)  # the second event fits only in part
     live = _LiveDelivery(log, writer, 0, trio.current_time())
-    async with trio.open_nursery() as nursery:
-        result: list[bytes] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            result: list[bytes] = []
 
-        async def run() -> None:
-            result.append(await live.run(100.0))
+            async def run() -> None:
+                result.append(await live.run(100.0))
 
-        nursery.start_soon(run)
-        await trio.testing.wait_all_tasks_blocked()
-        first, second, third = (log.append("e", {"pad": "x" * 150}) for _ in range(3))
+            nursery.start_soon(run)
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(3):
+                log.append("e", {"pad": "x" * 150})
     rest = result[0]
     assert rest and live.cursor == 2, "the cut event counts as written; its rest is returned"
     assert writer.taken[1] + rest == log.encoded[1]
@@ -82,10 +85,11 @@ async def test_a_busy_connection_wakes_the_task_and_writes_nothing():
     writer = FakeWriter()
     writer.busy = True
     live = _LiveDelivery(log, writer, 0, trio.current_time())
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(live.run, 100.0)
-        await trio.testing.wait_all_tasks_blocked()
-        log.append("e", {})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(live.run, 100.0)
+            await trio.testing.wait_all_tasks_blocked()
+            log.append("e", {})
     assert live.cursor == 0 and writer.taken == [], "the task writes it, in order, its own way"
 
 
@@ -94,27 +98,36 @@ async def test_quiet_time_counts_from_the_last_direct_write(autojump_clock):
     writer = FakeWriter()
     live = _LiveDelivery(log, writer, 0, trio.current_time())
     started = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        done = trio.Event()
+    with trio.fail_after(60):  # virtual seconds
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
 
-        async def run() -> None:
-            await live.run(10.0)
-            done.set()
+            async def run() -> None:
+                await live.run(10.0)
+                done.set()
 
-        nursery.start_soon(run)
-        for _ in range(4):  # an event every 6 s: never 10 s quiet
-            await trio.sleep(6)
-            log.append("e", {})
-            assert not done.is_set()
-        await done.wait()
+            nursery.start_soon(run)
+            for _ in range(4):  # an event every 6 s: never 10 s quiet
+                await trio.sleep(6)
+                log.append("e", {})
+                assert not done.is_set()
+            await done.wait()
     assert trio.current_time() - started == pytest.approx(24 + 10)
     assert live.cursor == 4
 
 
 class _LockOnly:
+    """The part of our connection class a BodyWriter uses, over a plain socket pair."""
+
     def __init__(self, sock: trio.socket.SocketType) -> None:
         self.send_lock = trio.Lock()
         self.sock = sock
+
+    def send_now(self, data: bytes) -> int:
+        try:
+            return self.sock._sock.send(data)
+        except BlockingIOError:
+            return 0
 
     async def protocol_send(self, event: RawData) -> None:
         data = memoryview(event.data)
@@ -130,7 +143,7 @@ async def test_body_writer_frames_like_h11_and_a_rest_completes_the_frame():
     connection.receive_data(b"GET /e HTTP/1.1\r\nHost: x\r\n\r\n")
     assert type(connection.next_event()) is h11.Request
     head = connection.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream")]))
-    writer = BodyWriter(_LockOnly(ours), connection, ours._sock)
+    writer = BodyWriter(_LockOnly(ours), connection)
     pieces = [f"id: {i}\ndata: {'x' * 500}\n\n".encode() for i in range(400)]
     received = bytearray()
 
@@ -141,20 +154,21 @@ async def test_body_writer_frames_like_h11_and_a_rest_completes_the_frame():
                 return
             received.extend(data)
 
-    async with trio.open_nursery() as nursery:
-        partial = 0
-        for piece in pieces:
-            assert writer.ready()
-            rest = writer.write_now(piece)
-            if rest:  # the kernel is full: finish this frame the slow way, as the route does
-                partial += 1
-                if partial == 1:
-                    nursery.start_soon(read_all)
-                await writer.send_rest(rest)
-        await writer.send_rest(connection.send(h11.EndOfMessage()))
-        ours.close()
-        if not partial:
-            nursery.start_soon(read_all)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            partial = 0
+            for piece in pieces:
+                assert writer.ready()
+                rest = writer.write_now(piece)
+                if rest:  # the kernel is full: finish this frame the slow way, as the route does
+                    partial += 1
+                    if partial == 1:
+                        nursery.start_soon(read_all)
+                    await writer.send_rest(rest)
+            await writer.send_rest(connection.send(h11.EndOfMessage()))
+            ours.close()
+            if not partial:
+                nursery.start_soon(read_all)
     assert partial >= 1, "the small send buffer must have filled at least once"
     client = h11.Connection(h11.CLIENT)
     client.send(h11.Request(method="GET", target="/e", headers=[("host", "x")]))
@@ -187,17 +201,18 @@ async def test_under_the_reference_server_live_events_take_the_direct_path(monke
     config = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path, keepalive_seconds=5.0, retry_ms=1000,
                           time_scale=0.1, max_concurrent_jobs=2, diagnostics=False, progress_interval=0.04)
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(config, task_status=task_status,
-                                                              shutdown_trigger=stop.wait))
-        base = binds[0]
-        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            job = (await http.post("/api/jobs", json={"topic": "direct", "stageSeconds": {"script": 1}})).json()
-            received: list[bytes] = []
-            async with http.stream("GET", f"/api/jobs/{job['jobId']}/events") as response:
-                async for chunk in response.aiter_bytes():
-                    received.append(chunk)
-        stop.set()
+    with trio.fail_after(60):  # a whole job, real ffmpeg work included
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(lambda task_status: serve(config, task_status=task_status,
+                                                                  shutdown_trigger=stop.wait))
+            base = binds[0]
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                job = (await http.post("/api/jobs", json={"topic": "direct", "stageSeconds": {"script": 1}})).json()
+                received: list[bytes] = []
+                async with http.stream("GET", f"/api/jobs/{job['jobId']}/events") as response:
+                    async for chunk in response.aiter_bytes():
+                        received.append(chunk)
+            stop.set()
     got = ids(received)
     assert got == list(range(1, len(got) + 1)) and b"job-completed" in b"".join(received)
     assert len(offered) > len(got) / 2, f"only {len(offered)} of {len(got)} events went the direct way"

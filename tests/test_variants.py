@@ -9,6 +9,7 @@ from conftest import ROOT, RunningServer
 from harness import load_profile
 from harness._runner import run_suite
 
+
 def _why(result) -> tuple:
     """Enough of a result to diagnose a failure from the test log alone (CI keeps nothing else)."""
     evidence = {k: v for k, v in result.evidence.items() if k not in ("idTimeline", "timelineMarks")}
