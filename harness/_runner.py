@@ -62,8 +62,12 @@ def is_same_host(base_url: str, setting: str = "auto") -> bool:
 
 async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequence[str] = (), parallel: int = 8,
                     same_host: str = "auto", on_result: Callable[[Any], None] | None = None,
-                    on_start: Callable[[int], None] | None = None) -> RunReport:
-    """Run the selected cases; exclusive ones (which fill the target's capacity) go last, alone."""
+                    on_start: Callable[[int], None] | None = None,
+                    options: dict[str, Any] | None = None) -> RunReport:
+    """Run the selected cases; exclusive ones (which fill the target's capacity) go last, alone.
+
+    ``options`` reach every case as ``ctx.options`` (e.g. ``browser``: a browser's path;
+    ``restart``: how to restart the target)."""
     from scenarios import CaseResult, Context, HarnessError, run_case
 
     cases = select_cases(only, skip)
@@ -75,7 +79,7 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
     error = ""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=50)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(15.0)) as http:
-        ctx = Context(profile, http, same_host=is_same_host(profile.base_url, same_host))
+        ctx = Context(profile, http, same_host=is_same_host(profile.base_url, same_host), options=options)
         try:
             await ctx.load_settings()
         except HarnessError as exc:

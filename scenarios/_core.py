@@ -144,8 +144,10 @@ class LagProbe:
 class Context:
     """A target as the cases know it: its profile, advertised settings and helpers."""
 
-    def __init__(self, profile: Profile, http: httpx.AsyncClient, *, same_host: bool) -> None:
+    def __init__(self, profile: Profile, http: httpx.AsyncClient, *, same_host: bool,
+                 options: dict[str, Any] | None = None) -> None:
         self.profile = profile
+        self.options: dict[str, Any] = dict(options or {})  # from the runner: browser path, restart hook...
         self.http = http
         self.api = ApiClient(profile, http)
         self.same_host = same_host

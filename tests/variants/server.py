@@ -433,6 +433,14 @@ KNOWN = {
     "legal-crlf", "legal-cr", "legal-misc",
 }
 
+# Faults of later families live in their own modules beside this file (faults_*.py): each
+# reads the fault name from sys.argv[1], patches what it needs, and names its faults in KNOWN.
+import importlib  # noqa: E402
+import pathlib  # noqa: E402
+
+for _path in sorted(pathlib.Path(__file__).parent.glob("faults_*.py")):
+    KNOWN |= set(importlib.import_module(_path.stem).KNOWN)
+
 if __name__ == "__main__":
     if FAULT not in KNOWN:
         raise SystemExit(f"unknown variant {FAULT}; known: {', '.join(sorted(KNOWN))}")
