@@ -96,12 +96,17 @@ def _new_event(id_, type_, data, retry, arrived_at, first_arrived_at, has_id, ra
 Record = Union[Event, Comment, Retry, Violation, Notice, Line]
 
 
+def _too_long(max_line: int) -> str:
+    # One wording whether the line came whole or was skipped across chunks: same records.
+    return f"a line exceeds {max_line} bytes; skipped to its end"
+
+
 class Decoder:
     """Feed it chunks; it returns records. One instance per HTTP response.
 
     Guarantees: records come out in stream order; any chunking of the same bytes gives the
-    same records except for arrival times; memory is bounded by ``max_line`` plus one
-    event's data.
+    same records except for arrival times, limits and violations included; memory is
+    bounded by ``max_line`` plus one event's lines (``max_event``).
     """
 
     def __init__(self, *, max_line: int = 1 << 20, max_event: int = 16 << 20, record_lines: bool = False) -> None:
@@ -126,12 +131,13 @@ class Decoder:
     def _reset_block(self) -> None:
         # Lists are cleared in place: feed() holds them in locals for speed.
         self._data.clear()
-        self._data_size = 0
+        self._block_size = 0
         self._type = ""
         self._block_retry: int | None = None
         self._block_has_id = False
         self._block_lines.clear()
         self._block_start: tuple[float, int] | None = None
+        self._dropping = False  # the block passed max_event: it will not be dispatched
 
     def _notice(self, out: list, kind: str, detail: str, offset: int) -> None:
         if kind not in self._noticed:
@@ -187,7 +193,7 @@ class Decoder:
         max_line = self.max_line
         if len(rest) > max_line:
             if not self._skipping:
-                out.append(Violation("line-too-long", f"a line exceeds {max_line} bytes; skipped to its end", offset))
+                out.append(Violation("line-too-long", _too_long(max_line), offset))
             self._skipping = True
             offset += len(rest)
             rest = b""
@@ -208,7 +214,8 @@ class Decoder:
                 self.line_endings["LF"] += len(gap)
                 self._lines(gap, None, arrived_at, base + pos, out)
             pos = end
-            if self._block_lines or end - start > max_line:
+            if self._block_lines or self._dropping or end - start > max_line or \
+                    end - start - 4 > self.max_event:
                 # Inside an open block (or too long): the general path must judge these lines.
                 lines = buffer[start:end].split(b"\n")
                 lines.pop()
@@ -239,41 +246,38 @@ class Decoder:
                out: list) -> int:
         """Lines one by one; returns the offset after them."""
         max_line = self.max_line
-        data_list, block_lines = self._data, self._block_lines
+        block_lines = self._block_lines
         for i, body in enumerate(bodies):
             length = len(body) + 1 if lengths is None else lengths[i]
             if self._skipping:
-                self._skipping = False
+                self._skipping = False  # the end of an over-long line, already reported
+            elif len(body) > max_line:
+                out.append(Violation("line-too-long", _too_long(max_line), offset))
             elif self.record_lines:
                 out.append(Line(offset, length, arrived_at))
                 self._line(body, arrived_at, offset, out)
             elif not body:
                 self._dispatch(arrived_at, out)
-            elif len(body) > max_line:
-                out.append(Violation("line-too-long", f"a line of {len(body)} bytes exceeds {max_line}", offset))
             elif body[0] == 58:  # ":" a comment
                 self._comment(body, arrived_at, offset, out)
             else:
-                # Inline for speed: a field line of the current block.
-                if not block_lines:
+                # Inline for speed: a field line of the current block (as _block_line does).
+                if not block_lines and not self._dropping:
                     self._block_start = (arrived_at, offset)
-                block_lines.append(body)
                 field, colon, value = body.partition(b":")
                 if value[:1] == b" ":
                     value = value[1:]
                 if field == b"data":
-                    data_list.append(value)
-                    self._data_size += len(value)
-                    if self._data_size > self.max_event:
-                        out.append(Violation("event-too-large", f"event data exceeds {self.max_event} bytes; dropped", offset))
-                        self._reset_block()
-                elif field == b"id" and b"\x00" not in value and value.isascii():
-                    self._id_buffer = value.decode("ascii")
-                    self._block_has_id = True
-                elif field == b"event" and value.isascii():
-                    self._type = value.decode("ascii")
+                    self._data_line(body, value, offset, out)
                 else:
-                    self._field(field, value, arrived_at, offset, out)
+                    self._block_line(body, offset, out)
+                    if field == b"id" and b"\x00" not in value and value.isascii():
+                        self._id_buffer = value.decode("ascii")
+                        self._block_has_id = True
+                    elif field == b"event" and value.isascii():
+                        self._type = value.decode("ascii")
+                    else:
+                        self._field(field, value, arrived_at, offset, out)
             offset += length
         return offset
 
@@ -282,7 +286,7 @@ class Decoder:
         out: list[Record] = []
         if self._buffer and not self._skipping:
             out.append(Notice("unterminated-line", f"{len(self._buffer)} bytes after the last line end", self._buffer_offset))
-        if self._block_lines:
+        if self._block_lines or self._dropping:
             out.append(Notice("partial-event-discarded", "the stream ended inside an event block", self._block_start[1]))
         # Line endings are told at the end: a CR closing one chunk may yet prove to be a CRLF.
         for kind in ("CRLF", "CR"):
@@ -293,25 +297,43 @@ class Decoder:
         return out
 
     def _line(self, body: bytes, arrived_at: float, offset: int, out: list) -> None:
-        """One line, the slow general way (used when lines are recorded)."""
+        """One line, the slow general way (used when lines are recorded); never over max_line."""
         if not body:
             self._dispatch(arrived_at, out)
-        elif len(body) > self.max_line:
-            out.append(Violation("line-too-long", f"a line of {len(body)} bytes exceeds {self.max_line}", offset))
         elif body[0] == 58:
             self._comment(body, arrived_at, offset, out)
         else:
-            if not self._block_lines:
+            if not self._block_lines and not self._dropping:
                 self._block_start = (arrived_at, offset)
-            self._block_lines.append(body)
             field, colon, value = body.partition(b":")
             if value[:1] == b" ":
                 value = value[1:]
             if field == b"data":
-                self._data.append(value)
-                self._data_size += len(value)
+                self._data_line(body, value, offset, out)
             else:
+                self._block_line(body, offset, out)
                 self._field(field, value, arrived_at, offset, out)
+
+    def _data_line(self, body: bytes, value: bytes, offset: int, out: list) -> None:
+        if self._block_line(body, offset, out):
+            self._data.append(value)
+
+    def _block_line(self, body: bytes, offset: int, out: list) -> bool:
+        """Keep a field line of the current block, unless the block's lines pass max_event;
+        then the event is dropped (one Violation): its later lines are not kept and its blank
+        line dispatches nothing, though its id still commits there, as for any block without
+        data. Returns whether the line was kept."""
+        if self._dropping:
+            return False
+        self._block_size += len(body)
+        if self._block_size > self.max_event:
+            out.append(Violation("event-too-large", f"an event's lines exceed {self.max_event} bytes; dropped", offset))
+            self._dropping = True
+            self._data.clear()
+            self._block_lines.clear()
+            return False
+        self._block_lines.append(body)
+        return True
 
     def _comment(self, body: bytes, arrived_at: float, offset: int, out: list) -> None:
         text = body[2:] if body[1:2] == b" " else body[1:]

@@ -232,3 +232,52 @@ def test_canonical_fast_path_agrees_with_the_line_by_line_path():
     whole, decoder = decode(data)
     assert strip(whole) == strip(general)
     assert decoder.line_endings["LF"] == data.count(b"\n")
+
+
+def _full(records):
+    """Every record's every field but arrival times (and Line, which only one path makes)."""
+    return [tuple((f, getattr(r, f)) for f in r.__slots__ if "arrived" not in f)
+            for r in records if type(r).__name__ != "Line"]
+
+
+def test_max_event_is_the_same_on_every_path_and_chunking():
+    # The issue's example: whole (the regex fast path), split at byte 10, and with lines recorded.
+    data = b"id: 1\nevent: x\ndata: " + b"a" * 200 + b"\n\n" + b"id: 2\nevent: x\ndata: small\n\n"
+    whole, decoder = decode(data, max_event=50)
+    assert [type(r).__name__ for r in whole] == ["Violation", "Event"]
+    assert whole[0].kind == "event-too-large" and whole[1].id == "2"
+    assert decoder.last_event_id == "2"
+    assert _full(decode(data, chunks=[data[:10], data[10:]], max_event=50)[0]) == _full(whole)
+    assert _full(decode(data, record_lines=True, max_event=50)[0]) == _full(whole)
+
+
+def test_limits_and_violations_agree_on_every_path_and_chunking():
+    rng = random.Random(5)
+    parts = []
+    for i in range(250):
+        kind = rng.random()
+        if kind < 0.5:
+            parts.append(b"id: %d\nevent: e\ndata: " % i + b"x" * rng.choice([1, 10, 60, 90, 140]) + b"\n\n")
+        elif kind < 0.6:
+            parts.append(b"data: " + b"y" * 40 + b"\ndata: " + b"z" * 40 + b"\nid: %d\n\n" % i)  # too big in two lines
+        elif kind < 0.7:
+            parts.append(b": " + b"c" * rng.choice([5, 150]) + b"\n")  # a comment, sometimes over max_line
+        elif kind < 0.8:
+            parts.append(b"event: " + b"t" * 130 + b"\ndata: after a long line\n\n")
+        elif kind < 0.9:
+            parts.append(b"id: %d\nevent: e\ndata: ok\r\n\r\n" % i)
+        else:
+            parts.append(b"id: %d\nevent: e\ndata: \xff\n\n" % i)
+    data = b"".join(parts)
+    limits = {"max_line": 120, "max_event": 100}
+    whole, _ = decode(data, **limits)
+    lines, _ = decode(data, record_lines=True, **limits)
+    assert _full(whole) == _full(lines)
+    kinds = {r.kind for r in whole if isinstance(r, Violation)}
+    assert kinds == {"event-too-large", "line-too-long"}
+    for seed in range(8):
+        r = random.Random(seed)
+        cuts = sorted(r.sample(range(1, len(data)), 400))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        assert _full(decode(data, chunks=chunks, **limits)[0]) == _full(whole), seed
+        assert _full(decode(data, chunks=chunks, record_lines=True, **limits)[0]) == _full(whole), seed
