@@ -7,6 +7,8 @@ import statistics
 from typing import Any, Sequence
 
 from harness import Event, Notice, Profile, Retry, Segment
+from harness._invariants import (ID_NOT_DECIMAL, Breach, IdOrder, JobAndTs, ProgressOrder, TerminalWatch,
+                                 blocked_during, silence_breach)
 
 from ._core import Finding, parse_data
 
@@ -32,20 +34,20 @@ def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finding(breach: Breach) -> Finding:
+    return Finding(breach.message, breach.expected, breach.observed, breach.event_id)
+
+
 def check_ids(events: Sequence[Event], *, first: int = 1) -> list[Finding]:
     """Invariant 1: ids are decimal and go first, first+1, ... with no gap or repeat."""
     findings = []
-    expected = first
+    order = IdOrder(first)
     for event in events:
-        if not event.has_id or not event.id.isdigit():
-            findings.append(Finding("event without a decimal id", "id: <n>", event.id if event.has_id else None, event.id))
-            continue
-        if int(event.id) != expected:
-            kind = "repeated" if int(event.id) < expected else "skipped"
-            findings.append(Finding(f"id {kind}: sequence broken", expected, int(event.id), event.id))
-            if len(findings) >= 20:
+        breach = order.see(event)
+        if breach is not None:
+            findings.append(_finding(breach))
+            if breach.kind != ID_NOT_DECIMAL and len(findings) >= 20:
                 break
-        expected = int(event.id) + 1
     return findings
 
 
@@ -77,42 +79,12 @@ def check_progress(events: Sequence[Event], profile: Profile) -> list[Finding]:
     """Invariant 2: percent monotone in [0,100] and inside its stage's range; stages forward;
     stagePercent monotone within a stage."""
     findings = []
-    order = {stage: i for i, stage in enumerate(profile.stages)}
-    last_percent = -1.0
-    last_stage_index = -1
-    stage_percent: dict[str, float] = {}
+    order = ProgressOrder(profile)
     for event in events:
         data = parse_data(event)
         if data is None:
             continue
-        stage = data.get("stage")
-        percent = data.get("percent")
-        if stage is not None:
-            if stage not in order:
-                findings.append(Finding("unknown stage", list(profile.stages), stage, event.id))
-            elif order[stage] < last_stage_index:
-                findings.append(Finding("stage went backwards", f"{profile.stages[last_stage_index]} or later", stage, event.id))
-            else:
-                last_stage_index = order[stage]
-        if percent is not None:
-            if not _num(percent) or not 0 <= percent <= 100:
-                findings.append(Finding("percent out of [0, 100]", "0..100", percent, event.id))
-                continue
-            if percent < last_percent:
-                findings.append(Finding("percent decreased", f">= {last_percent}", percent, event.id))
-            last_percent = max(last_percent, percent)
-            if stage in profile.ranges and event.type != profile.events["cancelled"]:
-                low, high = profile.ranges[stage]
-                if not low <= percent <= high:
-                    findings.append(Finding(f"percent outside the {stage} range", [low, high], percent, event.id))
-        if event.type == profile.events["progress"] and stage is not None:
-            value = data.get("stagePercent")
-            if not _num(value) or not 0 <= value <= 100:
-                findings.append(Finding("stagePercent out of [0, 100]", "0..100", value, event.id))
-            elif value < stage_percent.get(stage, -1):
-                findings.append(Finding(f"stagePercent decreased within {stage}", f">= {stage_percent[stage]}", value, event.id))
-            else:
-                stage_percent[stage] = value
+        findings += [_finding(b) for b in order.see(event, data)]
         if len(findings) >= 20:
             break
     return findings
@@ -121,16 +93,9 @@ def check_progress(events: Sequence[Event], profile: Profile) -> list[Finding]:
 def check_job_and_ts(events: Sequence[Event], job_id: str) -> list[Finding]:
     """Invariant 4: every event is this job's, and ts never decreases."""
     findings = []
-    last_ts = None
+    judge = JobAndTs(job_id)
     for event in events:
-        data = parse_data(event) or {}
-        if data.get("jobId") != job_id:
-            findings.append(Finding("event of another job in this stream", job_id, data.get("jobId"), event.id))
-        ts = data.get("ts")
-        if _num(ts):
-            if last_ts is not None and ts < last_ts:
-                findings.append(Finding("ts decreased", f">= {last_ts}", ts, event.id))
-            last_ts = ts if last_ts is None else max(last_ts, ts)
+        findings += [_finding(b) for b in judge.see(event, parse_data(event) or {})]
         if len(findings) >= 20:
             break
     return findings
@@ -139,25 +104,21 @@ def check_job_and_ts(events: Sequence[Event], job_id: str) -> list[Finding]:
 def check_terminal(segment: Segment, profile: Profile, *, close_within: float) -> list[Finding]:
     """Invariant 3: exactly one terminal event, it is the last, and the server ends the
     response within ``close_within`` seconds of it."""
-    events = segment.events
-    terminal = [e for e in events if e.type in profile.terminal_events]
-    if not terminal:
-        return [Finding("no terminal event", sorted(profile.terminal_events), [e.type for e in events[-3:]])]
+    watch = TerminalWatch(profile.terminal_events)
+    for event in segment.events:
+        watch.see(event)
+    ended = watch.end(server_closed=segment.end == "server-closed", ended_at=segment.ended_at,
+                      close_within=close_within, how=f"{segment.end}: {segment.end_detail}")
+    if watch.terminal is None:
+        return [_finding(b) for b in ended]
     findings = []
-    if len(terminal) > 1:
-        findings.append(Finding("more than one terminal event", 1, [f"{e.id}:{e.type}" for e in terminal], terminal[1].id))
-    if events[-1] is not terminal[0]:
-        after = events[events.index(terminal[0]) + 1:]
-        findings.append(Finding("events after the terminal event", "none", [f"{e.id}:{e.type}" for e in after[:5]], after[0].id))
-    if segment.end != "server-closed":
-        findings.append(Finding("the server did not end the response after the terminal event",
-                                f"closed within {close_within}s", f"{segment.end}: {segment.end_detail}"))
-    else:
-        waited = segment.ended_at - terminal[0].arrived_at
-        if waited > close_within:
-            findings.append(Finding("response ended too late after the terminal event",
-                                    f"<= {close_within}s", f"{waited:.3f}s", terminal[0].id))
-    return findings
+    if len(watch.terminals) > 1:
+        findings.append(Finding("more than one terminal event", 1, [f"{e.id}:{e.type}" for e in watch.terminals],
+                                watch.terminals[1].id))
+    if watch.after:
+        findings.append(Finding("events after the terminal event", "none",
+                                [f"{e.id}:{e.type}" for e in watch.after], watch.after[0].id))
+    return findings + [_finding(b) for b in ended]
 
 
 def check_headers(segment: Segment) -> list[Finding]:
@@ -196,12 +157,6 @@ def longest_silence(segment: Segment, *, start: float | None = None, end: float 
     return best, at
 
 
-def blocked_during(lag_samples: Sequence[tuple[float, float]], start: float, end: float) -> float:
-    """The harness's own longest stall overlapping [start, end]: a sample (t, lag) says our
-    event loop was blocked from t - lag to t, so what arrived then was read that much late."""
-    return max((lag for t, lag in lag_samples if t >= start and t - lag <= end), default=0.0)
-
-
 def check_keepalive(segment: Segment, *, interval: float, tolerance: float, start: float | None = None,
                     end: float | None = None, lag_samples: Sequence[tuple[float, float]] = ()) -> list[Finding]:
     """Invariant 5: no silence on the open stream longer than interval + tolerance.
@@ -210,12 +165,9 @@ def check_keepalive(segment: Segment, *, interval: float, tolerance: float, star
     measurably blocked during it is the harness's delay, not the server's, and is taken off.
     """
     silence, at = longest_silence(segment, start=start, end=end)
-    own = blocked_during(lag_samples, at, at + silence)
-    if silence - own > interval + tolerance:
-        return [Finding("silence longer than the keep-alive interval", f"<= {interval + tolerance:.2f}s",
-                        f"{silence:.2f}s starting {at - segment.started_at:.2f}s into the stream"
-                        + (f" ({own:.2f}s of it our own delay)" if own else ""))]
-    return []
+    breach = silence_breach(silence, at, interval=interval, tolerance=tolerance,
+                            own=blocked_during(lag_samples, at, at + silence), since_start=at - segment.started_at)
+    return [_finding(breach)] if breach else []
 
 
 def lateness_ms(segment: Segment) -> list[float]:
