@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from typing import AsyncIterator, Awaitable, Callable, Iterable
 
@@ -11,8 +12,9 @@ import httpx
 import trio
 
 from ._decoder import Comment, Decoder, Event, Record
+from ._tasks import background_nursery
 
-__all__ = ["Limits", "ReconnectPolicy", "Segment", "Stream", "Trace", "follow", "record", "stream"]
+__all__ = ["Limits", "ReconnectPolicy", "Segment", "Stream", "StreamError", "Trace", "follow", "record", "stream"]
 
 # How a connection ended. Only "server-closed" is the server finishing the response.
 END_SERVER = "server-closed"
@@ -22,6 +24,7 @@ END_TIMEOUT = "timeout"
 END_CONNECT = "connect-failed"
 END_STATUS = "http-status"
 END_OVERFLOW = "overflow"
+END_NO_EVENTS = "no-events"  # the open stream brought no event within Limits.between_events
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +37,9 @@ class Limits:
     max_bytes: int = 64 << 20
     max_line: int = 1 << 20
     after_terminal: float = 3.0  # how long we wait for the server to close after a terminal event
+    # The longest wait for the next event (keep-alive comments do not count); None: no bound.
+    # For a target that owes events (a working job), ending there makes the wait a verdict.
+    between_events: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +87,9 @@ class Trace:
     """Everything one client saw, across all its connections."""
 
     segments: tuple[Segment, ...]
+    # Why following stopped short of a terminal event or a 204 ("" when it did not):
+    # attempts spent, a refusing status, an overflow, or events overdue.
+    gave_up: str = ""
 
     @property
     def events(self) -> list[Event]:
@@ -168,7 +177,10 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
                     return True
         return False
 
-    with trio.move_on_after(limits.total) as total_scope, trio.CancelScope() as after_terminal:
+    with trio.move_on_after(limits.total) as total_scope, trio.CancelScope() as after_terminal, \
+            trio.CancelScope() as no_events:
+        if limits.between_events is not None:
+            no_events.deadline = trio.current_time() + limits.between_events
         try:
             async with client.stream("GET", url, headers=headers, timeout=timeout) as response:
                 status = response.status_code
@@ -189,9 +201,13 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
                         seen += len(chunk)
                         if keep_bytes:
                             kept.append(chunk)
+                        before = len(records)
                         if await take(decoder.feed(chunk, now)):
                             end, detail = END_CLIENT, "stopped by the caller"
                             break
+                        if limits.between_events is not None and terminal_at is None and any(
+                                isinstance(r, Event) for r in records[before:]):
+                            no_events.deadline = trio.current_time() + limits.between_events
                         if seen > limits.max_bytes:
                             end, detail = END_OVERFLOW, f"more than {limits.max_bytes} bytes"
                             break
@@ -200,6 +216,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
                             # (trio's clock has its own offset: convert from time.monotonic.)
                             left = terminal_at + limits.after_terminal - time.monotonic()
                             after_terminal.deadline = min(after_terminal.deadline, trio.current_time() + left)
+                            no_events.deadline = math.inf
         except httpx.ConnectError as exc:
             end, detail = END_CONNECT, str(exc) or type(exc).__name__
         except httpx.ConnectTimeout as exc:
@@ -213,7 +230,11 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
             end, detail = END_RESET, f"{type(exc).__name__}: {exc}"
         except httpx.HTTPError as exc:
             end, detail = END_RESET, f"{type(exc).__name__}: {exc}"
-    if after_terminal.cancelled_caught:
+    if no_events.cancelled_caught:
+        comments = sum(1 for r in records if isinstance(r, Comment))
+        end, detail = END_NO_EVENTS, (f"no event for {limits.between_events:g}s "
+                                      f"({comments} comment(s) on this connection)")
+    elif after_terminal.cancelled_caught:
         end, detail = END_CLIENT, f"still open {limits.after_terminal}s after the terminal event"
     elif total_scope.cancelled_caught:
         end, detail = END_TIMEOUT, f"total time limit {limits.total}s reached"
@@ -250,6 +271,7 @@ async def follow(
     segments: list[Segment] = []
     failures = 0
     delay_factor = 1.0
+    gave_up = ""
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
             client = await stack.enter_async_context(httpx.AsyncClient())
@@ -261,19 +283,35 @@ async def follow(
                 await on_segment(segment)
             if any(e.type in terminal_types for e in segment.events):
                 break
-            if segment.end == END_STATUS or segment.end == END_OVERFLOW:
+            if segment.end == END_STATUS:
+                if segment.status != 204:  # 204 is the server's "nothing more": a normal end
+                    gave_up = f"the server answered HTTP {segment.status}"
+                break
+            if segment.end in (END_OVERFLOW, END_NO_EVENTS):
+                gave_up = segment.end_detail  # a browser would wait on; a judge stops here
                 break
             if segment.events:
                 failures, delay_factor = 0, 1.0
             else:
                 failures += 1
             if failures >= policy.max_attempts:
+                gave_up = (f"gave up after {failures} connection(s) in a row with no event; "
+                           f"the last: {segment.end}: {segment.end_detail}")
                 break
             last_event_id = segment.last_event_id or last_event_id
             base = policy.delay_ms if policy.delay_ms is not None else (segment.retry_ms or policy.default_ms)
             await trio.sleep(min(policy.cap_ms, base * delay_factor) / 1000)
             delay_factor *= policy.backoff
-    return Trace(tuple(segments))
+    return Trace(tuple(segments), gave_up)
+
+
+class StreamError(Exception):
+    """``harness.stream()`` could not deliver the stream: nothing listens, the server refused
+    it, or the attempts were spent. ``trace`` holds every connection as observed."""
+
+    def __init__(self, message: str, trace: Trace) -> None:
+        super().__init__(message)
+        self.trace = trace
 
 
 class Stream:
@@ -290,6 +328,17 @@ class Stream:
         async for record_ in self._receive:
             if isinstance(record_, Event):
                 yield record_
+        if self.trace is not None and self.trace.gave_up:
+            raise StreamError(f"{self.trace.last.url}: {self.trace.gave_up}", self.trace)
+
+
+def _single_failure(segment: Segment) -> str:
+    """Why one connection did not deliver a stream at all ("" when it did)."""
+    if segment.end == END_CONNECT:
+        return f"could not connect: {segment.end_detail}"
+    if segment.end == END_STATUS and segment.status != 204:
+        return f"the server answered HTTP {segment.status}"
+    return ""
 
 
 @contextlib.asynccontextmanager
@@ -297,7 +346,9 @@ async def stream(url: str, *, reconnect: bool = True, **kwargs) -> AsyncIterator
     """``async with harness.stream(url) as s: async for event in s: ...``
 
     With ``reconnect`` (default) it follows like EventSource; otherwise one connection.
-    Leaving the block stops the recording.
+    Leaving the block stops the recording; an exception raised in the block leaves it as
+    itself. When no stream could be had (nothing listening, a refusing status, attempts
+    spent) the ``async for`` raises StreamError, which carries the trace.
     """
     send, receive = trio.open_memory_channel(256)
     result = Stream(receive)
@@ -307,11 +358,9 @@ async def stream(url: str, *, reconnect: bool = True, **kwargs) -> AsyncIterator
             if reconnect:
                 result.trace = await follow(url, sink=send.send, **kwargs)
             else:
-                result.trace = Trace((await record(url, sink=send.send, **kwargs),))
+                segment = await record(url, sink=send.send, **kwargs)
+                result.trace = Trace((segment,), _single_failure(segment))
 
-    async with trio.open_nursery() as nursery:
+    async with background_nursery() as nursery:
         nursery.start_soon(run)
-        try:
-            yield result
-        finally:
-            nursery.cancel_scope.cancel()
+        yield result

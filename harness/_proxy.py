@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import struct
 import time
 
 import trio
+
+from ._tasks import background_nursery
 
 __all__ = ["FaultProxy", "ProxyLogEntry"]
 
@@ -59,16 +62,17 @@ class FaultProxy:
         self._next_cut_after: int | None = None
 
     async def __aenter__(self) -> "FaultProxy":
-        self._nursery_manager = trio.open_nursery()
-        self._nursery = await self._nursery_manager.__aenter__()
-        listeners = await trio.open_tcp_listeners(self.listen[1], host=self.listen[0])
-        self.port = listeners[0].socket.getsockname()[1]
-        self._nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+        async with contextlib.AsyncExitStack() as stack:
+            self._nursery = await stack.enter_async_context(background_nursery())
+            listeners = await trio.open_tcp_listeners(self.listen[1], host=self.listen[0])
+            self.port = listeners[0].socket.getsockname()[1]
+            self._nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc) -> bool | None:
-        self._nursery.cancel_scope.cancel()
-        return await self._nursery_manager.__aexit__(*exc)
+        # The body's own exception leaves as itself (background_nursery unwraps it).
+        return await self._stack.__aexit__(*exc)
 
     def url(self, path: str = "") -> str:
         return f"http://{self.listen[0]}:{self.port}{path}"

@@ -1,0 +1,138 @@
+"""The library's sharp edges: a caller's exception leaves as itself, an unreachable stream is an
+error, and a stream that owes events but sends only comments ends at its deadline."""
+
+import functools
+import time
+
+import pytest
+import trio
+
+from harness import FaultProxy, Limits, ReconnectPolicy, StreamError, record, stream
+
+
+async def _free_port() -> int:
+    """A port where nothing listens (bound, then closed)."""
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+async def _serve(handler, nursery) -> int:
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    return listeners[0].socket.getsockname()[1]
+
+
+async def _read_request(sock: trio.SocketStream) -> None:
+    request = b""
+    while b"\r\n\r\n" not in request:
+        chunk = await sock.receive_some(4096)
+        if not chunk:
+            return
+        request += chunk
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+async def comments_only(sock: trio.SocketStream) -> None:
+    """A stream that is open, sends one event, then only keep-alive comments, forever."""
+    try:
+        await _read_request(sock)
+        await sock.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            + _chunk(b"id: 1\nevent: job-status\ndata: {}\n\n"))
+        for _ in range(200):
+            await trio.sleep(0.05)
+            await sock.send_all(_chunk(b": keepalive\n\n"))
+    except trio.BrokenResourceError:
+        pass
+
+
+async def not_found(sock: trio.SocketStream) -> None:
+    try:
+        await _read_request(sock)
+        await sock.send_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    except trio.BrokenResourceError:
+        pass
+
+
+async def test_a_callers_exception_leaves_stream_as_itself():
+    port = await _free_port()
+    with pytest.raises(KeyError) as caught:
+        async with stream(f"http://127.0.0.1:{port}/events", policy=ReconnectPolicy(max_attempts=50, delay_ms=10)):
+            raise KeyError("mine")
+    assert caught.type is KeyError and caught.value.args == ("mine",)
+
+
+async def test_a_callers_exception_leaves_the_proxy_as_itself():
+    port = await _free_port()
+    with pytest.raises(KeyError) as caught:
+        async with FaultProxy(port):
+            raise KeyError("mine")
+    assert caught.type is KeyError
+
+
+async def test_a_callers_exception_keeps_its_own_cause():
+    port = await _free_port()
+    with pytest.raises(KeyError) as caught:
+        async with FaultProxy(port):
+            try:
+                raise ValueError("first")
+            except ValueError as exc:
+                raise KeyError("mine") from exc
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+async def test_nothing_listening_raises_once_the_attempts_are_spent():
+    port = await _free_port()
+    with trio.fail_after(10):
+        with pytest.raises(StreamError) as caught:
+            async with stream(f"http://127.0.0.1:{port}/events",
+                              policy=ReconnectPolicy(max_attempts=3, delay_ms=10)) as s:
+                async for _ in s:
+                    pass
+    assert len(caught.value.trace.segments) == 3
+    assert "3 connection(s)" in str(caught.value) and "connect-failed" in str(caught.value)
+
+
+async def test_one_connection_to_nothing_raises_too():
+    port = await _free_port()
+    with pytest.raises(StreamError, match="could not connect"):
+        async with stream(f"http://127.0.0.1:{port}/events", reconnect=False) as s:
+            async for _ in s:
+                pass
+
+
+async def test_a_refusing_status_raises_with_the_status():
+    async with trio.open_nursery() as nursery:
+        port = await _serve(not_found, nursery)
+        with pytest.raises(StreamError, match="HTTP 404"):
+            async with stream(f"http://127.0.0.1:{port}/events") as s:
+                async for _ in s:
+                    pass
+        nursery.cancel_scope.cancel()
+
+
+async def test_comments_alone_do_not_hold_a_wait_for_events():
+    async with trio.open_nursery() as nursery:
+        port = await _serve(comments_only, nursery)
+        started = time.monotonic()
+        segment = await record(f"http://127.0.0.1:{port}/events", limits=Limits(read=5, between_events=0.6))
+        waited = time.monotonic() - started
+        nursery.cancel_scope.cancel()
+    assert segment.end == "no-events", segment.end_detail
+    assert "no event for 0.6s" in segment.end_detail
+    assert len(segment.events) == 1 and len(segment.comments) >= 5
+    assert 0.6 <= waited < 3.0
+
+
+async def test_following_stops_when_events_are_overdue():
+    async with trio.open_nursery() as nursery:
+        port = await _serve(comments_only, nursery)
+        with pytest.raises(StreamError, match="no event for 0.4s"):
+            async with stream(f"http://127.0.0.1:{port}/events", limits=Limits(between_events=0.4)) as s:
+                async for _ in s:
+                    pass
+        nursery.cancel_scope.cancel()
