@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
         table = Table("id", "title", "invariants")
         for case in select_cases():
-            table.add_row(case.id, case.title, ", ".join(case.invariants))
+            table.add_row(case.id, case.title_for(load_profile()), ", ".join(case.invariants))
         console.print(table)
         return 0
     if args.command == "proxy":
@@ -71,7 +71,7 @@ async def _run_main(args, console: Console) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_dir = args.report_dir or Path("reports") / stamp
 
-    async def run(profile):
+    async def run(profile, restart=None):
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("running cases", total=None)
@@ -85,10 +85,13 @@ async def _run_main(args, console: Console) -> int:
                     progress.console.print(f"[{_STYLE[result.outcome]}]{result.id} {result.outcome}[/]: {result.title}")
 
             return await run_suite(profile, only=args.only, skip=args.skip, parallel=args.parallel,
-                                   same_host=args.same_host, on_result=on_result, on_start=on_start)
+                                   same_host=args.same_host, on_result=on_result, on_start=on_start,
+                                   options={"restart": restart})
+
+    from ._restart import restart_for
 
     if args.target:
-        report = await run(profile)
+        report = await run(profile, restart_for(profile))
     else:
         from ._server_process import ServerStartError, server_process
 
@@ -96,7 +99,8 @@ async def _run_main(args, console: Console) -> int:
         try:
             async with server_process() as server:
                 console.print(f"reference server pid {server.pid} at {server.base_url}")
-                report = await run(profile.with_base_url(server.base_url))
+                embedded = profile.with_base_url(server.base_url)
+                report = await run(embedded, restart_for(embedded, server))
         except ServerStartError as exc:
             console.print(f"[red]{exc}")
             return 2

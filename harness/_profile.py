@@ -35,6 +35,8 @@ class Profile:
     knobs: bool
     artifact: str
     timing: dict[str, float]
+    restart_command: str = ""  # a shell command with {signal}; empty: the harness cannot restart the target
+    restart_timeout: float = 30.0
 
     @property
     def terminal_events(self) -> frozenset[str]:
@@ -136,8 +138,15 @@ def load_profile(path: str | Path | None = None, *, base_url: str | None = None)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ProfileError(f"[timing].{key} must be a number >= 0, not {value!r}")
         timing[key] = float(value)
+    restart = data["restart"]
+    if not isinstance(restart["command"], str):
+        raise ProfileError("[restart].command must be a string (empty: the target cannot be restarted)")
+    if (isinstance(restart["timeout_seconds"], bool) or not isinstance(restart["timeout_seconds"], (int, float))
+            or not restart["timeout_seconds"] > 0):
+        raise ProfileError(f"[restart].timeout_seconds must be a number > 0, not {restart['timeout_seconds']!r}")
     return Profile(
         name=name, base_url=url, auth_header=auth, paths=paths, events=events, statuses=statuses,
         stages=tuple(order), ranges=ranges, job_body=dict(job["body"]), knobs=job["knobs"],
         artifact=_str("job", "artifact", job["artifact"]), timing=timing,
+        restart_command=restart["command"].strip(), restart_timeout=float(restart["timeout_seconds"]),
     )

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 from functools import partial
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 import trio
 
@@ -25,10 +25,18 @@ class ServerProcess:
         self.process = process
         self.base_url = base_url
         self.output = output  # its lines, bounded
+        self._restart: Callable[[str], Awaitable[None]] | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    async def restart(self, how: str) -> None:
+        """Stop the server with SIGKILL (``how="KILL"``) or SIGTERM (``"TERM"``), wait for it to
+        exit, and start it again with the same arguments, on the same port (and data folder)."""
+        if self._restart is None:
+            raise RuntimeError("this server process cannot be restarted")
+        await self._restart(how)
 
 
 def reference_server_args(data_dir: str, *, keepalive: float = 1.0, time_scale: float = 0.25,
@@ -56,45 +64,68 @@ async def server_process(args: Sequence[str] | None = None, *, start_timeout: fl
     with tempfile.TemporaryDirectory(prefix="sse-harness-") as data_dir:
         if args is None:
             args = reference_server_args(data_dir)
+        args = list(args)
         output: list[str] = []
         async with trio.open_nursery() as nursery:
-            process: trio.Process = await nursery.start(partial(
-                trio.run_process, list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, check=False, deliver_cancel=_kill_now,
-                env={**os.environ, **(env or {})}))
-            got_url = trio.Event()
-            found: list[str] = []
 
-            async def read_output() -> None:
-                pending = b""
-                async for chunk in process.stdout:
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for raw in lines:
-                        line = raw.decode(errors="replace")
-                        output.append(line)
-                        del output[:-500]
-                        if line.startswith("listening on http://") and not found:
-                            found.append(line.split(" ", 2)[2].strip())
-                            got_url.set()
-                got_url.set()  # exited before listening: wake the waiter
+            async def launch(argv: list[str]) -> tuple[trio.Process, str]:
+                process: trio.Process = await nursery.start(partial(
+                    trio.run_process, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, check=False, deliver_cancel=_kill_now,
+                    env={**os.environ, **(env or {})}))
+                got_url = trio.Event()
+                found: list[str] = []
 
-            nursery.start_soon(read_output)
-            with trio.move_on_after(start_timeout):
-                await got_url.wait()
-            if not found:
-                process.kill()
-                raise ServerStartError(f"server did not start ({' '.join(args[:4])}...):\n" + "\n".join(output[-30:]))
-            server = ServerProcess(process, found[0].rstrip("/"), output)
+                async def read_output() -> None:
+                    pending = b""
+                    async for chunk in process.stdout:
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        for raw in lines:
+                            line = raw.decode(errors="replace")
+                            output.append(line)
+                            del output[:-500]
+                            if line.startswith("listening on http://") and not found:
+                                found.append(line.split(" ", 2)[2].strip())
+                                got_url.set()
+                    got_url.set()  # exited before listening: wake the waiter
+
+                nursery.start_soon(read_output)
+                with trio.move_on_after(start_timeout):
+                    await got_url.wait()
+                if not found:
+                    process.kill()
+                    raise ServerStartError(f"server did not start ({' '.join(argv[:4])}...):\n" + "\n".join(output[-30:]))
+                return process, found[0].rstrip("/")
+
+            async def stop(process: trio.Process, how: int, wait: float) -> None:
+                if process.returncode is None:
+                    process.send_signal(how)
+                    with trio.move_on_after(wait):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+
+            process, base_url = await launch(args)
+            server = ServerProcess(process, base_url, output)
+
+            async def restart(how: str) -> None:
+                signum = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[how]
+                with trio.CancelScope(shield=True):
+                    await stop(server.process, signum, 10)
+                port = server.base_url.rsplit(":", 1)[1]
+                again = list(args)
+                if "--port" in again:  # the same port as before (it was perhaps 0: "any")
+                    again[again.index("--port") + 1] = port
+                server.process, url = await launch(again)
+                if url != server.base_url:
+                    raise ServerStartError(f"the restarted server listens on {url}, not {server.base_url}")
+
+            server._restart = restart
             try:
                 yield server
             finally:
                 with trio.CancelScope(shield=True):
-                    if process.returncode is None:
-                        process.send_signal(signal.SIGTERM)
-                        with trio.move_on_after(5):
-                            await process.wait()
-                        if process.returncode is None:
-                            process.kill()
-                            await process.wait()
+                    await stop(server.process, signal.SIGTERM, 5)
                 nursery.cancel_scope.cancel()

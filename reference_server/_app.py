@@ -73,6 +73,8 @@ def create_app(config: ServerConfig, manager: JobManager, connections: Connectio
         if manager.closing.is_set():
             return _problem(503, "the server is shutting down")
         job = manager.create(job_request)
+        with trio.move_on_after(5):  # answered once the job is on disk: a restart now keeps it
+            await job.log.wait_beyond(0)
         return _json(job.snapshot(), 202, headers={"Location": f"/api/jobs/{job.id}"})
 
     @app.post("/api/jobs")

@@ -28,6 +28,13 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--progress-interval", type=float, default=0.04, metavar="SECONDS")
     parser.add_argument("--stalled-client-seconds", type=float, default=30.0, metavar="SECONDS",
                         help="close a connection whose client has taken no bytes of a waiting write for this long")
+    parser.add_argument("--event-log", choices=("sqlite", "memory"), default="sqlite",
+                        help="sqlite: jobs and events kept in DATA_DIR/events.db across restarts (default); "
+                             "memory: kept only while the process lives")
+    parser.add_argument("--retention-hours", type=float, default=2.0,
+                        help="finished jobs (history and artifact) are kept this long (default 2)")
+    parser.add_argument("--max-log-mb", type=float, default=512.0,
+                        help="past this many MB of stored events, the oldest finished jobs go first (default 512)")
     args = parser.parse_args(argv)
     if args.keepalive <= 0 or args.retry_ms < 0 or args.time_scale < 0 or args.max_concurrent_jobs < 1:
         parser.error("--keepalive must be > 0, --retry-ms and --time-scale >= 0, --max-concurrent-jobs >= 1")
@@ -35,11 +42,14 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         parser.error("--progress-interval must be in (0, 0.5]")
     if not args.stalled_client_seconds > 0:
         parser.error("--stalled-client-seconds must be > 0")
+    if not args.retention_hours > 0 or not args.max_log_mb > 0:
+        parser.error("--retention-hours and --max-log-mb must be > 0")
     return ServerConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, keepalive_seconds=args.keepalive,
         retry_ms=args.retry_ms, time_scale=args.time_scale, max_concurrent_jobs=args.max_concurrent_jobs,
         diagnostics=args.diagnostics, progress_interval=args.progress_interval,
-        stalled_client_seconds=args.stalled_client_seconds,
+        stalled_client_seconds=args.stalled_client_seconds, event_log=args.event_log,
+        retention_seconds=args.retention_hours * 3600, max_log_bytes=int(args.max_log_mb * 1024 * 1024),
     )
 
 

@@ -38,6 +38,10 @@ class ServerConfig:
     progress_interval: float = 0.04
     # Event history is kept at least this long after a job ends.
     retention_seconds: float = 7200.0
+    # "sqlite": jobs and events in data_dir/events.db, kept across restarts; "memory": not kept.
+    event_log: str = "sqlite"
+    # Finished jobs' histories beyond this many bytes in all are removed, oldest first (None: no bound).
+    max_log_bytes: int | None = 512 * 1024 * 1024
     # Folders in data_dir/work older than this are a crash's leftovers.
     sweep_age_seconds: float = 24 * 3600.0
     sweep_interval_seconds: float = 3600.0

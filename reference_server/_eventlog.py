@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import trio
 
@@ -12,6 +12,11 @@ import trio
 def encode_event(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     return f"id: {event_id}\nevent: {event_type}\ndata: {payload}\n\n".encode()
+
+
+# Called with (log, event id, type, encoded bytes) when an event is appended to a durable log;
+# the store calls ``log.publish_through(event_id)`` once the event is on disk.
+Sink = Callable[["EventLog", int, str, bytes], None]
 
 
 class EventLog:
@@ -27,34 +32,65 @@ class EventLog:
     with the new event's bytes before returning, so the event can be written without waking
     the subscriber's task. A listener must not raise and must not block; it leaves with
     ``unlisten`` (also from inside the call).
+
+    With a ``sink`` (the durable store) an appended event is *published* (put in ``encoded``,
+    offered to listeners, the log closed by a terminal one) only once the store says it is on
+    disk: no client ever sees an event that a crash could take back, so after a restart ids
+    go on from the last one anyone saw. Without a sink, append publishes at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sink: Sink | None = None, history: Iterable[tuple[str, bytes]] = (),
+                 closed: bool = False) -> None:
         self.encoded: list[bytes] = []
         self.types: list[str] = []
-        self.closed = False  # the terminal event is in
+        for event_type, encoded in history:
+            self.encoded.append(encoded)
+            self.types.append(event_type)
+        self.size = sum(len(e) for e in self.encoded)  # bytes stored, for the size bound
+        self.closed = closed  # the terminal event is in (published)
+        self._sink = sink
+        self._pending: list[tuple[str, bytes, bool]] = []  # appended, not yet on disk
         self._changed = trio.Event()
         self._listeners: dict[Callable[[bytes], None], None] = {}  # insertion-ordered set
 
     @property
     def last_id(self) -> int:
+        """The last published id (what a client can have seen)."""
         return len(self.encoded)
+
+    @property
+    def next_id(self) -> int:
+        return len(self.encoded) + len(self._pending) + 1
 
     def append(self, event_type: str, data: dict[str, Any], *, terminal: bool = False) -> int:
         if self.closed:
             raise RuntimeError("event after the terminal event")
         data.setdefault("ts", int(time.time() * 1000))
-        self.encoded.append(encode_event(len(self.encoded) + 1, event_type, data))
+        event_id = self.next_id
+        encoded = encode_event(event_id, event_type, data)
+        self.size += len(encoded)
+        if self._sink is None:
+            self._publish(event_type, encoded, terminal)
+        else:
+            self._pending.append((event_type, encoded, terminal))
+            self._sink(self, event_id, event_type, encoded)
+        return event_id
+
+    def publish_through(self, event_id: int) -> None:
+        """The store has every event up to ``event_id`` on disk: publish them, in order."""
+        while self._pending and len(self.encoded) < event_id:
+            self._publish(*self._pending.pop(0))
+
+    def _publish(self, event_type: str, encoded: bytes, terminal: bool) -> None:
+        self.encoded.append(encoded)
         self.types.append(event_type)
         if terminal:
             self.closed = True
         self._changed.set()
         self._changed = trio.Event()
         if self._listeners:
-            encoded = self.encoded[-1]
             for listener in list(self._listeners):
                 listener(encoded)
-        return len(self.encoded)
 
     def listen(self, listener: Callable[[bytes], None]) -> None:
         self._listeners[listener] = None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +19,7 @@ import trio
 from ._config import DEFAULT_STAGE_SECONDS, STAGE_RANGES, STAGES, ServerConfig
 from ._eventlog import EventLog
 from ._pipeline import STAGE_WORK, StageFailure, Workspace, single_errors
+from ._store import Store, StoredJob
 from ._validation import JobRequest
 
 log = logging.getLogger("reference_server")
@@ -29,23 +33,46 @@ def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def pid_alive(pid: int) -> bool:
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name, or None when there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int, started: int | None = None) -> bool:
+    """Alive and not a zombie; with ``started`` (its start time in clock ticks), also the same process."""
+    fields = _proc_stat(pid)
+    if fields is None:
+        try:
+            os.kill(pid, 0)  # no /proc here: ask the kernel
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return started is None or int(fields[19]) == started
+
+
+def pid_start(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
 
 
 class Job:
-    def __init__(self, request: JobRequest, config: ServerConfig) -> None:
-        self.id = secrets.token_urlsafe(16)  # 128 random bits
+    def __init__(self, request: JobRequest, config: ServerConfig, store: Store | None = None,
+                 job_id: str | None = None, history=(), closed: bool = False) -> None:
+        self.id = job_id or secrets.token_urlsafe(16)  # 128 random bits
         self.correlation_id = secrets.token_hex(8)
         self.request = request
         self.config = config
-        self.log = EventLog()
+        self.store = store
+        sink = store.sink(self.id, self.row) if store is not None else None
+        self.log = EventLog(sink, history, closed)
         self.cancel_scope = trio.CancelScope()
         self.status = "queued"
         self.stage: str | None = None
@@ -61,7 +88,9 @@ class Job:
         self.workdir: Path | None = None
         self.pids: set[int] = set()
         self.spawned: list[int] = []
+        self.pid_starts: dict[int, int] = {}  # pid -> start time: a survivor of a crash is known by both
         self.done = trio.Event()
+        self.restored = False  # read back from the durable log at start
 
     # -- events ---------------------------------------------------------------------------
     def emit(self, event_type: str, terminal: bool = False, **fields: Any) -> None:
@@ -75,6 +104,48 @@ class Job:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    # -- durable state --------------------------------------------------------------------
+    def _known_pid_starts(self) -> dict[int, int]:
+        for pid in list(self.pids):
+            if pid not in self.pid_starts and (start := pid_start(pid)) is not None:
+                self.pid_starts[pid] = start
+        return self.pid_starts
+
+    def row(self) -> tuple:
+        """The job's row in the store: what a restart needs to show it and to clean up after it."""
+        state = {
+            "correlationId": self.correlation_id, "request": dataclasses.asdict(self.request),
+            "status": self.status, "stage": self.stage, "percent": self.percent, "stagePercent": self.stage_percent,
+            "message": self.message, "createdAt": self.created_at, "startedAt": self.started_at,
+            "endedAt": self.ended_at, "steps": self.steps, "artifacts": self.artifacts, "error": self.error,
+            "workdir": str(self.workdir) if self.workdir else None,
+            "pids": [[pid, start] for pid, start in self._known_pid_starts().items()],
+        }
+        return self.id, self.created_at, self.status, self.ended_at, json.dumps(state)
+
+    def changed(self) -> None:
+        if self.store is not None:
+            self.store.touch(self.id, self.row)
+
+    @classmethod
+    def restore(cls, stored: StoredJob, config: ServerConfig, store: Store) -> "Job":
+        state = stored.state
+        request = JobRequest(**state["request"])
+        job = cls(request, config, store, job_id=stored.id, history=stored.events,
+                  closed=state["status"] in TERMINAL)
+        job.correlation_id = state["correlationId"]
+        job.status, job.stage, job.percent = state["status"], state["stage"], state["percent"]
+        job.stage_percent, job.message = state["stagePercent"], state["message"]
+        job.created_at, job.started_at, job.ended_at = state["createdAt"], state["startedAt"], state["endedAt"]
+        job.steps, job.artifacts, job.error = state["steps"], state["artifacts"], state["error"]
+        job.workdir = Path(state["workdir"]) if state["workdir"] else None
+        job.pid_starts = {int(pid): int(start) for pid, start in state["pids"]}
+        job.spawned = list(job.pid_starts)
+        job.restored = True
+        if job.terminal:
+            job.done.set()
+        return job
 
     # -- views ----------------------------------------------------------------------------
     def _elapsed_ms(self) -> int:
@@ -149,21 +220,69 @@ class JobManager:
         self.closing = trio.Event()
         self.work_root = Path(config.data_dir) / "work"
         self.artifact_root = Path(config.data_dir) / "artifacts"
+        self.store = Store(Path(config.data_dir) / "events.db") if config.event_log == "sqlite" else None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.work_root.mkdir(parents=True, exist_ok=True)
         self.artifact_root.mkdir(parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.store is not None:
+                stored = self.store.open()
+                await nursery.start(self.store.run)
+                await self._recover(stored)
             nursery.start_soon(self._housekeeping)
             task_status.started()
             await trio.sleep_forever()
+
+    # -- restart recovery -------------------------------------------------------------------
+    async def _recover(self, stored: list[StoredJob]) -> None:
+        """Jobs from before a restart: finished ones come back as they were; every other one was
+        interrupted (or still queued) and fails now, with its survivors killed and its folder
+        removed before its terminal event. Its event ids go on from the last one on disk."""
+        interrupted = []
+        for record in stored:
+            try:
+                job = Job.restore(record, self.config, self.store)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("job %s in the event log cannot be read back (%s); dropped", record.id, exc)
+                self.store.delete(record.id)
+                continue
+            self.jobs[job.id] = job
+            if not job.terminal:
+                interrupted.append(job)
+        for job in interrupted:
+            for pid, started in job.pid_starts.items():
+                if pid_alive(pid, started):
+                    log.warning("job %s: killing process %d left from before the restart", job.id, pid)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+        with trio.move_on_after(1.0):  # the kernel takes a moment to end a killed process
+            while any(pid_alive(p, s) for job in interrupted for p, s in job.pid_starts.items()):
+                await trio.sleep(0.01)
+        for job in interrupted:
+            was = job.status
+            if was == "canceling":  # the cancel was asked for before the restart: it is honoured
+                self._finish_canceled(job)
+                job.done.set()
+                continue
+            self._finish_failed(job, StageFailure(
+                "SERVER_RESTARTED",
+                f"the server restarted while the job was {was}; its work was lost",
+                ["start the job again"]))
+            job.done.set()
+        if interrupted:
+            log.warning("%d job(s) interrupted by a restart were failed with SERVER_RESTARTED", len(interrupted))
+        self._forget_old_jobs()
+        await self.store.flushed()
 
     # -- public operations ----------------------------------------------------------------
     def create(self, request: JobRequest) -> Job:
         if self._nursery is None or self.closing.is_set():
             raise RuntimeError("the job manager is not running")
-        job = Job(request, self.config)
+        job = Job(request, self.config, self.store)
         self.jobs[job.id] = job
         job.emit("job-status", status="queued", stage=None, percent=0.0, message=job.message)
         self._nursery.start_soon(self._run_job, job)
@@ -178,14 +297,18 @@ class JobManager:
         job.cancel_scope.cancel()
 
     async def shutdown(self, grace: float = 1.2) -> None:
-        """Cancel every live job and wait (bounded) for them to clean up."""
+        """Cancel every live job and wait (bounded) for them to clean up and their ends to be on disk."""
         self.closing.set()
         live = [job for job in self.jobs.values() if not job.terminal]
         for job in live:
+            if job.status != "canceling":
+                job.set_status("canceling", "the server is shutting down")
             self.cancel(job)
         with trio.move_on_after(grace):
             for job in live:
                 await job.done.wait()
+            if self.store is not None:
+                await self.store.flushed()
 
     # -- the job's life -------------------------------------------------------------------
     async def _run_job(self, job: Job) -> None:
@@ -230,7 +353,7 @@ class JobManager:
         ws = Workspace(
             workdir=job.workdir, topic=job.request.topic, scenes=job.request.scenes,
             video_size=config.video_size, video_fps=config.video_fps, scene_seconds=config.scene_seconds,
-            pids=job.pids, spawned=job.spawned, warn=warn,
+            pids=job.pids, spawned=job.spawned, warn=warn, on_spawn=job.changed,
         )
         for stage in STAGES:
             ws.work_done = 0.0
@@ -299,7 +422,7 @@ class JobManager:
             shutil.rmtree(job.workdir, ignore_errors=True)
         return {
             "workdirRemoved": job.workdir is None or not job.workdir.exists(),
-            "processesKilled": not any(pid_alive(pid) for pid in job.spawned),
+            "processesKilled": not any(pid_alive(pid, job.pid_starts.get(pid)) for pid in job.spawned),
         }
 
     def _close_steps(self, job: Job, status: str) -> None:
@@ -368,9 +491,27 @@ class JobManager:
                 removed.append(entry.name)
         return removed
 
-    def _forget_old_jobs(self) -> None:
+    def _forget_old_jobs(self) -> list[str]:
+        """Retention: finished jobs older than the retention period go, and then the oldest
+        finished ones while the log is over its size bound; rows and artifacts together.
+        A job still running is never removed."""
         cutoff = time.time() - self.config.retention_seconds
-        for job_id, job in list(self.jobs.items()):
-            if job.terminal and job.ended_at is not None and job.ended_at < cutoff:
-                shutil.rmtree(self.artifact_root / job_id, ignore_errors=True)
-                del self.jobs[job_id]
+        finished = sorted((job for job in self.jobs.values() if job.terminal and job.ended_at is not None),
+                          key=lambda job: job.ended_at)
+        doomed = [job for job in finished if job.ended_at < cutoff]
+        budget = self.config.max_log_bytes
+        if budget is not None:
+            total = sum(job.log.size for job in self.jobs.values()) - sum(job.log.size for job in doomed)
+            for job in finished[len(doomed):]:
+                if total <= budget:
+                    break
+                doomed.append(job)
+                total -= job.log.size
+        for job in doomed:
+            shutil.rmtree(self.artifact_root / job.id, ignore_errors=True)
+            del self.jobs[job.id]
+            if self.store is not None:
+                self.store.delete(job.id)
+        if doomed:
+            log.info("retention: removed %d finished job(s) with their history and artifacts", len(doomed))
+        return [job.id for job in doomed]

@@ -75,6 +75,7 @@ class Workspace:
     pids: set[int]
     spawned: list[int]
     warn: Callable[[str, str], None]
+    on_spawn: Callable[[], None] | None = None  # a process started (its pid is recorded durably)
     texts: list[str] = dataclasses.field(default_factory=list)
     durations: list[float] = dataclasses.field(default_factory=list)
     work_done: float = 0.0  # fraction of the current stage's work done, 0..1; never goes back
@@ -117,6 +118,8 @@ async def _run_tool(ws: Workspace, args: list[str], on_line: Callable[[str], Non
         )
         ws.pids.add(process.pid)
         ws.spawned.append(process.pid)
+        if ws.on_spawn is not None:
+            ws.on_spawn()
         stderr_tail = bytearray()
 
         async def drain_stderr() -> None:

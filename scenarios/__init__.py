@@ -1,6 +1,6 @@
 """The numbered conformance scenarios: one module per family, registered in CASES."""
 
-from . import bad_input, cancel, concurrency, failure, format, keepalive, lifecycle, replay, transport  # noqa: F401
+from . import bad_input, cancel, concurrency, failure, format, keepalive, lifecycle, replay, restart, transport  # noqa: F401
 from ._core import CASES, OUTCOMES, Case, CaseResult, Context, Finding, HarnessError, Skip, run_case
 
 __all__ = ["CASES", "OUTCOMES", "Case", "CaseResult", "Context", "Finding", "HarnessError", "Skip", "run_case"]
