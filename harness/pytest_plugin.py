@@ -1,0 +1,463 @@
+"""The pytest plugin (entry point ``pytest11``): fixtures for a target, and the numbered suite as pytest items.
+
+A QA team writes, in its own repository::
+
+    async def test_my_rule(sse_api, sse_record):
+        reply = await sse_api.create()
+        trace = await sse_record.follow(reply.json["jobId"])
+        assert trace.events[-1].type == "job-completed"
+
+and runs ``pytest`` (async tests need pytest-trio's ``trio_mode = true`` or ``@pytest.mark.trio``).
+``pytest --sse-suite [--sse-only 4.*]`` adds one item per numbered case, ``sse-suite::<id>``.
+
+Why a loop in a thread: pytest-trio runs every test in a trio.run of its own, but the target
+server lives for the whole session, and the suite's cases share one Context (an
+httpx.AsyncClient, recordings shared through ``ctx.shared``, exclusive cases run alone, the
+event-loop lag probe). So the session owns one trio loop on an anyio blocking portal (one
+thread, joined at the end): the server process is started there through ``server_process``,
+and the selected cases are run there by the runner's own ``run_suite`` as one run, exactly as
+``sse-harness run`` would run them. Each pytest item waits for its case's result and reports it.
+The fixtures of a user's test (``sse_http``, ``sse_api``, ``sse_record``, ``sse_proxy``) belong
+to that test's own trio run; they only share the target's address.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import inspect
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from ._api import ApiClient
+from ._client import Limits, ReconnectPolicy, Segment, Trace, follow, record
+from ._profile import Profile, ProfileError, load_profile
+from ._proxy import FaultProxy
+
+__all__ = ["Recorder"]
+
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_NOTED = ("non-strict", "info")  # pass with a note; non-strict fails under --sse-strict, as in `run --strict`
+
+
+def _word(outcome: Any) -> str:
+    """An outcome as its word, whether the runner gives a str or an enum of str."""
+    return str(getattr(outcome, "value", outcome))
+
+
+# -- options ----------------------------------------------------------------------------------
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sse-harness", "SSE conformance harness")
+    group.addoption("--sse-target", metavar="URL",
+                    help="base URL of the server under test (default: the profile's base_url if the profile "
+                         "file sets one, else the embedded reference server, started once per session)")
+    group.addoption("--sse-profile", metavar="FILE", help="target profile TOML (default: the contract)")
+    group.addoption("--sse-suite", action="store_true",
+                    help="collect the numbered conformance cases as items sse-suite::<id>")
+    group.addoption("--sse-only", action="append", default=[], metavar="PATTERN",
+                    help="with --sse-suite (implied): case ids or globs, e.g. 4.3, 4.*, 6")
+    group.addoption("--sse-skip", action="append", default=[], metavar="PATTERN",
+                    help="with --sse-suite: leave these cases out")
+    group.addoption("--sse-strict", action="store_true", help="non-strict outcomes fail, as with `run --strict`")
+    group.addoption("--sse-parallel", type=int, default=8, metavar="N", help="cases run at once (default 8)")
+    group.addoption("--sse-report-dir", type=Path, metavar="DIR",
+                    help="also write the harness's own reports (json, junit, html, md) of the suite run here")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sse_case(id): a numbered conformance case collected by --sse-suite")
+    config.addinivalue_line("markers", "sse_exclusive: a case that runs alone (fills the target or needs quiet)")
+    session = _SseSession(config)
+    if config.getoption("sse_profile") or config.getoption("sse_target"):
+        session.profile()  # a bad profile or URL is a usage error before anything runs
+    config.stash[_SESSION] = session
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_SESSION, None)
+    if session is not None:
+        session.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    session = config.stash.get(_SESSION, None)
+    if session is None or not (config.getoption("sse_suite") or config.getoption("sse_only")):
+        return None
+    url = session.external_url()
+    return f"sse-harness: target {url or 'the embedded reference server (started on first use)'}"
+
+
+# -- the session: a trio loop on a portal, the target, the suite run ---------------------------
+
+class _TargetUnavailable(Exception):
+    pass
+
+
+class _SseSession:
+    """What lives for a pytest session: the portal's loop, the server process, the suite run."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._stack = contextlib.ExitStack()
+        self._portal = None
+        self._profile: Profile | None = None
+        self._target: Profile | None = None
+        self._target_error = ""
+        self.server = None  # harness._server_process.ServerProcess when we started one
+        self.suite: _SuiteRun | None = None
+        self._lock = threading.Lock()
+
+    def profile(self) -> Profile:
+        if self._profile is None:
+            path, url = self.config.getoption("sse_profile"), self.config.getoption("sse_target")
+            try:
+                self._profile = load_profile(path, base_url=url)
+            except ProfileError as exc:
+                raise pytest.UsageError(f"sse-harness: bad profile: {exc}") from None
+        return self._profile
+
+    def external_url(self) -> str | None:
+        """The target named by --sse-target or by the profile file's [target].base_url, if any."""
+        url = self.config.getoption("sse_target")
+        if url:
+            return url
+        path = self.config.getoption("sse_profile")
+        if path:
+            try:
+                named = tomllib.loads(Path(path).read_text()).get("target", {}).get("base_url")
+            except (OSError, tomllib.TOMLDecodeError, AttributeError):
+                named = None  # load_profile reports it
+            if named:
+                return self.profile().base_url
+        return None
+
+    def portal(self):
+        if self._portal is None:
+            from anyio.from_thread import start_blocking_portal
+
+            self._portal = self._stack.enter_context(start_blocking_portal("trio", name="sse-harness"))
+        return self._portal
+
+    def target(self) -> Profile:
+        """The profile bound to a running target; the embedded server is started on first use."""
+        with self._lock:
+            if self._target is None and not self._target_error:
+                profile = self.profile()
+                if self.external_url():
+                    self._target = profile
+                else:
+                    from ._server_process import ServerStartError, server_process
+
+                    try:
+                        self.server = self._stack.enter_context(
+                            self.portal().wrap_async_context_manager(server_process()))
+                    except ServerStartError as exc:
+                        self._target_error = f"the embedded reference server did not start: {exc}"
+                    else:
+                        self._target = profile.with_base_url(self.server.base_url)
+            if self._target_error:
+                raise _TargetUnavailable(self._target_error)
+            return self._target
+
+    def start_suite(self, items: Sequence["SuiteCase"]) -> "_SuiteRun":
+        if self.suite is None:
+            self.suite = _SuiteRun(self, [item.case for item in items])
+        return self.suite
+
+    def close(self) -> None:
+        if self.suite is not None:
+            self.suite.stop()
+        self._stack.close()  # the server (SIGTERM by its pid), then the portal's loop and thread
+
+
+_SESSION = pytest.StashKey[_SseSession]()
+
+
+class _SuiteRun:
+    """One run of the selected cases, by the runner, on the session's loop; results as they come."""
+
+    def __init__(self, session: _SseSession, cases: list) -> None:
+        self.cases = cases
+        self.results: dict[str, Any] = {}
+        self.report = None  # the runner's RunReport, once the run is complete
+        self.failure = ""  # why the run could not be done at all
+        self._changed = threading.Condition()
+        # Each case is bounded by its own timeout inside the runner; this bounds our wait for all.
+        self.deadline = time.monotonic() + sum(c.timeout for c in cases) + 120
+        config = session.config
+        try:
+            target = session.target()
+        except _TargetUnavailable as exc:
+            self.failure = str(exc)
+            self.future: concurrent.futures.Future | None = None
+            return
+        from ._runner import run_suite
+
+        async def run():
+            return await run_suite(target, only=[c.id for c in cases], parallel=config.getoption("sse_parallel"),
+                                   on_result=self._arrived)
+
+        self.future = session.portal().start_task_soon(run)
+        self.future.add_done_callback(self._finished)
+
+    def _arrived(self, result) -> None:  # on the portal's thread
+        with self._changed:
+            self.results[result.id] = result
+            self._changed.notify_all()
+
+    def _finished(self, future: concurrent.futures.Future) -> None:
+        with self._changed:
+            if future.cancelled():
+                self.failure = self.failure or "the suite run was stopped"
+            elif future.exception() is not None:
+                exc = future.exception()
+                self.failure = f"the suite run failed: {type(exc).__name__}: {exc}"
+            else:
+                self.report = future.result()
+            self._changed.notify_all()
+
+    def result_of(self, case_id: str):
+        """The case's result, or a reason (str) why there is none."""
+        with self._changed:
+            while case_id not in self.results:
+                if self.failure or self.report is not None:
+                    return self.failure or "the runner gave no result for this case"
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    return "no result within the cases' own time limits (a harness fault)"
+                self._changed.wait(min(left, 1.0))
+            return self.results[case_id]
+
+    def wait_complete(self, timeout: float) -> None:
+        if self.future is not None:
+            with contextlib.suppress(Exception):
+                self.future.result(timeout)
+
+    def stop(self) -> None:
+        if self.future is not None and not self.future.done():
+            self.future.cancel()
+            with contextlib.suppress(BaseException):
+                self.future.result(10)
+
+
+# -- the suite as pytest items ---------------------------------------------------------------
+
+class SuiteCase(pytest.Item):
+    """One numbered case. Its outcome comes from the runner's result: ``fail`` fails, ``error``
+    errors (in setup, as pytest says of trouble outside the test), ``skip`` skips, ``non-strict``
+    and ``info`` pass with a note (``non-strict`` fails under --sse-strict)."""
+
+    obj = None  # pytest-trio's trio_mode looks at every item's .obj (pytest's DoctestItem does the same)
+
+    def __init__(self, *, case, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.result = None
+        self.user_properties.append(("sse_title", case.title))
+        self.add_marker(pytest.mark.sse_case(case.id))
+        if case.exclusive:
+            self.add_marker(pytest.mark.sse_exclusive)
+        self.extra_keyword_matches.add(case.title)  # -k matches words of the title too
+
+    def setup(self) -> None:
+        session = self.config.stash[_SESSION]
+        suite = session.start_suite([i for i in self.session.items if isinstance(i, SuiteCase)])
+        got = suite.result_of(self.case.id)
+        if isinstance(got, str):
+            pytest.fail(f"{self.case.id}: not run: {got}", pytrace=False)
+        self.result = got
+        outcome = _word(got.outcome)
+        self.user_properties.append(("sse_outcome", outcome))
+        self.user_properties.append(("sse_duration_ms", got.duration_ms))
+        if outcome == "error":
+            pytest.fail(f"{self.case.id} error (the harness's own trouble): {got.reason}", pytrace=False)
+        if outcome == "skip":
+            pytest.skip(f"{self.case.id}: {got.reason}")
+
+    def runtest(self) -> None:
+        outcome = _word(self.result.outcome)
+        if outcome == "fail" or (outcome == "non-strict" and self.config.getoption("sse_strict")):
+            pytest.fail(_describe(self.case, self.result), pytrace=False)
+        if outcome in _NOTED:
+            note = next((f.message for f in self.result.findings), "measured, no verdict")
+            self.user_properties.append(("sse_note", note))
+
+    def reportinfo(self):
+        try:
+            path = inspect.getsourcefile(self.case.run)
+            line = inspect.getsourcelines(self.case.run)[1] - 1
+        except (TypeError, OSError):
+            path, line = None, None
+        return (path or self.path, line, f"{self.case.id} {self.case.title}")
+
+
+def _describe(case, result) -> str:
+    lines = [f"{case.id} {_word(result.outcome)}: {case.title}"]
+    for f in result.findings:
+        where = f" (event {f.event_id})" if f.event_id else ""
+        lines.append(f"  [{f.severity}] {f.message}: expected {f.expected!r}, observed {f.observed!r}{where}")
+    if result.steps:
+        lines += ["steps:", *(f"  {s}" for s in result.steps)]
+    return "\n".join(lines)
+
+
+class _SuiteCollector(pytest.Collector):
+    def collect(self):  # the items are made in pytest_collection_modifyitems
+        return []
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k / -m / --deselect narrow the items down
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    if not (config.getoption("sse_suite") or config.getoption("sse_only")):
+        return
+    from ._runner import select_cases
+
+    only, skip = config.getoption("sse_only"), config.getoption("sse_skip")
+    cases = select_cases(only, skip)
+    if not cases:
+        raise pytest.UsageError(f"sse-harness: no case matches --sse-only {only} / --sse-skip {skip}")
+    parent = _SuiteCollector.from_parent(session, name="sse-suite", nodeid="sse-suite")
+    made = [SuiteCase.from_parent(parent, name=c.id, case=c) for c in cases]
+    # Reported as collected, so that the terminal's count and other plugins see them.
+    config.hook.pytest_collectreport(report=pytest.CollectReport(parent.nodeid, "passed", None, made))
+    items.extend(made)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    report = yield
+    if isinstance(item, SuiteCase) and item.result is not None and report.when == "call" and report.passed:
+        outcome = _word(item.result.outcome)
+        if outcome in _NOTED:
+            report.sse_note = outcome
+            report.sections.append(("sse-harness", _describe(item.case, item.result)))
+    return report
+
+
+def pytest_report_teststatus(report, config):
+    note = getattr(report, "sse_note", None)
+    if note and report.when == "call":
+        return "passed", note[0].upper(), (f"PASSED ({note})", {"yellow": note == "non-strict"})
+    return None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    sse = session.config.stash.get(_SESSION, None)
+    if sse is None or sse.suite is None:
+        return
+    sse.suite.wait_complete(30)
+    sse.suite.stop()
+    report_dir = session.config.getoption("sse_report_dir")
+    if report_dir and sse.suite.report is not None:
+        from ._reports import FORMATS, write_reports
+
+        write_reports(sse.suite.report, report_dir, FORMATS)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    sse = config.stash.get(_SESSION, None)
+    if sse is None or (sse.suite is None and sse.server is None):
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("sse-harness")
+    if sse.server is not None:
+        write(f"embedded reference server: pid {sse.server.pid} at {sse.server.base_url} (stopped)")
+    suite = sse.suite
+    if suite is None:
+        return
+    noted = [r for r in suite.results.values() if _word(r.outcome) in _NOTED]
+    for r in sorted(noted, key=lambda r: [c.id for c in suite.cases].index(r.id)):
+        first = next((f.message for f in r.findings), "measured, no verdict")
+        write(f"{r.id} {_word(r.outcome)}: {first}")
+    if suite.report is not None:
+        env = suite.report.environment
+        write(f"suite run: {len(suite.report.results)} cases against {suite.report.target} in "
+              f"{suite.report.duration_ms / 1000:.1f} s, {env.get('jobsCreated')} jobs created")
+        report_dir = config.getoption("sse_report_dir")
+        if report_dir:
+            write(f"reports: {report_dir}")
+    elif suite.failure:
+        write(f"suite run incomplete: {suite.failure}")
+
+
+# -- fixtures for a team's own tests ------------------------------------------------------------
+
+class Recorder:
+    """``record`` and ``follow`` bound to the target: its events URL, auth header, terminal types.
+
+    ``job`` is a job id (its events URL is built from the profile) or a full URL; ``via`` sends
+    the connection through a FaultProxy. Other keyword arguments go to ``harness.record`` /
+    ``harness.follow`` (limits, policy, last_event_id, stop...)."""
+
+    def __init__(self, profile: Profile, http: httpx.AsyncClient) -> None:
+        self.profile = profile
+        self.http = http
+
+    def url(self, job: str, *, via: FaultProxy | None = None) -> str:
+        if job.startswith(("http://", "https://")):
+            return job
+        profile = self.profile if via is None else self.profile.with_base_url(via.url())
+        return profile.url("events", id=job)
+
+    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs.setdefault("client", self.http)
+        kwargs["headers"] = {**self.profile.headers(), **(kwargs.get("headers") or {})}
+        kwargs.setdefault("terminal_types", self.profile.terminal_events)
+        kwargs.setdefault("limits", Limits(total=self.profile.timing["job_timeout_seconds"]))
+        return kwargs
+
+    async def record(self, job: str, *, via: FaultProxy | None = None, **kwargs: Any) -> Segment:
+        """One connection, until it ends (after a terminal event: until the server closes it)."""
+        return await record(self.url(job, via=via), **self._kwargs(kwargs))
+
+    async def follow(self, job: str, *, via: FaultProxy | None = None, **kwargs: Any) -> Trace:
+        """Like a browser's EventSource: reconnect with Last-Event-ID until a terminal event."""
+        kwargs.setdefault("policy", ReconnectPolicy(max_attempts=5))
+        return await follow(self.url(job, via=via), **self._kwargs(kwargs))
+
+
+@pytest.fixture(scope="session")
+def sse_target(pytestconfig: pytest.Config) -> Profile:
+    """The target under test, as a Profile bound to its base URL (the embedded reference server
+    unless --sse-target or a profile names one)."""
+    try:
+        return pytestconfig.stash[_SESSION].target()
+    except _TargetUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+async def sse_http() -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx.AsyncClient for this test's trio run."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(15.0)) as client:
+        yield client
+
+
+@pytest.fixture
+async def sse_api(sse_target: Profile, sse_http: httpx.AsyncClient) -> ApiClient:
+    """The target's REST endpoints (create, snapshot, cancel, queue...), every answer a Reply."""
+    return ApiClient(sse_target, sse_http)
+
+
+@pytest.fixture
+async def sse_record(sse_target: Profile, sse_http: httpx.AsyncClient) -> Recorder:
+    """record/follow bound to the target."""
+    return Recorder(sse_target, sse_http)
+
+
+@pytest.fixture
+async def sse_proxy(sse_target: Profile) -> AsyncIterator[FaultProxy]:
+    """A FaultProxy in front of the target (cut, stall, slice...); skips for a target on another host."""
+    parts = urlsplit(sse_target.base_url)
+    if parts.hostname not in _LOCAL_HOSTS:
+        pytest.skip("the fault proxy only forwards to a target on this host")
+    async with FaultProxy(parts.port or 80, parts.hostname) as proxy:
+        yield proxy
