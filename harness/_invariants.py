@@ -236,19 +236,35 @@ class StreamJudge:
     """Every per-event invariant of one subscriber's view of one job, across its connections:
     ids, progress and stages, job and ts, the terminal event."""
 
-    __slots__ = ("ids", "progress", "job", "terminal")
+    __slots__ = ("ids", "progress", "job", "terminal", "_repeating")
 
     def __init__(self, profile: Profile, job_id: str | None, *, first_id: int = 1) -> None:
         self.ids = IdOrder(first_id)
         self.progress = ProgressOrder(profile)
         self.job = JobAndTs(job_id)
         self.terminal = TerminalWatch(profile.terminal_events)
+        self._repeating = False
 
     def see(self, event: Event, data: dict) -> list[Breach]:
         """``data`` is the event's data as a JSON object (a caller that cannot parse it says so
         itself); returns what this event broke, usually nothing."""
+        job = self.job
+        job_id = data.get("jobId")
+        if job_id != job.job_id and job.job_id is not None:
+            # Another job's event says nothing about this job's order: judged as what it is only.
+            return [Breach(OTHER_JOB, "event of another job in this stream", job.job_id, job_id, event.id)]
+        ids = self.ids
+        event_id = event.id
+        if event.has_id and event_id.isdigit() and int(event_id) < ids.expected:
+            # An event this subscriber already has (a replay gone wrong): one breach per run of
+            # them, and they are not judged again for progress, ts or the terminal event.
+            if self._repeating:
+                return []
+            self._repeating = True
+            return [Breach(ID_REPEAT, "id repeated: sequence broken", ids.expected, int(event_id), event_id)]
+        self._repeating = False
         out: list[Breach] = []
-        breach = self.ids.see(event)
+        breach = ids.see(event)
         if breach is not None:
             out.append(breach)
         found = self.progress.see(event, data)

@@ -1,0 +1,577 @@
+"""Load on locust: a user that creates (or attaches to) jobs, reads their event streams with the
+harness's sans-IO Decoder and judges every event with the same invariant rules as the suite.
+
+    from harness.load import SSEUser
+
+    class Followers(SSEUser):          # in your own locustfile
+        wait_time = between(0.5, 2)
+
+Run it with ``sse-harness load`` or plain ``locust -f yourfile.py --host URL``. Importing this
+module imports locust (and so gevent's monkey patching): never import it from trio code;
+``harness`` itself does not.
+
+Request types in locust's statistics (request type ``SSE`` unless said):
+
+- ``create`` (POST) the job; ``connect`` (GET) time to the stream's response headers;
+- ``first event`` request sent to the first event; ``lag`` every live event: receive time
+  minus its ``ts`` (events replayed from before the request are not lag and are left out);
+- ``gap`` time between consecutive events while a stage works; ``job`` create (or attach) to
+  the terminal event, with the job's stream bytes as its length, a failure when anything in
+  the job failed; ``reconnect`` cut to the resumed stream's headers (its count is the number
+  of resumes); ``cancel request`` (POST) and ``cancel`` POST to ``job-cancelled``;
+- ``own delay`` (type ``worker``): how late this process's gevent loop woke from a 50 ms sleep,
+  i.e. the share of every figure above that is the load generator's own;
+- broken invariants, type ``invariant``, named by ``harness._invariants.KINDS`` (``id gap``,
+  ``id repeat``, ``percent regress``, ``stage backwards``, ``other job's event``,
+  ``event after terminal``, ``not closed after terminal``, ``keep-alive silence``,
+  ``no terminal event`` ...) plus ``bad data`` (data not a JSON object) and decoder
+  violations.
+
+The mix comes from the command line (``--sse-*`` options, forwarded by locust to workers).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import random
+import time
+from typing import Any
+
+import gevent
+from gevent.lock import Semaphore
+from locust import FastHttpUser, between, events, task
+from locust.exception import StopUser
+from locust.runners import MasterRunner
+
+from ._decoder import Decoder, Event, Violation
+from ._invariants import NO_TERMINAL, Breach, StreamJudge, blocked_during, silence_breach
+from ._profile import Profile, load_profile
+
+__all__ = ["InvariantBroken", "LoadPlan", "SSEUser"]
+
+log = logging.getLogger("sse-harness.load")
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+_MAX_BREACHES_PER_JOB = 20
+_MAX_LOGGED = 30
+_READ_SIZE = 65536
+_PROBE_PERIOD = 0.05
+
+
+class InvariantBroken(Exception):
+    """What a failure row of type ``invariant`` carries: the rule's message (stable, so that
+    locust groups occurrences); the details of the first ones go to the log."""
+
+
+class StreamError(Exception):
+    """The job could not be followed to its end (transport trouble, a deadline)."""
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    group = parser.add_argument_group("sse-harness", "SSE job-stream users (harness.load.SSEUser)")
+    group.add_argument("--sse-profile", default="", help="target profile TOML (default: the contract)")
+    group.add_argument("--sse-subscribers", type=int, default=1, help="users following each job (fan-out)")
+    group.add_argument("--sse-cancel-share", type=float, default=0.0, help="share of jobs cancelled at a random stage")
+    group.add_argument("--sse-cut-share", type=float, default=0.0,
+                       help="share of jobs whose stream is cut once at a random moment and resumed with Last-Event-ID")
+    group.add_argument("--sse-cut-within", type=float, default=3.0, help="cuts happen this many seconds into a stream at most")
+    group.add_argument("--sse-stage-seconds", type=float, default=-1.0, help="job knob: least seconds per stage")
+    group.add_argument("--sse-stall-seconds", type=float, default=0.0,
+                       help="job knob: a silent pause of this many seconds inside the first stage")
+    group.add_argument("--sse-scenes", type=int, default=0, help="job field: scenes (1-20)")
+    group.add_argument("--sse-job-id", default="", help="attach to this job instead of creating jobs")
+    group.add_argument("--sse-stream-url", default="", help="attach to this stream URL instead of creating jobs")
+    group.add_argument("--sse-job-timeout", type=float, default=0.0,
+                       help="seconds a job may take to its terminal event (default: the profile's)")
+    group.add_argument("--sse-jobs-per-user", type=int, default=1000, help="a user stops after this many jobs")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadPlan:
+    """What every user of this process does, from the options, the profile and the target's healthz."""
+
+    profile: Profile
+    subscribers: int
+    cancel_share: float
+    cut_share: float
+    cut_within: float
+    job_body: dict[str, Any]
+    job_id: str
+    stream_url: str
+    job_timeout: float
+    jobs_per_user: int
+    keepalive_limit: float  # longest legal silence on a stream; 0: not judged
+    close_within: float
+    retry_seconds: float
+    cancel_deadline: float
+
+    @classmethod
+    def from_options(cls, options: Any, profile: Profile, health: dict[str, Any]) -> "LoadPlan":
+        def opt(name: str, default: Any) -> Any:
+            return getattr(options, name, default) if options is not None else default
+
+        timing = profile.timing
+
+        def setting(key: str, health_key: str, scale: float, fallback: float) -> float:
+            if timing[key] > 0:
+                return timing[key]
+            advertised = health.get(health_key)
+            if isinstance(advertised, (int, float)) and not isinstance(advertised, bool) and advertised > 0:
+                return advertised * scale
+            return fallback
+
+        keepalive = setting("keepalive_seconds", "keepaliveSeconds", 1.0, 0.0)
+        tolerance = max(timing["tolerance_fraction"] * keepalive, timing["tolerance_min_seconds"])
+        body = dict(profile.job_body)
+        stage_seconds = float(opt("sse_stage_seconds", -1.0))
+        if stage_seconds >= 0:
+            if not profile.knobs:
+                raise ValueError("--sse-stage-seconds needs a target that takes the test knobs ([job].knobs = true)")
+            body["stageSeconds"] = {stage: stage_seconds for stage in profile.stages}
+        stall = float(opt("sse_stall_seconds", 0.0))
+        if stall > 0:
+            if not profile.knobs:
+                raise ValueError("--sse-stall-seconds needs a target that takes the test knobs ([job].knobs = true)")
+            body["stallSeconds"] = {profile.stages[0]: stall}
+        scenes = int(opt("sse_scenes", 0))
+        if scenes:
+            body["scenes"] = scenes
+        shares = {name: float(opt(f"sse_{name}_share", 0.0)) for name in ("cancel", "cut")}
+        for name, value in shares.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"--sse-{name}-share must be within [0, 1], not {value}")
+        subscribers = int(opt("sse_subscribers", 1))
+        if subscribers < 1:
+            raise ValueError("--sse-subscribers must be at least 1")
+        return cls(
+            profile=profile, subscribers=subscribers, cancel_share=shares["cancel"], cut_share=shares["cut"],
+            cut_within=max(0.05, float(opt("sse_cut_within", 3.0))), job_body=body,
+            job_id=str(opt("sse_job_id", "") or ""), stream_url=str(opt("sse_stream_url", "") or ""),
+            job_timeout=float(opt("sse_job_timeout", 0.0) or timing["job_timeout_seconds"]),
+            jobs_per_user=max(1, int(opt("sse_jobs_per_user", 1000))),
+            keepalive_limit=keepalive + tolerance if keepalive else 0.0,
+            close_within=timing["terminal_close_seconds"],
+            retry_seconds=min(5.0, max(0.0, float(health.get("retryMs", 1000)) / 1000)
+                              if isinstance(health.get("retryMs"), (int, float)) else 1.0),
+            cancel_deadline=setting("cancel_deadline_ms", "cancelDeadlineMs", 1.0, 1000.0) / 1000,
+        )
+
+
+# -- what the users of one process share --------------------------------------------------------
+
+class _Shared:
+    """The plan (made once per process and option set), the board of jobs open to more
+    subscribers, and the loop-delay probe."""
+
+    def __init__(self) -> None:
+        self.lock = Semaphore()
+        self.key: tuple | None = None
+        self.plan: LoadPlan | None = None
+        self.board: collections.deque[list] = collections.deque()  # [job_id, places left]
+        self.delays: collections.deque[tuple[float, float]] = collections.deque(maxlen=20_000)
+        self.probe: gevent.Greenlet | None = None
+        self.logged = 0
+
+    def plan_for(self, user: "SSEUser") -> LoadPlan:
+        options = user.environment.parsed_options
+        key = (user.host, tuple(sorted(vars(options).items())) if options is not None else ())
+        with self.lock:
+            if self.key != key:
+                try:
+                    profile = load_profile(getattr(options, "sse_profile", "") or None, base_url=user.host)
+                    self.plan = LoadPlan.from_options(options, profile, _health(user, profile))
+                except ValueError as exc:  # ProfileError too
+                    log.error("cannot load: %s", exc)
+                    raise StopUser() from None
+                self.key = key
+                self.board.clear()
+            return self.plan
+
+    def take_place(self) -> str | None:
+        while self.board:
+            entry = self.board[0]
+            if entry[1] > 0:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self.board.popleft()
+                return entry[0]
+            self.board.popleft()
+        return None
+
+    def offer(self, job_id: str, places: int) -> None:
+        if places > 0:
+            self.board.append([job_id, places])
+
+
+_shared = _Shared()
+
+
+def _health(user: "SSEUser", profile: Profile) -> dict[str, Any]:
+    try:
+        reply = user.client.get(profile.paths["healthz"], name="healthz", headers=profile.headers())
+        value = reply.json() if reply.status_code == 200 else {}
+    except Exception:  # noqa: BLE001 - a target without healthz: the profile's timing and defaults apply
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _probe(environment) -> None:
+    """How late this process's loop wakes up: the load generator's own delay, fired as
+    ``own delay`` and kept (bounded) so that a keep-alive silence it explains is excused."""
+    fire = environment.events.request.fire
+    while True:
+        asked = time.perf_counter()
+        gevent.sleep(_PROBE_PERIOD)
+        now = time.perf_counter()
+        late = max(0.0, now - asked - _PROBE_PERIOD)
+        _shared.delays.append((now, late))
+        fire(request_type="worker", name="own delay", response_time=late * 1000, response_length=0, exception=None,
+             context={})
+
+
+@events.test_start.add_listener
+def _start_probe(environment, **_) -> None:
+    if not isinstance(environment.runner, MasterRunner) and (_shared.probe is None or _shared.probe.dead):
+        _shared.probe = gevent.spawn(_probe, environment)
+
+
+@events.test_stop.add_listener
+def _stop_probe(environment, **_) -> None:
+    if _shared.probe is not None:
+        _shared.probe.kill(block=True, timeout=2)
+        _shared.probe = None
+
+
+# -- reading a stream as it arrives -------------------------------------------------------------
+
+def _read_some(stream, timeout: float) -> bytes:
+    """The body's bytes as they arrive: at least one byte, b"" at its end; TimeoutError after
+    ``timeout`` seconds without any.
+
+    geventhttpclient's own readers either wait for a whole line (readline: unbounded, and blind
+    to CR-only line ends, which the event-stream format allows) or for a whole block
+    (read(n): buffers); this takes what one recv brings through its C HTTP parser instead.
+    """
+    buffer = stream._body_buffer
+    while not buffer:
+        sock = stream._sock
+        if sock is None or stream.message_complete:
+            return b""
+        sock.settimeout(max(0.001, timeout))
+        data = sock.recv(_READ_SIZE)
+        if not data:
+            stream.release()
+            return b""
+        stream.feed(data)
+    data = bytes(buffer)
+    del buffer[:]
+    return data
+
+
+class _Job:
+    """One subscriber's view of one job, across its connections."""
+
+    __slots__ = ("job_id", "judge", "bytes", "breaches", "failure", "started", "last_id", "cut_at", "cut_done",
+                 "cancel_stage", "cancel_sent", "first_event_done", "terminal_type", "connections")
+
+    def __init__(self, plan: LoadPlan, job_id: str | None, started: float) -> None:
+        self.job_id = job_id
+        self.judge = StreamJudge(plan.profile, job_id)
+        self.bytes = 0
+        self.breaches = 0
+        self.failure: str | None = None  # the first thing that failed in this job
+        self.started = started
+        self.last_id = ""
+        self.cut_at: float | None = None
+        self.cut_done = False
+        self.cancel_stage: str | None = None
+        self.cancel_sent: float | None = None
+        self.first_event_done = False
+        self.terminal_type: str | None = None
+        self.connections = 0
+
+
+class SSEUser(FastHttpUser):
+    """Follows job streams: create a job (or take a place on one another user created, or
+    attach to ``--sse-job-id`` / ``--sse-stream-url``), read the stream, judge every event,
+    cancel or cut-and-resume as the mix says. Bounded: each job by the job timeout, each
+    user by ``--sse-jobs-per-user``, the run by locust's ``--run-time``."""
+
+    abstract = True
+    wait_time = between(0.2, 1.0)
+    connection_timeout = 10.0
+    network_timeout = 30.0
+
+    def __init__(self, environment) -> None:
+        if not self.host:
+            options = environment.parsed_options
+            self.host = load_profile(getattr(options, "sse_profile", "") or None).base_url
+        super().__init__(environment)
+        self._jobs_done = 0
+        self._fire = environment.events.request.fire
+
+    # -- reporting -----------------------------------------------------------------------------
+    def _sample(self, name: str, ms: float, length: int = 0, error: Exception | None = None) -> None:
+        self._fire(request_type="SSE", name=name, response_time=max(0.0, ms), response_length=length,
+                   exception=error, context={})
+
+    def _breach(self, job: _Job, breach: Breach) -> None:
+        job.breaches += 1
+        if job.failure is None:
+            job.failure = breach.kind
+        if job.breaches > _MAX_BREACHES_PER_JOB:
+            return
+        self._fire(request_type="invariant", name=breach.kind, response_time=0, response_length=0,
+                   exception=InvariantBroken(breach.message), context={})
+        if _shared.logged < _MAX_LOGGED:
+            _shared.logged += 1
+            log.warning("%s in job %s: %s (expected %r, observed %r%s)", breach.kind, job.job_id, breach.message,
+                        breach.expected, breach.observed, f", event {breach.event_id}" if breach.event_id else "")
+
+    def _other_failure(self, job: _Job, name: str, message: str) -> None:
+        job.breaches += 1
+        if job.failure is None:
+            job.failure = name
+        self._fire(request_type="invariant", name=name, response_time=0, response_length=0,
+                   exception=InvariantBroken(message), context={})
+
+    # -- the task ----------------------------------------------------------------------------------
+    @task
+    def follow_job(self) -> None:
+        if self._jobs_done >= self._plan().jobs_per_user:
+            raise StopUser()
+        self._jobs_done += 1
+        plan = self._plan()
+        profile = plan.profile
+        started = time.perf_counter()
+        if plan.stream_url:
+            job, url, created = _Job(plan, None, started), plan.stream_url, False
+        else:
+            job_id = plan.job_id or _shared.take_place()
+            created = job_id is None
+            if created:
+                job_id = self._create(plan)
+                if job_id is None:
+                    return
+                _shared.offer(job_id, plan.subscribers - 1)
+            job, url = _Job(plan, job_id, started), profile.paths["events"].format(id=job_id)
+        if created and random.random() < plan.cancel_share:
+            job.cancel_stage = random.choice(profile.stages)
+        if random.random() < plan.cut_share:
+            job.cut_at = 0.0  # set when the first connection is up
+        deadline = started + plan.job_timeout
+        error: Exception | None = None
+        try:
+            self._follow(plan, job, url, deadline)
+        except StreamError as exc:
+            error = exc
+            if job.failure is None:
+                job.failure = str(exc)
+        if error is None and job.failure is not None:
+            error = InvariantBroken(job.failure)
+        self._sample("job", (time.perf_counter() - started) * 1000, job.bytes, error)
+
+    def _plan(self) -> LoadPlan:
+        return _shared.plan_for(self)
+
+    def _create(self, plan: LoadPlan) -> str | None:
+        profile = plan.profile
+        with self.client.post(profile.paths["create"], json=plan.job_body, name="create", headers=profile.headers(),
+                              catch_response=True) as reply:
+            if reply.status_code // 100 != 2:
+                reply.failure(f"HTTP {reply.status_code}: {(reply.text or '')[:200]}")
+                return None
+            try:
+                value = reply.json()
+            except ValueError:
+                value = None
+            job_id = value.get("jobId") if isinstance(value, dict) else None
+            if not isinstance(job_id, str) or not job_id:
+                reply.failure("the reply names no jobId")
+                return None
+            return job_id
+
+    def _cancel(self, plan: LoadPlan, job: _Job) -> None:
+        profile = plan.profile
+        job.cancel_sent = time.perf_counter()
+        with self.client.post(profile.paths["cancel"].format(id=job.job_id), name="cancel request",
+                              headers=profile.headers(), catch_response=True) as reply:
+            if reply.status_code == 409:
+                reply.success()  # the job ended first: nothing to time
+                job.cancel_sent = None
+            elif reply.status_code // 100 != 2:
+                reply.failure(f"HTTP {reply.status_code}")
+                job.cancel_sent = None
+
+    def _follow(self, plan: LoadPlan, job: _Job, url: str, deadline: float) -> None:
+        """Connections until the job's end: the first, and one resume after a cut."""
+        resume_from: float | None = None
+        while True:
+            outcome = self._connection(plan, job, url, deadline, resume_from)
+            if outcome != "cut":
+                return
+            resume_from = time.perf_counter()
+            gevent.sleep(plan.retry_seconds)  # as an EventSource waits its retry before resuming
+
+    def _connection(self, plan: LoadPlan, job: _Job, url: str, deadline: float, resume_from: float | None) -> str:
+        """One connection; returns "cut" when this user cut it to resume, else "done"."""
+        profile = plan.profile
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Accept-Encoding": "identity",
+                   **profile.headers()}
+        if job.last_id:
+            headers["Last-Event-ID"] = job.last_id
+        requested = time.perf_counter()
+        requested_wall_ms = time.time() * 1000
+        reply = self.client.get(url, stream=True, name="connect", headers=headers)
+        job.connections += 1
+        if resume_from is not None and reply.status_code in (200, 204):
+            self._sample("reconnect", (time.perf_counter() - resume_from) * 1000)
+        if reply.status_code == 204:  # the job is over and we hold its last event
+            reply.stream.release() if reply.stream is not None else None
+            self._judge_end(plan, job, server_closed=True, ended_at=time.perf_counter(), how="204")
+            return "done"
+        if reply.status_code != 200:
+            raise StreamError(f"connect: HTTP {reply.status_code}")  # locust counted it under "connect"
+        stream = reply.stream
+        try:
+            return self._read(plan, job, stream, requested, requested_wall_ms, deadline)
+        finally:
+            stream.release()  # closes the socket unless the response ended cleanly
+
+    def _read(self, plan: LoadPlan, job: _Job, stream, requested: float, requested_wall_ms: float,
+              deadline: float) -> str:
+        profile = plan.profile
+        decoder = Decoder()
+        judge = job.judge
+        cancelled_type = profile.events["cancelled"]
+        step_status = profile.events["step_status"]
+        progress_type = profile.events["progress"]
+        terminal_types = profile.terminal_events
+        limit = plan.keepalive_limit
+        connected = last_arrival = time.perf_counter()
+        if job.cut_at == 0.0:
+            job.cut_at = connected + random.uniform(0.05, plan.cut_within)
+        cut_at = job.cut_at if not job.cut_done else None
+        silence_told = False
+        terminal_at: float | None = None
+        working = False
+        previous_live: float | None = None
+        loads = json.loads
+        sample = self._sample
+        try:
+            while True:
+                now = time.perf_counter()
+                wait = deadline - now
+                if terminal_at is not None:
+                    wait = min(wait, terminal_at + plan.close_within - now)
+                if cut_at is not None and terminal_at is None:
+                    wait = min(wait, cut_at - now)
+                if limit and not silence_told:
+                    wait = min(wait, last_arrival + limit + 0.05 - now)
+                try:
+                    data = _read_some(stream, wait)
+                except TimeoutError:
+                    now = time.perf_counter()
+                    if terminal_at is not None and now >= terminal_at + plan.close_within:
+                        self._judge_end(plan, job, server_closed=False, ended_at=now,
+                                        how=f"still open {plan.close_within}s after the terminal event")
+                        return "done"
+                    if cut_at is not None and terminal_at is None and now >= cut_at:
+                        job.cut_done = True
+                        return "cut"
+                    if now >= deadline:
+                        self._breach(job, Breach(NO_TERMINAL, "no terminal event",
+                                                 f"within {plan.job_timeout:.0f}s", job.terminal_type))
+                        return "done"
+                    if limit and not silence_told and now - last_arrival > limit:
+                        silence_told = self._silence(job, plan, last_arrival, now, connected)
+                    continue
+                except OSError as exc:
+                    if terminal_at is not None:
+                        self._judge_end(plan, job, server_closed=True, ended_at=time.perf_counter())
+                        return "done"
+                    raise StreamError(f"stream lost: {exc!r}") from None
+                now = time.perf_counter()
+                if not data:
+                    self._judge_end(plan, job, server_closed=True, ended_at=now)
+                    return "done"
+                job.bytes += len(data)
+                if limit and not silence_told and now - last_arrival > limit:
+                    silence_told = self._silence(job, plan, last_arrival, now, connected)
+                last_arrival = now
+                wall_ms = time.time() * 1000
+                for record in decoder.feed(data, now):
+                    if type(record) is not Event:
+                        if type(record) is Violation:
+                            self._other_failure(job, record.kind, record.detail)
+                        continue
+                    event: Event = record
+                    try:
+                        value = loads(event.data)
+                    except ValueError:
+                        value = None
+                    job.last_id = event.id
+                    if type(value) is not dict:
+                        self._other_failure(job, "bad data", "data is not a JSON object")
+                        judge.ids.see(event)
+                        judge.terminal.see(event)
+                        continue
+                    found = judge.see(event, value)
+                    if found:
+                        for breach in found:
+                            self._breach(job, breach)
+                    ts = value.get("ts")
+                    live = type(ts) in (int, float) and ts >= requested_wall_ms - 1
+                    if live:
+                        sample("lag", wall_ms - ts)
+                    if not job.first_event_done:
+                        job.first_event_done = True
+                        sample("first event", (now - requested) * 1000)
+                    kind = event.type
+                    if working and live and previous_live is not None:
+                        sample("gap", (now - previous_live) * 1000)
+                    previous_live = now if live else None
+                    if kind == step_status:
+                        working = value.get("status") == "running"
+                    elif kind == progress_type:
+                        working = True
+                    if kind in terminal_types:
+                        working = False
+                        if terminal_at is None:
+                            terminal_at = now
+                            job.terminal_type = kind
+                            if kind == cancelled_type and job.cancel_sent is not None:
+                                took = now - job.cancel_sent
+                                late = None if took <= plan.cancel_deadline else InvariantBroken(
+                                    f"job-cancelled later than the cancel deadline ({plan.cancel_deadline * 1000:.0f} ms)")
+                                sample("cancel", took * 1000, 0, late)
+                                job.cancel_sent = None
+                    elif job.cancel_stage is not None and value.get("stage") == job.cancel_stage:
+                        job.cancel_stage = None
+                        self._cancel(plan, job)
+                if cut_at is not None and terminal_at is None and time.perf_counter() >= cut_at:
+                    job.cut_done = True
+                    return "cut"
+        finally:
+            for record in decoder.close(time.perf_counter()):
+                if type(record) is Violation:
+                    self._other_failure(job, record.kind, record.detail)
+
+    def _silence(self, job: _Job, plan: LoadPlan, began: float, now: float, connected: float) -> bool:
+        own = blocked_during(_shared.delays, began, now)
+        breach = silence_breach(now - began, began, interval=plan.keepalive_limit, tolerance=0.0, own=own,
+                                since_start=began - connected)
+        if breach is None:
+            return False
+        self._breach(job, breach)
+        return True
+
+    def _judge_end(self, plan: LoadPlan, job: _Job, *, server_closed: bool, ended_at: float, how: str = "") -> None:
+        for breach in job.judge.terminal.end(server_closed=server_closed, ended_at=ended_at,
+                                             close_within=plan.close_within, how=how):
+            self._breach(job, breach)
+
