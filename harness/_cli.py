@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     proxy = sub.add_parser("proxy", help="a fault-injecting proxy for manual tests; commands on stdin")
     proxy.add_argument("--listen", default="127.0.0.1:8081")
     proxy.add_argument("--target", required=True, help="HOST:PORT on this host")
+    from ._diff import add_arguments as add_diff_arguments
+
+    add_diff_arguments(sub.add_parser("diff", help="what changed between two runs (report.json or report dirs)"))
     return parser
 
 
@@ -51,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "proxy":
         return trio.run(_proxy_main, args, console)
+    if args.command == "diff":
+        from ._diff import main as diff_main
+
+        return diff_main(args, console)
     return trio.run(_run_main, args, console)
 
 

@@ -199,11 +199,16 @@ class _SuiteRun:
             self.failure = str(exc)
             self.future: concurrent.futures.Future | None = None
             return
+        from ._restart import restart_for
         from ._runner import run_suite
+
+        # As `sse-harness run` does: the restart family restarts the embedded server (on this
+        # same loop, where its process lives) or runs the profile's restart command.
+        options = {"restart": restart_for(target, session.server)}
 
         async def run():
             return await run_suite(target, only=[c.id for c in cases], parallel=config.getoption("sse_parallel"),
-                                   on_result=self._arrived)
+                                   on_result=self._arrived, options=options)
 
         self.future = session.portal().start_task_soon(run)
         self.future.add_done_callback(self._finished)
@@ -257,15 +262,16 @@ class SuiteCase(pytest.Item):
 
     obj = None  # pytest-trio's trio_mode looks at every item's .obj (pytest's DoctestItem does the same)
 
-    def __init__(self, *, case, **kwargs) -> None:
+    def __init__(self, *, case, title: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.case = case
+        self.title = title
         self.result = None
-        self.user_properties.append(("sse_title", case.title))
+        self.user_properties.append(("sse_title", title))
         self.add_marker(pytest.mark.sse_case(case.id))
         if case.exclusive:
             self.add_marker(pytest.mark.sse_exclusive)
-        self.extra_keyword_matches.add(case.title)  # -k matches words of the title too
+        self.extra_keyword_matches.add(title)  # -k matches words of the title too
 
     def setup(self) -> None:
         session = self.config.stash[_SESSION]
@@ -285,7 +291,7 @@ class SuiteCase(pytest.Item):
     def runtest(self) -> None:
         outcome = _word(self.result.outcome)
         if outcome == "fail" or (outcome == "non-strict" and self.config.getoption("sse_strict")):
-            pytest.fail(_describe(self.case, self.result), pytrace=False)
+            pytest.fail(_describe(self.result), pytrace=False)
         if outcome in _NOTED:
             note = next((f.message for f in self.result.findings), "measured, no verdict")
             self.user_properties.append(("sse_note", note))
@@ -296,11 +302,11 @@ class SuiteCase(pytest.Item):
             line = inspect.getsourcelines(self.case.run)[1] - 1
         except (TypeError, OSError):
             path, line = None, None
-        return (path or self.path, line, f"{self.case.id} {self.case.title}")
+        return (path or self.path, line, f"{self.case.id} {self.title}")
 
 
-def _describe(case, result) -> str:
-    lines = [f"{case.id} {_word(result.outcome)}: {case.title}"]
+def _describe(result) -> str:
+    lines = [f"{result.id} {_word(result.outcome)}: {result.title}"]
     for f in result.findings:
         where = f" (event {f.event_id})" if f.event_id else ""
         lines.append(f"  [{f.severity}] {f.message}: expected {f.expected!r}, observed {f.observed!r}{where}")
@@ -325,7 +331,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not cases:
         raise pytest.UsageError(f"sse-harness: no case matches --sse-only {only} / --sse-skip {skip}")
     parent = _SuiteCollector.from_parent(session, name="sse-suite", nodeid="sse-suite")
-    made = [SuiteCase.from_parent(parent, name=c.id, case=c) for c in cases]
+    profile = config.stash[_SESSION].profile()
+    made = [SuiteCase.from_parent(parent, name=c.id, case=c, title=c.title_for(profile)) for c in cases]
     # Reported as collected, so that the terminal's count and other plugins see them.
     config.hook.pytest_collectreport(report=pytest.CollectReport(parent.nodeid, "passed", None, made))
     items.extend(made)
@@ -338,7 +345,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         outcome = _word(item.result.outcome)
         if outcome in _NOTED:
             report.sse_note = outcome
-            report.sections.append(("sse-harness", _describe(item.case, item.result)))
+            report.sections.append(("sse-harness", _describe(item.result)))
     return report
 
 

@@ -1,0 +1,330 @@
+"""`sse-harness diff OLD NEW`: what changed between two runs' report.json (outcomes, cases, measured figures)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["Diff", "DiffError", "diff_reports", "load_report", "to_markdown"]
+
+KNOWN_SCHEMAS = (1,)
+# Outcomes that fail the gate of `sse-harness run` (non-strict too under --strict).
+_GATE = frozenset({"fail", "error"})
+
+
+class DiffError(ValueError):
+    """A report that cannot be compared; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A measured figure a report carries, where to find it, and how much change is noise."""
+
+    name: str
+    unit: str
+    read: Callable[[dict[str, Any]], Any]  # a case's evidence -> number or None
+    floor: float  # changes smaller than this never count, whatever the percentage
+
+
+def _path(*keys: str) -> Callable[[dict[str, Any]], Any]:
+    def read(evidence: dict[str, Any]) -> Any:
+        value: Any = evidence
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    return read
+
+
+def _largest(key: str) -> Callable[[dict[str, Any]], Any]:
+    def read(evidence: dict[str, Any]) -> Any:
+        values = [v for v in evidence.get(key) or () if _number(v) is not None]
+        return max(values) if values else None
+
+    return read
+
+
+# Where the figures live in report.json (schema 1, see docs/report-schema.md). Lower is better
+# for every one of them.
+FIGURES = (
+    Figure("cancel latency", "ms", _path("cancelLatencyMs"), 5.0),
+    Figure("lateness p50", "ms", _path("latenessMs", "p50"), 5.0),
+    Figure("lateness p95", "ms", _path("latenessMs", "p95"), 5.0),
+    Figure("lateness max", "ms", _path("latenessMs", "max"), 10.0),
+    Figure("keep-alive spacing max", "s", _largest("commentSpacing"), 0.05),
+    Figure("longest silence", "s", _path("longestSilence"), 0.05),
+    Figure("close after terminal", "ms", _path("closeAfterTerminalMs"), 20.0),
+    Figure("replay time", "ms", _path("replayMs"), 20.0),
+)
+SUITE_DURATION = Figure("suite duration", "s", lambda report: report["durationMs"] / 1000, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutcomeChange:
+    case_id: str
+    title: str
+    old: str
+    new: str
+    kind: str  # "regression" | "fixed" | "changed"
+    finding: str  # the new run's first finding or reason
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseRow:
+    case_id: str
+    title: str
+    outcome: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureChange:
+    case_id: str  # "" for the run as a whole
+    figure: str
+    unit: str
+    old: float
+    new: float
+
+    @property
+    def worse(self) -> bool:
+        return self.new > self.old
+
+    @property
+    def percent(self) -> float | None:
+        return (self.new - self.old) / self.old * 100 if self.old else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Diff:
+    old: str  # how each run is named: its file, target and start
+    new: str
+    outcomes: tuple[OutcomeChange, ...]  # regressions first
+    added: tuple[CaseRow, ...]
+    removed: tuple[CaseRow, ...]
+    figures: tuple[FigureChange, ...]  # worse first
+    threshold: float  # relative, 0.2 = 20 %
+    notes: tuple[str, ...]  # e.g. the targets differ
+
+    @property
+    def regressions(self) -> tuple[OutcomeChange, ...]:
+        return tuple(c for c in self.outcomes if c.kind == "regression")
+
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 0
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A report.json, given as the file or as the report directory that holds it."""
+    path = Path(path)
+    file = path / "report.json" if path.is_dir() else path
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise DiffError(f"{file}: no such file" + (" (the directory has no report.json)" if path.is_dir() else ""))
+    except OSError as exc:
+        raise DiffError(f"{file}: cannot read it: {exc}") from None
+    try:
+        report = json.loads(text)
+    except ValueError as exc:
+        raise DiffError(f"{file}: not JSON ({exc})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("cases"), list):
+        raise DiffError(f"{file}: not an sse-harness report.json (no cases list)")
+    if report.get("schemaVersion") not in KNOWN_SCHEMAS:
+        raise DiffError(f"{file}: schemaVersion {report.get('schemaVersion')!r}; this harness reads "
+                        f"{', '.join(map(str, KNOWN_SCHEMAS))}")
+    for i, case in enumerate(report["cases"]):
+        if not isinstance(case, dict) or not isinstance(case.get("id"), str) or not isinstance(case.get("outcome"), str):
+            raise DiffError(f"{file}: case #{i + 1} has no id or outcome")
+    report.setdefault("_source", str(file))
+    return report
+
+
+def id_key(case_id: str) -> tuple:
+    """Natural order of case ids: 4.3 < 4.3a < 4.10."""
+    return tuple((int(m.group(1) or -1), m.group(2)) for m in re.finditer(r"(\d+)?([^.\d]*)", case_id) if m.group(0))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _first(case: dict[str, Any]) -> str:
+    if case.get("reason"):
+        return str(case["reason"])
+    for finding in case.get("findings") or ():
+        if isinstance(finding, dict) and finding.get("message"):
+            return str(finding["message"])
+    return ""
+
+
+def _label(report: dict[str, Any]) -> str:
+    return f"{report.get('_source', '?')} ({report.get('target', '?')}, {report.get('startedAt', '?')})"
+
+
+def _moved(figure: Figure, old: float, new: float, threshold: float) -> bool:
+    return abs(new - old) > max(figure.floor, threshold * abs(old))
+
+
+def diff_reports(old: dict[str, Any], new: dict[str, Any], *, threshold: float = 0.2,
+                 strict: bool = False) -> Diff:
+    """Compare two loaded reports. A regression is a case whose outcome now fails the gate
+    (fail or error; non-strict too with ``strict``) and did not before, or a run that could not
+    be done at all."""
+    gate = _GATE | ({"non-strict"} if strict else set())
+    old_cases = {c["id"]: c for c in old["cases"]}
+    new_cases = {c["id"]: c for c in new["cases"]}
+    changes: list[OutcomeChange] = []
+    if new.get("error") and not old.get("error"):
+        changes.append(OutcomeChange("run", "the run as a whole", "done", "not done", "regression", str(new["error"])))
+    for case_id in sorted(old_cases.keys() & new_cases.keys(), key=id_key):
+        was, now = old_cases[case_id]["outcome"], new_cases[case_id]["outcome"]
+        if was == now:
+            continue
+        kind = "regression" if now in gate and was not in gate else "fixed" if was in gate and now not in gate else "changed"
+        changes.append(OutcomeChange(case_id, str(new_cases[case_id].get("title", "")), was, now, kind,
+                                     _first(new_cases[case_id])))
+    order = {"regression": 0, "changed": 1, "fixed": 2}
+    changes.sort(key=lambda c: order[c.kind])  # stable: case order within each kind
+
+    def rows(ids, cases) -> tuple[CaseRow, ...]:
+        return tuple(CaseRow(i, str(cases[i].get("title", "")), cases[i]["outcome"]) for i in sorted(ids, key=id_key))
+
+    figures: list[FigureChange] = []
+    for case_id in sorted(old_cases.keys() & new_cases.keys(), key=id_key):
+        old_ev, new_ev = old_cases[case_id].get("evidence") or {}, new_cases[case_id].get("evidence") or {}
+        for figure in FIGURES:
+            a, b = _number(figure.read(old_ev)), _number(figure.read(new_ev))
+            if a is not None and b is not None and _moved(figure, a, b, threshold):
+                figures.append(FigureChange(case_id, figure.name, figure.unit, a, b))
+    a, b = _number(old.get("durationMs")), _number(new.get("durationMs"))
+    if a is not None and b is not None and _moved(SUITE_DURATION, a / 1000, b / 1000, threshold):
+        figures.append(FigureChange("", SUITE_DURATION.name, SUITE_DURATION.unit, a / 1000, b / 1000))
+    figures.sort(key=lambda f: not f.worse)
+
+    notes = []
+    if old.get("target") != new.get("target"):
+        notes.append(f"the targets differ: {old.get('target')} then {new.get('target')}")
+    if old.get("profile") != new.get("profile"):
+        notes.append(f"the profiles differ: {old.get('profile')} then {new.get('profile')}")
+    if old.get("error"):
+        notes.append(f"the old run could not be done: {old['error']}")
+    return Diff(_label(old), _label(new), tuple(changes), rows(new_cases.keys() - old_cases.keys(), new_cases),
+                rows(old_cases.keys() - new_cases.keys(), old_cases), tuple(figures), threshold, tuple(notes))
+
+
+# -- presentation ---------------------------------------------------------------------------------
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def _change(f: FigureChange) -> str:
+    pct = f.percent
+    return f"{f.new - f.old:+.3g} {f.unit}" + (f" ({pct:+.0f} %)" if pct is not None else "")
+
+
+def _summary(diff: Diff) -> str:
+    kinds = [c.kind for c in diff.outcomes]
+    worse = sum(1 for f in diff.figures if f.worse)
+    return (f"{kinds.count('regression')} regressions, {kinds.count('fixed')} fixed, {kinds.count('changed')} "
+            f"other changes, {len(diff.added)} new cases, {len(diff.removed)} removed, {len(diff.figures)} figures "
+            f"moved beyond {diff.threshold * 100:g} % ({worse} worse)")
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")
+
+
+def to_markdown(diff: Diff) -> str:
+    lines = ["# SSE conformance: what changed", "", f"- old: `{diff.old}`", f"- new: `{diff.new}`", "",
+             f"**{_summary(diff)}**", ""]
+    lines += [f"> {_md(note)}" for note in diff.notes] + ([""] if diff.notes else [])
+    if diff.outcomes:
+        lines += ["## Outcomes that changed", "", "| case | change | was | now | title | first finding |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {c.case_id} | {'❌ ' if c.kind == 'regression' else '✅ ' if c.kind == 'fixed' else ''}{c.kind} "
+                  f"| {c.old} | {c.new} | {_md(c.title)} | {_md(c.finding)} |" for c in diff.outcomes]
+        lines.append("")
+    for heading, rows in (("New cases", diff.added), ("Removed cases", diff.removed)):
+        if rows:
+            lines += [f"## {heading}", "", "| case | outcome | title |", "| --- | --- | --- |"]
+            lines += [f"| {r.case_id} | {r.outcome} | {_md(r.title)} |" for r in rows]
+            lines.append("")
+    if diff.figures:
+        lines += [f"## Figures that moved beyond {diff.threshold * 100:g} %", "",
+                  "| case | figure | was | now | change |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {f.case_id or 'run'} | {f.figure} | {_fmt(f.old)} {f.unit} | {_fmt(f.new)} {f.unit} | "
+                  f"{'🔺' if f.worse else '🔻'} {_change(f)} |" for f in diff.figures]
+        lines.append("")
+    if not (diff.outcomes or diff.added or diff.removed or diff.figures):
+        lines += ["Nothing changed.", ""]
+    return "\n".join(lines)
+
+
+_KIND_STYLE = {"regression": "bold red", "fixed": "green", "changed": "yellow"}
+
+
+def print_tables(diff: Diff, console: Console) -> None:
+    console.print(f"old: {diff.old}\nnew: {diff.new}")
+    for note in diff.notes:
+        console.print(f"[yellow]note: {note}")
+    if diff.outcomes:
+        table = Table("case", "change", "was", "now", "title", "first finding", title="outcomes that changed")
+        for c in diff.outcomes:
+            table.add_row(c.case_id, f"[{_KIND_STYLE[c.kind]}]{c.kind}[/]", c.old, c.new, c.title, c.finding[:70])
+        console.print(table)
+    for heading, rows in (("new cases", diff.added), ("removed cases", diff.removed)):
+        if rows:
+            table = Table("case", "outcome", "title", title=heading)
+            for r in rows:
+                table.add_row(r.case_id, r.outcome, r.title)
+            console.print(table)
+    if diff.figures:
+        table = Table("case", "figure", "was", "now", "change", title=f"figures that moved beyond {diff.threshold * 100:g} %")
+        for f in diff.figures:
+            style = "red" if f.worse else "green"
+            table.add_row(f.case_id or "run", f.figure, f"{_fmt(f.old)} {f.unit}", f"{_fmt(f.new)} {f.unit}",
+                          f"[{style}]{_change(f)}[/]")
+        console.print(table)
+    style = "bold red" if diff.regressions else "green"
+    console.print(f"[{style}]{_summary(diff)}")
+
+
+# -- the subcommand -------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("old", metavar="OLD", help="the earlier run: report.json or its report directory")
+    parser.add_argument("new", metavar="NEW", help="the later run: report.json or its report directory")
+    parser.add_argument("--format", choices=("table", "md"), default="table",
+                        help="table on the terminal (default) or Markdown on stdout (e.g. for a job summary)")
+    parser.add_argument("--threshold", type=float, default=20.0, metavar="PERCENT",
+                        help="a figure counts as moved past this change in percent (default 20); small absolute "
+                             "changes (5 ms of latency, 50 ms of keep-alive spacing, 1 s of suite time) never count")
+    parser.add_argument("--strict", action="store_true", help="a case that became non-strict is a regression too")
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    """Exit 0: no regression; 1: a regression; 2: a report could not be read."""
+    if args.threshold < 0:
+        console.print("[red]--threshold must be >= 0")
+        return 2
+    try:
+        old, new = load_report(args.old), load_report(args.new)
+    except DiffError as exc:
+        console.print(f"[red]cannot compare: {exc}")
+        return 2
+    diff = diff_reports(old, new, threshold=args.threshold / 100, strict=args.strict)
+    if args.format == "md":
+        sys.stdout.write(to_markdown(diff))
+    else:
+        print_tables(diff, console)
+    return diff.exit_code()
