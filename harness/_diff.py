@@ -232,12 +232,17 @@ def _change(f: FigureChange) -> str:
     return f"{f.new - f.old:+.3g} {f.unit}" + (f" ({pct:+.0f} %)" if pct is not None else "")
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _summary(diff: Diff) -> str:
     kinds = [c.kind for c in diff.outcomes]
     worse = sum(1 for f in diff.figures if f.worse)
-    return (f"{kinds.count('regression')} regressions, {kinds.count('fixed')} fixed, {kinds.count('changed')} "
-            f"other changes, {len(diff.added)} new cases, {len(diff.removed)} removed, {len(diff.figures)} figures "
-            f"moved beyond {diff.threshold * 100:g} % ({worse} worse)")
+    return (f"{_n(kinds.count('regression'), 'regression')}, {kinds.count('fixed')} fixed, "
+            f"{_n(kinds.count('changed'), 'other change')}, {_n(len(diff.added), 'new case')}, "
+            f"{len(diff.removed)} removed, {_n(len(diff.figures), 'figure')} moved beyond "
+            f"{diff.threshold * 100:g} % ({worse} worse)")
 
 
 def _md(text: str) -> str:
@@ -314,13 +319,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, console: Console) -> int:
     """Exit 0: no regression; 1: a regression; 2: a report could not be read."""
+    errors = Console(stderr=True, soft_wrap=True)  # stdout may be a Markdown file being written
     if args.threshold < 0:
-        console.print("[red]--threshold must be >= 0")
+        errors.print("--threshold must be >= 0", style="red")
         return 2
     try:
         old, new = load_report(args.old), load_report(args.new)
     except DiffError as exc:
-        console.print(f"[red]cannot compare: {exc}")
+        errors.print(f"cannot compare: {exc}", style="red", markup=False)
         return 2
     diff = diff_reports(old, new, threshold=args.threshold / 100, strict=args.strict)
     if args.format == "md":
