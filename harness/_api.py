@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import trio
 
 from ._profile import Profile
 
@@ -33,16 +34,37 @@ class Reply:
 
 
 class ApiClient:
-    """Every call returns a Reply, whatever the status; transport failures raise httpx errors."""
+    """Every call returns a Reply, whatever the status; transport failures raise httpx errors.
 
-    def __init__(self, profile: Profile, client: httpx.AsyncClient) -> None:
+    A whole answer is owed within ``answer_seconds`` and at most ``max_body`` bytes are
+    kept: an endpoint that streams forever (say, a stream where a 404 was due) ends in
+    httpx.ReadTimeout at that bound instead of holding the caller.
+    """
+
+    def __init__(self, profile: Profile, client: httpx.AsyncClient, *, answer_seconds: float = 20.0,
+                 max_body: int = 256 << 20) -> None:
         self.profile = profile
         self.http = client
+        self.answer_seconds = answer_seconds
+        self.max_body = max_body
 
     async def request(self, method: str, url: str, **kwargs) -> Reply:
         headers = {**self.profile.headers(), **kwargs.pop("headers", {})}
-        response = await self.http.request(method, url, headers=headers, **kwargs)
-        body = response.content
+        request = self.http.build_request(method, url, headers=headers, **kwargs)
+        with trio.move_on_after(self.answer_seconds) as scope:
+            response = await self.http.send(request, stream=True)
+            try:
+                parts, size = [], 0
+                async for part in response.aiter_bytes():
+                    parts.append(part)
+                    size += len(part)
+                    if size > self.max_body:
+                        break
+            finally:
+                await response.aclose()
+        if scope.cancelled_caught:
+            raise httpx.ReadTimeout(f"no complete answer within {self.answer_seconds:g}s", request=request)
+        body = b"".join(parts)[:self.max_body]
         try:
             parsed = json.loads(body) if body else None
         except (ValueError, UnicodeDecodeError):

@@ -134,21 +134,24 @@ async def record(
     sink: Callable[[Record], Awaitable[None]] | None = None,
     record_lines: bool = False,
     keep_bytes: bool = False,
+    patient: Callable[[Event], bool] | None = None,
 ) -> Segment:
     """Open one event stream and record it until it ends, ``stop`` says so, or a limit hits.
 
     After an event whose type is in ``terminal_types`` we keep reading (at most
     ``limits.after_terminal``) to see whether and when the server closes the response.
+    ``patient(event)`` says after which events a silence is legitimate (say, a job that
+    reports itself queued): ``limits.between_events`` is lifted until the next event.
     """
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
             client = await stack.enter_async_context(httpx.AsyncClient())
         return await _record(client, url, _headers(headers, last_event_id), last_event_id, limits, stop,
-                             frozenset(terminal_types), sink, record_lines, keep_bytes)
+                             frozenset(terminal_types), sink, record_lines, keep_bytes, patient)
 
 
 async def _record(client, url, headers, last_event_id, limits, stop, terminal_types, sink, record_lines,
-                  keep_bytes=False) -> Segment:
+                  keep_bytes=False, patient=None) -> Segment:
     decoder = Decoder(max_line=limits.max_line, record_lines=record_lines)
     records: list[Record] = []
     chunks: list[tuple[float, int]] = []
@@ -205,9 +208,11 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
                         if await take(decoder.feed(chunk, now)):
                             end, detail = END_CLIENT, "stopped by the caller"
                             break
-                        if limits.between_events is not None and terminal_at is None and any(
-                                isinstance(r, Event) for r in records[before:]):
-                            no_events.deadline = trio.current_time() + limits.between_events
+                        if limits.between_events is not None and terminal_at is None:
+                            last = next((r for r in reversed(records[before:]) if isinstance(r, Event)), None)
+                            if last is not None:
+                                no_events.deadline = (math.inf if patient is not None and patient(last)
+                                                      else trio.current_time() + limits.between_events)
                         if seen > limits.max_bytes:
                             end, detail = END_OVERFLOW, f"more than {limits.max_bytes} bytes"
                             break
@@ -260,6 +265,7 @@ async def follow(
     terminal_types: Iterable[str] = (),
     sink: Callable[[Record], Awaitable[None]] | None = None,
     on_segment: Callable[[Segment], Awaitable[None]] | None = None,
+    patient: Callable[[Event], bool] | None = None,
 ) -> Trace:
     """Behave like a browser's EventSource and record every connection.
 
@@ -277,7 +283,7 @@ async def follow(
             client = await stack.enter_async_context(httpx.AsyncClient())
         while True:
             segment = await _record(client, url, _headers(headers, last_event_id), last_event_id, limits, None,
-                                    terminal_types, sink, False)
+                                    terminal_types, sink, False, False, patient)
             segments.append(segment)
             if on_segment is not None:
                 await on_segment(segment)

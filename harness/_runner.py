@@ -92,7 +92,7 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
 
         if error:
             for c in cases:
-                done(CaseResult(c.id, c.title, c.invariants, "error", 0, (), {}, (), f"not run: {error}"))
+                done(CaseResult(c.id, c.title_for(profile), c.invariants, "error", 0, (), {}, (), f"not run: {error}"))
         else:
             limiter = trio.CapacityLimiter(max(1, parallel))
 

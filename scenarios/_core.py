@@ -13,8 +13,8 @@ import trio
 
 from harness import ApiClient, Event, Limits, Profile, ReconnectPolicy, Reply, Segment, Trace, follow, record
 
-__all__ = ["CASES", "OUTCOMES", "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "Skip",
-           "TargetFault", "case", "parse_data", "run_case"]
+__all__ = ["CASES", "OUTCOMES", "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream",
+           "Skip", "TargetFault", "case", "overdue", "parse_data", "run_case"]
 
 OUTCOMES = ("pass", "fail", "non-strict", "info", "error", "skip")
 
@@ -93,6 +93,16 @@ class Case:
     run: Callable[["Context", Judge], Awaitable[None]]
     exclusive: bool = False  # runs alone: it fills the target's capacity or needs a quiet target
     timeout: float = 60.0
+
+    def title_for(self, profile: Profile) -> str:
+        """The title with the values in force: a title may name the profile's timing
+        (``{terminal_close_seconds:g}``, ``{progress_interval_ms:g}``...), not hard-code it."""
+        values = dict(profile.timing)
+        values["progress_interval_ms"] = values["progress_interval_seconds"] * 1000
+        try:
+            return self.title.format(**values)
+        except (KeyError, ValueError, IndexError):
+            return self.title
 
     @property
     def sort_key(self) -> tuple[int, ...]:
@@ -183,6 +193,29 @@ class Context:
     def cancel_deadline(self) -> float:
         return self._setting("cancel_deadline_ms", "cancelDeadlineMs", 1.0, 1000.0) / 1000
 
+    @property
+    def job_timeout(self) -> float:
+        """The profile's bound on one job's whole run (job_timeout_seconds)."""
+        return float(self.profile.timing["job_timeout_seconds"])
+
+    @property
+    def event_deadline(self) -> float:
+        """How long a job's open stream may bring no event while the job owes one.
+
+        The contract owes progress every progress interval while a stage works, the stored
+        events at once on connecting, and the terminal event as the job ends. We allow ten
+        progress intervals, at least the keep-alive interval with its tolerance, at least
+        5 s: past that the wait ends with a finding, not at a case's safety limit.
+        """
+        interval = self.profile.timing["progress_interval_seconds"]
+        return max(5.0, 10 * interval, self.keepalive + self.tolerance(self.keepalive))
+
+    @property
+    def cancel_wait(self) -> float:
+        """How long we wait for the terminal event after a cancel was accepted: the cancel
+        deadline plus as much again (at least 1 s) for our own request and read."""
+        return self.cancel_deadline + max(1.0, self.cancel_deadline)
+
     def tolerance(self, seconds: float) -> float:
         timing = self.profile.timing
         return max(timing["tolerance_fraction"] * seconds, timing["tolerance_min_seconds"])
@@ -214,19 +247,32 @@ class Context:
         return job_id
 
     def limits(self, **overrides: Any) -> Limits:
-        base = Limits(read=max(5.0, self.keepalive * 3), total=self.profile.timing["job_timeout_seconds"],
-                      after_terminal=max(3.0, self.profile.timing["terminal_close_seconds"] * 3))
+        base = Limits(read=max(5.0, self.keepalive * 3), total=self.job_timeout,
+                      after_terminal=max(3.0, self.profile.timing["terminal_close_seconds"] * 3),
+                      between_events=self.event_deadline)
         return dataclasses.replace(base, **overrides)
 
     async def watch(self, job_id: str, **kwargs: Any) -> Segment:
         """One uninterrupted connection to a job's stream, until it ends."""
         kwargs.setdefault("limits", self.limits())
+        kwargs.setdefault("patient", self.is_queued)
         return await record(self.api.events_url(job_id), client=self.http, headers=self.profile.headers(),
                             terminal_types=self.profile.terminal_events, **kwargs)
+
+    def is_queued(self, event: Event) -> bool:
+        """A status event saying the job waits in the queue: it owes no event until it starts."""
+        return event.type == self.events["status"] and \
+            (parse_data(event) or {}).get("status") == self.profile.statuses["queued"]
+
+    def live(self, job_id: str, **kwargs: Any) -> "LiveStream":
+        """``async with ctx.live(job_id) as live:`` records the job's stream in the background
+        while the case acts; ``live.wait_for(...)`` waits on what the target owes, to a deadline."""
+        return LiveStream(self, job_id, kwargs)
 
     async def follow(self, url: str, **kwargs: Any) -> Trace:
         kwargs.setdefault("limits", self.limits())
         kwargs.setdefault("policy", ReconnectPolicy(max_attempts=5))
+        kwargs.setdefault("patient", self.is_queued)
         return await follow(url, client=self.http, headers=self.profile.headers(),
                             terminal_types=self.profile.terminal_events, **kwargs)
 
@@ -245,34 +291,169 @@ class Context:
         return value
 
 
+def describe_arrivals(records: list) -> str:
+    """What a stream brought in a window, for a finding: events by type, comments."""
+    events = [r for r in records if isinstance(r, Event)]
+    comments = sum(1 for r in records if type(r).__name__ == "Comment")
+    if not events:
+        return f"no event, {comments} comment(s)"
+    tail = ", ".join(f"{e.id}:{e.type}" for e in events[-3:])
+    return f"{len(events)} event(s) (last: {tail}), {comments} comment(s)"
+
+
+def overdue(segment: Segment, awaited: str) -> list[Finding]:
+    """A finding when a recording ended because the target stopped delivering what it owed
+    (no event within the events deadline, or no bytes within the read timeout)."""
+    if segment.end not in ("no-events", "timeout"):
+        return []
+    return [Finding(f"waited for {awaited}; the target stopped delivering", awaited,
+                    f"{segment.end_detail}; {describe_arrivals(list(segment.records))}")]
+
+
+class LiveStream:
+    """One connection to a job's stream, recorded in the background while the case acts.
+
+    Every wait on the target goes through ``wait_for`` with a deadline taken from the
+    contract or the profile; past it the wait ends in a TargetFault that names what was
+    awaited, for how long, and what arrived instead.
+    """
+
+    def __init__(self, ctx: "Context", job_id: str, kwargs: dict[str, Any]) -> None:
+        self.ctx, self.job_id, self._kwargs = ctx, job_id, kwargs
+        self._user_sink = kwargs.pop("sink", None)
+        self.records: list = []
+        self.segment: Segment | None = None
+        self._changed = trio.Event()
+        self._nursery_manager: Any = None
+
+    @property
+    def events(self) -> list[Event]:
+        return [r for r in self.records if isinstance(r, Event)]
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _sink(self, record_: Any) -> None:
+        self.records.append(record_)
+        if self._user_sink is not None:
+            await self._user_sink(record_)
+        self._wake()
+
+    async def _run(self) -> None:
+        self.segment = await self.ctx.watch(self.job_id, sink=self._sink, **self._kwargs)
+        self._wake()
+
+    async def __aenter__(self) -> "LiveStream":
+        self._nursery_manager = trio.open_nursery()
+        nursery = await self._nursery_manager.__aenter__()
+        self._scope = nursery.cancel_scope
+        nursery.start_soon(self._run)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        self._scope.cancel()  # the recording serves the block and ends with it
+        return await self._nursery_manager.__aexit__(*exc)
+
+    async def wait_for(self, predicate: Callable[[Event], bool], *, within: float, awaited: str,
+                       basis: str) -> Event:
+        """The first event (recorded already or still to come) for which ``predicate`` holds."""
+        deadline = trio.current_time() + within
+        started_at, seen = len(self.records), 0
+        while True:
+            for record_ in self.records[seen:]:
+                if isinstance(record_, Event) and predicate(record_):
+                    return record_
+            seen = len(self.records)
+            if self.segment is not None:
+                raise TargetFault(f"the stream ended before {awaited}", awaited,
+                                  f"{self.segment.end}: {self.segment.end_detail}; "
+                                  f"{describe_arrivals(self.records)}")
+            changed = self._changed
+            with trio.move_on_at(deadline):
+                await changed.wait()
+                continue
+            raise TargetFault(f"waited {within:.1f}s for {awaited} ({basis}); it did not come", awaited,
+                              f"meanwhile: {describe_arrivals(self.records[started_at:])}; the stream is still open")
+
+    async def finish(self) -> Segment:
+        """The recording once it ends (bounded by the recorder's own limits)."""
+        while self.segment is None:
+            changed = self._changed
+            await changed.wait()
+        return self.segment
+
+
 class TargetFault(Exception):
-    """The target misbehaved so that the case cannot continue: outcome ``fail``."""
+    """The target misbehaved so that the case cannot continue: outcome ``fail``, with a
+    finding that says what was expected and what was observed."""
+
+    def __init__(self, message: str, expected: Any = None, observed: Any = None) -> None:
+        super().__init__(message)
+        self.expected, self.observed = expected, observed
+
+
+# httpx errors that are the target's doing (it refused, reset, stalled or garbled an answer)
+# rather than ours (a bad URL we built, our own pool, a request we could not send).
+_TARGETS_TRANSPORT_FAULTS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.ReadTimeout,
+                             httpx.WriteError, httpx.WriteTimeout, httpx.CloseError, httpx.RemoteProtocolError,
+                             httpx.DecodingError, httpx.TooManyRedirects)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 async def run_case(case_: Case, ctx: Context) -> CaseResult:
     judge = Judge()
     started = time.monotonic()
     outcome, reason = None, ""
+    # A last-resort guard only: every wait on the target ends earlier, at a deadline of the
+    # contract or the profile, with a finding. The job time limit is one such deadline.
+    limit = case_.timeout + ctx.job_timeout
     try:
-        with trio.fail_after(case_.timeout):
+        with trio.fail_after(limit):
             await case_.run(ctx, judge)
-    except Skip as exc:
-        outcome, reason = "skip", str(exc)
-    except TargetFault as exc:
-        judge.fail(str(exc))
-    except HarnessError as exc:
-        outcome, reason = "error", str(exc)
-    except trio.TooSlowError:
-        outcome, reason = "error", f"the case did not finish within its {case_.timeout:.0f}s limit"
-    except httpx.HTTPError as exc:
-        # Transport trouble talking to the target: we could not observe, so no verdict.
-        outcome, reason = "error", f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # a bug of ours must not lose the report
-        outcome, reason = "error", f"harness bug: {type(exc).__name__}: {exc}"
+    except BaseException as caught:  # noqa: B036 - sorted below; anything else goes on as it was
+        leaves = _leaves(caught)
+        harness = [e for e in leaves if isinstance(e, HarnessError)]
+        faults = [e for e in leaves if isinstance(e, TargetFault)]
+        skips = [e for e in leaves if isinstance(e, Skip)]
+        transport = [e for e in leaves if isinstance(e, _TARGETS_TRANSPORT_FAULTS)]
+        other = [e for e in leaves if not isinstance(e, (HarnessError, TargetFault, Skip, trio.TooSlowError,
+                                                          *_TARGETS_TRANSPORT_FAULTS))]
+        if any(not isinstance(e, Exception) for e in other):
+            raise  # Cancelled, KeyboardInterrupt...: not ours to judge
+        if harness:
+            outcome, reason = "error", str(harness[0])
+        elif other:
+            first = other[0]
+            if isinstance(first, httpx.HTTPError):
+                outcome, reason = "error", f"the harness could not make its request: {type(first).__name__}: {first}"
+            else:  # a bug of ours must not lose the report
+                outcome, reason = "error", f"harness bug: {type(first).__name__}: {first}"
+        elif faults:
+            for fault in faults:
+                judge.fail(str(fault), fault.expected, fault.observed)
+        elif transport:
+            exc = transport[0]
+            request = getattr(exc, "_request", None)
+            where = f"{request.method} {request.url}" if request is not None else "a request"
+            judge.fail(f"the target failed at the transport level on {where}: {type(exc).__name__}: {exc}",
+                       "an HTTP answer", type(exc).__name__)
+        elif skips:
+            outcome, reason = "skip", str(skips[0])
+        else:  # trio.TooSlowError: the guard itself
+            last = judge.steps[-1] if judge.steps else "(no step recorded)"
+            outcome, reason = "error", (
+                f"harness defect: the case hit its {limit:.0f}s safety limit before any deadline of the contract "
+                f"ended its wait; please report it. Last step: {last}")
     if outcome is None:
         outcome = judge.outcome()
     return CaseResult(
-        id=case_.id, title=case_.title, invariants=case_.invariants, outcome=outcome,
+        id=case_.id, title=case_.title_for(ctx.profile), invariants=case_.invariants, outcome=outcome,
         duration_ms=int((time.monotonic() - started) * 1000), findings=tuple(judge.findings),
         evidence=judge.evidence, steps=tuple(judge.steps), reason=reason,
     )

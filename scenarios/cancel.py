@@ -6,7 +6,7 @@ import time
 
 import trio
 
-from harness import Event, Segment
+from harness import Event
 
 from . import checks
 from ._core import Context, Judge, Skip, case, parse_data
@@ -18,33 +18,28 @@ CONTRACT_STAGES = ("script", "tts", "visuals", "compose", "render")
 
 
 async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, expect_stage: str | None,
-                           settle: float = 0.0) -> None:
+                           awaited: str, ready_within: float, ready_basis: str, settle: float = 0.0,
+                           between_events: float | None = None) -> None:
     """Watch the job; once ``ready(event)`` says so, cancel; then judge the ending."""
     watcher = ResourceWatcher(ctx, job_id)
-    go = trio.Event()
-    segments: list[Segment] = []
-
-    async def sink(record) -> None:
-        if isinstance(record, Event) and ready(record):
-            go.set()
-
-    async def watch() -> None:
-        segments.append(await ctx.watch(job_id, sink=sink))
-        go.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
+    limits = ctx.limits() if between_events is None else ctx.limits(between_events=between_events)
+    async with ctx.live(job_id, limits=limits) as live, trio.open_nursery() as nursery:
         nursery.start_soon(watcher.run)
-        await go.wait()
-        await trio.sleep(settle)
-        await watcher.poll_once()
-        sent = time.monotonic()
-        reply = await ctx.api.cancel(job_id)
-        judge.step(f"POST cancel: HTTP {reply.status} after {(time.monotonic() - sent) * 1000:.0f} ms")
-        while not segments:
-            await trio.sleep(0.02)
-        nursery.cancel_scope.cancel()
-    segment = segments[0]
+        try:
+            await live.wait_for(ready, within=ready_within, awaited=awaited, basis=ready_basis)
+            await trio.sleep(settle)
+            await watcher.poll_once()
+            sent = time.monotonic()
+            reply = await ctx.api.cancel(job_id)
+            judge.step(f"POST cancel: HTTP {reply.status} after {(time.monotonic() - sent) * 1000:.0f} ms")
+            if reply.status == 202:
+                await live.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
+                                    awaited=f"{ctx.events['cancelled']} after the cancel's 202",
+                                    basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, waited "
+                                          f"{ctx.cancel_wait:.1f}s")
+            segment = await live.finish()
+        finally:
+            nursery.cancel_scope.cancel()
     judge.expect(reply.status == 202, "cancel was not accepted", 202, reply.status)
     body = reply.json if isinstance(reply.json, dict) else {}
     judge.expect(body.get("status") == ctx.profile.statuses["canceling"] and body.get("jobId") == job_id,
@@ -93,7 +88,9 @@ def _stage_case(number: int, name: str):
             raise Skip(f"the target has {len(ctx.profile.stages)} stages")
         stage = ctx.profile.stages[number - 1]
         job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds=ctx.quick(**{stage: 3.0})))
-        await cancel_and_judge(ctx, judge, job_id, _in_stage(ctx, stage), expect_stage=stage)
+        await cancel_and_judge(ctx, judge, job_id, _in_stage(ctx, stage), expect_stage=stage,
+                               awaited=f"progress past 0 in stage {stage}", ready_within=ctx.job_timeout,
+                               ready_basis="the profile's job_timeout_seconds")
 
     return cancel_in_stage
 
@@ -105,7 +102,11 @@ for _number, _name in enumerate(CONTRACT_STAGES, start=1):
 @case("6.6", "cancel while queued", invariants=("7",), exclusive=True)
 async def cancel_queued(ctx: Context, judge: Judge) -> None:
     async with queued_job(ctx, judge) as job_id:
-        await cancel_and_judge(ctx, judge, job_id, lambda e: True, expect_stage=None)
+        # The queued job's stored events (its status) are owed at once on connecting.
+        await cancel_and_judge(ctx, judge, job_id, lambda e: True, expect_stage=None,
+                               awaited="the queued job's first event", ready_within=ctx.event_deadline,
+                               ready_basis="stored events are owed at once; allowed the events deadline",
+                               between_events=ctx.job_timeout)
 
 
 @case("6.7", "cancel during a stall (no events flowing)", invariants=("7",))
@@ -117,37 +118,33 @@ async def cancel_in_stall(ctx: Context, judge: Judge) -> None:
         # The stage has begun; the stall follows at once and nothing else will arrive.
         return (parse_data(event) or {}).get("stage") == stage
 
-    await cancel_and_judge(ctx, judge, job_id, stalled, expect_stage=stage, settle=0.5)
+    await cancel_and_judge(ctx, judge, job_id, stalled, expect_stage=stage, settle=0.5,
+                           awaited=f"the start of stage {stage}", ready_within=ctx.job_timeout,
+                           ready_basis="the profile's job_timeout_seconds", between_events=20 + ctx.event_deadline)
 
 
 @case("6.8", "cancel, then again at once: 202 both times while not yet terminal, one ending", invariants=("7",))
 async def cancel_twice(ctx: Context, judge: Judge) -> None:
     stage = ctx.profile.stages[min(2, len(ctx.profile.stages) - 1)]
     job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds=ctx.quick(**{stage: 5.0})))
-    segments: list[Segment] = []
     replies = {}
-    go = trio.Event()
-
-    async def sink(record) -> None:
-        if isinstance(record, Event) and _in_stage(ctx, stage)(record):
-            go.set()
-
-    async def watch() -> None:
-        segments.append(await ctx.watch(job_id, sink=sink))
-        go.set()
 
     async def cancel(n: int) -> None:
         reply = await ctx.api.cancel(job_id)
         replies[n] = (reply, time.monotonic())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        await go.wait()
+    async with ctx.live(job_id) as live:
+        await live.wait_for(_in_stage(ctx, stage), within=ctx.job_timeout, awaited=f"progress past 0 in stage {stage}",
+                            basis="the profile's job_timeout_seconds")
         await cancel(1)
         # At once, not concurrently: two racing requests may both be read before either is
         # handled, and then a server that refuses a second cancel while canceling is not seen.
         await cancel(2)
-    events = segments[0].events
+        if any(r.status == 202 for r, _ in replies.values()):
+            await live.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
+                                awaited="a terminal event after the cancel's 202",
+                                basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, waited {ctx.cancel_wait:.1f}s")
+        events = (await live.finish()).events
     ended = next((e.arrived_at for e in events if e.type == ctx.events["cancelled"]), None)
     statuses = sorted(r.status for r, _ in replies.values())
     judge.evidence["statuses"] = statuses

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import trio
 
-from harness import Event, Segment
+from harness import Segment
 
 from . import checks
-from ._core import Context, Judge, case, parse_data
+from ._core import Context, Judge, case, overdue, parse_data
 from ._shared import lifecycle
 from .transport import expect_problem
 
@@ -17,23 +17,28 @@ async def run_many(ctx: Context, judge: Judge, count: int, *, cancel_index: int 
     ids = [await ctx.create_job(None, **knobs) for _ in range(count)]
     judge.step(f"created {count} jobs at once")
     segments: list[Segment | None] = [None] * count
-    go = trio.Event()
 
     async def watch(i: int) -> None:
-        async def sink(record) -> None:
-            if i == cancel_index and isinstance(record, Event) and \
-                    (parse_data(record) or {}).get("stage") == ctx.profile.stages[1]:
-                go.set()
-        segments[i] = await ctx.watch(ids[i], sink=sink)
-        go.set()
+        segments[i] = await ctx.watch(ids[i])
 
     async with trio.open_nursery() as nursery:
         for i in range(count):
-            nursery.start_soon(watch, i)
+            if i != cancel_index:
+                nursery.start_soon(watch, i)
         if cancel_index is not None:
-            await go.wait()
-            reply = await ctx.api.cancel(ids[cancel_index])
-            judge.step(f"cancelled job {cancel_index + 1} of {count} mid-run: HTTP {reply.status}")
+            stage = ctx.profile.stages[1]
+            async with ctx.live(ids[cancel_index]) as live:
+                await live.wait_for(lambda e: (parse_data(e) or {}).get("stage") == stage, within=ctx.job_timeout,
+                                    awaited=f"job {cancel_index + 1}'s stage {stage}",
+                                    basis="the profile's job_timeout_seconds")
+                reply = await ctx.api.cancel(ids[cancel_index])
+                judge.step(f"cancelled job {cancel_index + 1} of {count} mid-run: HTTP {reply.status}")
+                if reply.status == 202:
+                    await live.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
+                                        awaited=f"job {cancel_index + 1}'s terminal event after the cancel's 202",
+                                        basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, "
+                                              f"waited {ctx.cancel_wait:.1f}s")
+                segments[cancel_index] = await live.finish()
     return ids, segments
 
 
@@ -41,6 +46,7 @@ def judge_isolated(ctx: Context, judge: Judge, ids: list[str], segments: list[Se
     outcomes = []
     for i, (job_id, segment) in enumerate(zip(ids, segments)):
         events = segment.events
+        judge.add(overdue(segment, f"job {i + 1}'s next event, up to its terminal event"))
         judge.add(checks.check_job_and_ts(events, job_id))
         judge.add(checks.check_ids(events))
         judge.add(checks.check_progress(events, ctx.profile))

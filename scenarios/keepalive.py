@@ -20,7 +20,8 @@ async def stalled_stream(ctx: Context) -> tuple[str, Segment, float]:
         stage = ctx.profile.stages[min(2, len(ctx.profile.stages) - 1)]
         knobs = ctx.knobs(stallSeconds={stage: stall}, stageSeconds=ctx.quick())
         job_id = await ctx.create_job(None, **knobs)
-        segment = await ctx.watch(job_id, limits=ctx.limits(read=ctx.keepalive * 2 + 2))
+        segment = await ctx.watch(job_id, limits=ctx.limits(read=ctx.keepalive * 2 + 2,
+                                                            between_events=stall + ctx.event_deadline))
         if segment.status != 200:
             raise TargetFault(f"stream answered HTTP {segment.status}")
         return job_id, segment, stall
@@ -53,7 +54,9 @@ async def during_stall(ctx: Context, judge: Judge) -> None:
 async def while_queued(ctx: Context, judge: Judge) -> None:
     async with queued_job(ctx, judge) as job_id:
         window = max(3 * ctx.keepalive, 2.5)
-        segment = await ctx.watch(job_id, limits=ctx.limits(total=window, read=ctx.keepalive * 2 + 2))
+        # A queued job owes no event while it waits: the window bounds this watch.
+        segment = await ctx.watch(job_id, limits=ctx.limits(total=window, read=ctx.keepalive * 2 + 2,
+                                                            between_events=None))
         judge.step(f"watched the queued job for {window:.1f}s")
         judge.expect(segment.status == 200, "queued job's stream refused", 200, segment.status)
         judge_silences(ctx, judge, segment, min_comments=max(1, int(window / ctx.keepalive) - 1))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import checks
-from ._core import Context, Judge, case, parse_data
+from ._core import Context, Judge, case, overdue, parse_data
 from ._shared import data_of, lifecycle, probe_mp4
 
 
@@ -34,19 +34,20 @@ async def job_and_ts(ctx: Context, judge: Judge) -> None:
     judge.add(checks.check_job_and_ts(recording.segment.events, recording.job_id))
 
 
-@case("3.4", "exactly one terminal event, the last, and the stream ends within 1 s", invariants=("3",))
+@case("3.4", "exactly one terminal event, the last, and the stream ends within {terminal_close_seconds:g} s", invariants=("3",))
 async def terminal(ctx: Context, judge: Judge) -> None:
     segment = (await lifecycle(ctx)).segment
     events = segment.events
     judge.evidence["end"] = {"how": segment.end, "detail": segment.end_detail}
     if events and events[-1].type in ctx.profile.terminal_events:
         judge.evidence["closeAfterTerminalMs"] = round((segment.ended_at - events[-1].arrived_at) * 1000, 1)
+    judge.add(overdue(segment, "the job's next event, up to its terminal event"))
     judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
     judge.expect(bool(events) and events[-1].type == ctx.events["completed"], "the job did not complete",
                  ctx.events["completed"], events[-1].type if events else None)
 
 
-@case("3.5", "progress at least every 500 ms while a stage works", invariants=("2", "cadence"))
+@case("3.5", "progress at least every {progress_interval_ms:g} ms while a stage works", invariants=("2", "cadence"))
 async def cadence(ctx: Context, judge: Judge) -> None:
     if ctx.profile.knobs:
         # Stages that work for a while: a short stage can end before a slow ticker ever ticks.

@@ -10,7 +10,7 @@ import trio
 from harness import FaultProxy, Notice, ReconnectPolicy, Segment, record
 
 from . import checks
-from ._core import Context, HarnessError, Judge, Skip, TargetFault, case
+from ._core import Context, HarnessError, Judge, Skip, TargetFault, case, overdue
 from ._shared import lifecycle
 
 
@@ -81,6 +81,9 @@ async def cut_mid_event(ctx: Context, judge: Judge) -> None:
                                   for s in segments]
     judge.evidence["proxyLog"] = [f"{e.action} {e.detail}" for e in proxy.log]
     if len(segments) < 2:
+        if trace.gave_up:
+            raise TargetFault("the stream stopped before the cut could land", "2537 bytes, then a cut",
+                              trace.gave_up)
         raise HarnessError("the cut did not happen: the first connection carried under 2.5 KB")
     first = segments[0]
     partial = any(isinstance(r, Notice) and r.kind == "partial-event-discarded" for r in first.records)
@@ -149,6 +152,10 @@ async def twenty_cuts(ctx: Context, judge: Judge) -> None:
     if rate < 20:
         raise Skip(f"the target delivers {rate:.1f} times a second, under the 20 this case needs")
     judge.add(checks.check_replay(trace.events, reference))
+    if trace.gave_up:
+        judge.fail("following through the cuts stopped short of the terminal event", "a terminal event",
+                   trace.gave_up)
+        return
     if effective < 20:
         raise HarnessError(f"only {effective} of 20 cuts landed before the job ended")
 
@@ -203,6 +210,7 @@ async def full_replay(ctx: Context, judge: Judge) -> None:
     judge.evidence["replayMs"] = round((segment.ended_at - started) * 1000, 1)
     judge.expect(segment.status == 200, "full replay refused", 200, segment.status)
     judge.add(checks.check_replay(segment.events, recording.segment.events))
+    judge.add(overdue(segment, "the replay's next event, up to the terminal event"))
     judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
 
 
