@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     from ._diff import add_arguments as add_diff_arguments
 
     add_diff_arguments(sub.add_parser("diff", help="what changed between two runs (report.json or report dirs)"))
+    from ._load_cli import add_parser as add_load_parser
+
+    add_load_parser(sub)
     return parser
 
 
@@ -54,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "proxy":
         return trio.run(_proxy_main, args, console)
+    if args.command == "load":
+        from ._load_cli import main as load_main
+
+        return load_main(args, console)
     if args.command == "diff":
         from ._diff import main as diff_main
 
@@ -114,6 +122,14 @@ async def _run_main(args, console: Console) -> int:
     written = write_reports(report, report_dir, formats)
     if args.report_dir is None:
         link_latest(report_dir)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):  # GitHub Actions shows this file on the job's page
+        from ._reports import to_markdown
+
+        try:
+            with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
+                summary.write(to_markdown(report) + "\n")
+        except OSError as exc:
+            console.print(f"[yellow]could not append to $GITHUB_STEP_SUMMARY: {exc}")
     table = Table("case", "outcome", "title", "ms", "first finding", title=f"SSE conformance: {report.target}")
     for r in report.results:
         first = r.reason or next((f.message for f in r.findings), "")
