@@ -22,11 +22,11 @@ from harness import Event, Segment
 
 from . import checks
 from ._core import Context, HarnessError, Judge, Skip, TargetFault, case, parse_data
-from ._shared import Lifecycle, ResourceWatcher, _pid_state, lifecycle
+from ._shared import Lifecycle, ResourceWatcher, _pid_state
 
 # After the target answers again, the interrupted job's stream must reach its terminal event
 # within this many seconds (it has nothing left to do but say how the job ended).
-RESUME_SECONDS = 10.0
+RESUME_SECONDS = 5.0
 # Events a stream must have carried before we stop the target: mid-stage, not at the start.
 EVENTS_BEFORE = 12
 
@@ -44,7 +44,7 @@ class Restarted:
     snapshot_status: int
     snapshot: Any
     watcher: ResourceWatcher
-    finished: Lifecycle | None = None  # a job finished before the restart
+    finished: Lifecycle | None = None  # a job finished before the restart (its uninterrupted stream)
     finished_replay: Segment | None = None
     finished_at_end: Segment | None = None  # Last-Event-ID = its last id, after the restart
     artifact_before: tuple[int, str] | None = None  # status, sha256
@@ -74,9 +74,11 @@ async def _restart_mid_stage(ctx: Context, how: str, *, with_finished: bool) -> 
     knobs = ctx.knobs(stageSeconds=ctx.quick(**{stage: 60.0}))
     finished = artifact_before = None
     if with_finished:
-        finished = await lifecycle(ctx)
+        done_id = await ctx.create_job(None, **ctx.knobs(stageSeconds=ctx.quick()))
+        finished = Lifecycle(done_id, await ctx.watch(done_id, keep_bytes=True), ())
         if not any(e.type == ctx.events["completed"] for e in finished.segment.events):
-            raise TargetFault("the reference job did not complete, so there is no finished job to keep")
+            raise TargetFault(f"a job did not complete ({finished.segment.end}: {finished.segment.end_detail}), "
+                              "so there is no finished job to keep")
         artifact_before = await _artifact(ctx, finished.job_id)
     job_id = await ctx.create_job(None, **knobs)
     watcher = ResourceWatcher(ctx, job_id)
@@ -166,8 +168,9 @@ def _judge_resume(judge: Judge, ctx: Context, r: Restarted) -> None:
     terminal = [e for e in events if e.type in ctx.profile.terminal_events]
     had_end = any(e.type in ctx.profile.terminal_events for e in r.before.events)
     if r.after is not None and not (r.after.status == 200 or (r.after.status == 204 and had_end)):
-        judge.fail("the reconnection after the restart was refused", "200 (204 only once the client has the end)",
-                   r.after.status)
+        judge.fail("the reconnection after the restart was refused" if r.after.status != 204 else
+                   "the reconnection after the restart answered 204 (nothing more) to a client without the "
+                   "job's terminal event", "200 (204 only once the client has the end)", r.after.status)
         return
     if not terminal:
         judge.fail(f"no terminal event within {RESUME_SECONDS:g} s after the restart: the interrupted job "
