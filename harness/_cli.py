@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--parallel", type=int, default=8)
     run.add_argument("--strict", action="store_true", help="non-strict outcomes fail the run too")
     run.add_argument("--same-host", choices=("auto", "yes", "no"), default="auto")
+    run.add_argument("--browser", metavar="PATH", help="Chromium for family 10 (default: $SSE_HARNESS_BROWSER, "
+                     "else chromium on PATH; none: family 10 skips)")
     sub.add_parser("list", help="list the cases")
     proxy = sub.add_parser("proxy", help="a fault-injecting proxy for manual tests; commands on stdin")
     proxy.add_argument("--listen", default="127.0.0.1:8081")
@@ -101,7 +103,7 @@ async def _run_main(args, console: Console) -> int:
 
             return await run_suite(profile, only=args.only, skip=args.skip, parallel=args.parallel,
                                    same_host=args.same_host, on_result=on_result, on_start=on_start,
-                                   options={"restart": restart})
+                                   options={"restart": restart, "browser": args.browser})
 
     from ._restart import restart_for
 

@@ -1,0 +1,559 @@
+"""A real browser's EventSource, observed: Chromium driven by Playwright in a worker thread, its
+page served by the harness at the stream's own origin (through the fault proxy and a recording tap).
+
+The chain is browser -> FaultProxy -> Tap -> target. The tap serves the probe page itself (so the
+page and the streams share one origin and no CORS is involved), and records every request the
+browser made (with the headers it really sent, Last-Event-ID included, which Playwright's own
+request view does not show) and every response, de-framed and decoded into ``Segment``s: what the
+browser was sent, judged by the same checks as a Python recording. The page records what the
+browser *delivered*: each listener call (type, lastEventId, data, MessageEvent or plain Event),
+``open``/``error`` and readyState changes, with times on the harness's monotonic clock.
+
+Playwright's async API needs asyncio, so the browser lives on an asyncio loop in one worker thread
+started with ``trio.to_thread.run_sync``; trio tasks send it coroutines and wait, every wait
+bounded. Playwright's own browser download is never used: the system Chromium runs by path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from urllib.parse import quote
+
+import h11
+import trio
+
+from ._client import END_CLIENT, END_RESET, END_SERVER, END_STATUS, Segment
+from ._decoder import Decoder, Event
+from ._proxy import FaultProxy
+
+__all__ = ["BROWSER_ENV", "Browser", "BrowserRig", "BrowserUnavailable", "Exchange", "Observation", "PageTrace",
+           "canonical", "find_browser", "open_browser"]
+
+BROWSER_ENV = "SSE_HARNESS_BROWSER"
+PAGE_PATH = "/__sse-harness__/probe.html"
+# Flags checked on this machine: without the background-networking ones Chromium's own
+# connections are refused by a closed network and it stalls.
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage")
+_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+_READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSED"}
+
+
+class BrowserUnavailable(Exception):
+    """No browser to drive (the message says where we looked), or Playwright is not installed."""
+
+
+def find_browser(explicit: str | None = None) -> str:
+    """The browser's path: ``explicit`` (--browser), else $SSE_HARNESS_BROWSER, else PATH."""
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        raise BrowserUnavailable("Playwright is not installed (pip install playwright)") from None
+    for origin, value in (("--browser", explicit), (f"${BROWSER_ENV}", os.environ.get(BROWSER_ENV))):
+        if value:
+            path = shutil.which(value) or value
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                raise BrowserUnavailable(f"{origin} names {value!r}, which is not an executable file")
+            return path
+    for name in _CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise BrowserUnavailable(f"no browser: none of {', '.join(_CANDIDATES)} on PATH, no --browser, no "
+                             f"${BROWSER_ENV} (on Debian: apt-get install chromium)")
+
+
+# -- the browser, in its thread -------------------------------------------------------------
+
+class Browser:
+    """One Chromium on an asyncio loop in a worker thread. ``call`` runs a coroutine function
+    there with the Playwright browser as its first argument and returns its result."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.version = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._pw_browser: Any = None
+        self._stopping = False
+        self._token = trio.lowlevel.current_trio_token()
+
+    async def call(self, func: Callable[..., Awaitable[Any]], *args: Any, timeout: float) -> Any:
+        """Run ``func(playwright_browser, *args)`` on the browser's loop, at most ``timeout`` s."""
+        done = trio.Event()
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(func(self._pw_browser, *args), timeout),
+                                                  self._loop)
+        future.add_done_callback(lambda _: self._token.run_sync_soon(done.set))
+        try:
+            with trio.fail_after(timeout + 5):
+                await done.wait()
+        except BaseException:
+            future.cancel()
+            raise
+        try:
+            return future.result()
+        except (asyncio.TimeoutError, TimeoutError):
+            raise BrowserTimeout(f"the browser did not answer within {timeout:.0f}s") from None
+
+    def _thread_main(self, started: trio.Event, failure: list[BaseException]) -> None:
+        async def main() -> None:
+            from playwright.async_api import async_playwright
+
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=self.path, args=list(FLAGS),
+                                                           timeout=20_000, handle_sigint=False,
+                                                           handle_sigterm=False, handle_sighup=False)
+                self._pw_browser, self.version = browser, browser.version
+                self._token.run_sync_soon(started.set)
+                try:
+                    if self._stopping:
+                        self._stop.set()
+                    await self._stop.wait()
+                finally:
+                    await asyncio.wait_for(browser.close(), 10)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - carried to the trio side, never lost
+            failure.append(exc)
+        finally:
+            try:
+                self._token.run_sync_soon(started.set)
+            except trio.RunFinishedError:
+                pass
+
+    def _request_stop(self) -> None:
+        self._stopping = True
+        if self._loop is not None and self._stop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop is already gone
+                pass
+
+
+class BrowserTimeout(Exception):
+    """The browser thread did not answer in time: the harness's trouble."""
+
+
+@contextlib.asynccontextmanager
+async def open_browser(path: str, *, launch_timeout: float = 25.0) -> AsyncIterator[Browser]:
+    """Launch the system Chromium at ``path`` for the block; close it (and its thread) after."""
+    browser = Browser(path)
+    started = trio.Event()
+    failure: list[BaseException] = []
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, browser._thread_main, started, failure)
+        try:
+            with trio.fail_after(launch_timeout):
+                await started.wait()
+            if failure or browser._pw_browser is None:
+                raise BrowserUnavailable(f"the browser at {path} did not start: "
+                                         f"{failure[0] if failure else 'no reason given'}")
+            yield browser
+        except BaseException as exc:  # re-raised as itself below, not wrapped by the nursery
+            body_error = exc
+        finally:
+            browser._request_stop()
+    if body_error is not None:
+        raise body_error
+
+
+# -- the probe page -----------------------------------------------------------------------
+
+PAGE_HTML = """<!doctype html><html lang="en"><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>sse-harness: EventSource probe</title>
+<style>body{font:13px/1.4 system-ui,sans-serif;margin:1em}td{padding:2px 8px;border-bottom:1px solid #ddd}
+.s0{color:#8a5a00}.s1{color:#17692b}.s2{color:#b00020}</style>
+<h1>EventSource as this browser sees it</h1><table id="t"></table><script>
+"use strict";
+const cfg = JSON.parse(decodeURIComponent(location.hash.slice(1)));
+const obs = window.__obs = [];
+const rows = [];
+const now = () => performance.timeOrigin + performance.now();
+function note(o) {
+  o.t = now(); obs.push(o);
+  const row = rows[o.s]; if (!row) return;
+  row.n += o.k === "ev" && o.message ? 1 : 0;
+  row.el.innerHTML = "<td>" + cfg.streams[o.s] + "</td><td class=s" + o.rs + ">" + ["CONNECTING", "OPEN", "CLOSED"][o.rs]
+    + "</td><td>" + row.n + " events</td><td>" + (o.k === "ev" ? o.type + " #" + o.id : o.k) + "</td>";
+}
+window.__sources = cfg.streams.map((url, s) => {
+  const el = document.createElement("tr"); document.getElementById("t").appendChild(el);
+  rows.push({el, n: 0});
+  const es = new EventSource(url);
+  let rs = es.readyState;
+  note({k: "state", s, rs});
+  es.onopen = () => note({k: "open", s, rs: es.readyState});
+  es.onerror = () => note({k: "error", s, rs: es.readyState});
+  for (const type of cfg.types) {
+    es.addEventListener(type, (e) => note({k: "ev", s, type: e.type, message: e instanceof MessageEvent,
+      id: e instanceof MessageEvent ? e.lastEventId : null, data: e instanceof MessageEvent ? e.data : null,
+      rs: es.readyState}));
+  }
+  setInterval(() => { if (es.readyState !== rs) { rs = es.readyState; note({k: "state", s, rs}); } }, 10);
+  return es;
+});
+</script></html>
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """One thing the page saw: an ``ev`` (a listener call), ``open``, ``error`` or ``state``."""
+
+    kind: str
+    stream: int
+    at: float  # time.monotonic()
+    ready_state: str
+    type: str = ""  # for ev: the listener's event type
+    id: str | None = None  # lastEventId (a MessageEvent only)
+    data: str | None = None
+    message: bool = False  # a MessageEvent (an event the server sent), not the browser's own Event
+
+
+def canonical(event: Event) -> Event:
+    """The event reduced to what a browser delivers (id, type, data), as its ``raw``, so that
+    ``check_replay`` compares a browser's deliveries with a Python recording field for field."""
+    lines = [f"id: {event.id}", f"event: {event.type}", *(f"data: {d}" for d in event.data.split("\n"))]
+    return dataclasses.replace(event, raw="\n".join(lines).encode())
+
+
+@dataclasses.dataclass(frozen=True)
+class PageTrace:
+    """What one page recorded, with what the tap saw on the wire for it."""
+
+    observations: tuple[Observation, ...]
+    exchanges: tuple["Exchange", ...]
+    streams: tuple[str, ...]  # the stream paths, by index
+    proxy_log: tuple[Any, ...]
+    screenshot: bytes = b""
+
+    def of(self, stream: int, kind: str | None = None) -> list[Observation]:
+        return [o for o in self.observations if o.stream == stream and (kind is None or o.kind == kind)]
+
+    def events(self, stream: int = 0) -> list[Event]:
+        """The events delivered to the page's listeners (MessageEvents only), as ``Event``s."""
+        out = []
+        for o in self.of(stream, "ev"):
+            if o.message:
+                event = Event(id=o.id or "", type=o.type, data=o.data or "", retry=None, arrived_at=o.at,
+                              first_arrived_at=o.at, has_id=bool(o.id), raw=b"", offset=-1)
+                out.append(canonical(event))
+        return out
+
+    def segments(self, stream: int = 0) -> list[Segment]:
+        """Every request the browser made for the stream, as the tap recorded it."""
+        path = self.streams[stream]
+        return [x.segment() for x in self.exchanges if x.target == path]
+
+    def closed_at(self, stream: int = 0) -> float | None:
+        """When the page first saw readyState CLOSED."""
+        return next((o.at for o in self.observations if o.stream == stream and o.ready_state == "CLOSED"), None)
+
+
+class PageHandle:
+    """A page in its own browser context (own connection pool), driven from trio."""
+
+    def __init__(self, browser: Browser, rig: "BrowserRig", streams: Sequence[str], types: Sequence[str]) -> None:
+        self.browser, self.rig = browser, rig
+        self.streams = tuple(streams)
+        config = json.dumps({"streams": list(streams), "types": list(types)})
+        self.url = rig.proxy.url(PAGE_PATH) + "#" + quote(config)
+        self._context: Any = None
+        self._page: Any = None
+
+    async def open(self, timeout: float = 15.0) -> None:
+        async def go(pw_browser, url):
+            context = await pw_browser.new_context(viewport={"width": 900, "height": 500})
+            page = await context.new_page()
+            await page.goto(url, timeout=timeout * 1000, wait_until="load")
+            return context, page
+
+        self._context, self._page = await self.browser.call(go, self.url, timeout=timeout)
+
+    async def wait_for(self, expression: str, arg: Any = None, *, timeout: float) -> bool:
+        """Wait until ``expression`` (a JS function of ``arg`` over ``__obs``) is true; False when
+        ``timeout`` passes first (the target did not deliver: the caller says what was awaited)."""
+
+        async def wait(_, page):
+            from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+            try:
+                await page.wait_for_function(expression, arg=arg, timeout=timeout * 1000, polling=25)
+                return True
+            except PlaywrightTimeout:
+                return False
+
+        return await self.browser.call(wait, self._page, timeout=timeout + 5)
+
+    async def wait_for_events(self, stream: int, types: Sequence[str], *, timeout: float) -> bool:
+        return await self.wait_for("([s, types]) => __obs.some(o => o.k === 'ev' && o.message && o.s === s "
+                                   "&& types.includes(o.type))", [stream, list(types)], timeout=timeout)
+
+    async def screenshot(self) -> bytes:
+        async def shot(_, page):
+            return await page.screenshot(type="png", timeout=10_000)
+
+        return await self.browser.call(shot, self._page, timeout=15)
+
+    async def finish(self, *, screenshot: bytes = b"") -> PageTrace:
+        """Collect what the page recorded, close it, and return the trace."""
+
+        async def collect(_, page, context):
+            try:
+                return await page.evaluate("window.__obs || []")
+            finally:
+                await context.close()
+
+        raw = await self.browser.call(collect, self._page, self._context, timeout=15)
+        offset = time.time() - time.monotonic()
+        observations = tuple(
+            Observation(kind=o["k"], stream=int(o["s"]), at=o["t"] / 1000 - offset,
+                        ready_state=_READY_STATES.get(o.get("rs"), str(o.get("rs"))), type=o.get("type") or "",
+                        id=o.get("id"), data=o.get("data"), message=bool(o.get("message")))
+            for o in raw)
+        return PageTrace(observations, tuple(self.rig.tap.exchanges), self.streams, tuple(self.rig.proxy.log),
+                         screenshot)
+
+
+# -- the recording tap --------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Exchange:
+    """One request and its response as they passed the tap (mutable while the connection lives)."""
+
+    connection: int
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]  # lower-case names, as the browser sent them
+    started_at: float
+    version: str = ""  # the request line's HTTP version
+    status: int | None = None
+    response_headers: tuple[tuple[str, str], ...] = ()
+    chunks: list = dataclasses.field(default_factory=list)  # (arrival, body bytes), bounded
+    size: int = 0
+    ended_at: float | None = None
+    end: str = ""
+    end_detail: str = ""
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name.lower()), None)
+
+    def segment(self) -> Segment:
+        decoder = Decoder()
+        records = []
+        for arrived, data in self.chunks:
+            records.extend(decoder.feed(data, arrived))
+        ended = self.ended_at if self.ended_at is not None else time.monotonic()
+        records.extend(decoder.close(ended))
+        body = b"".join(d for _, d in self.chunks)
+        return Segment(
+            url=self.target, request_headers=self.headers, last_event_id_sent=self.header("last-event-id"),
+            started_at=self.started_at, wall_offset=time.time() - time.monotonic(), status=self.status,
+            headers=self.response_headers, records=tuple(records),
+            chunks=tuple((t, len(d)) for t, d in self.chunks), ended_at=ended, end=self.end or "open",
+            end_detail=self.end_detail, body=body[:16384] if self.status != 200 else b"",
+            last_event_id=decoder.last_event_id, retry_ms=decoder.retry_ms, raw=body)
+
+
+class Tap:
+    """A TCP forwarder to the target that serves the probe page and records every exchange.
+
+    Requests are parsed as they go up (heads only; bodies are counted off by Content-Length), and
+    responses are de-framed with h11 as they come down. Bounded: ``max_body`` bytes kept per
+    response, ``max_exchanges`` exchanges.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", *, page: bytes = PAGE_HTML.encode(),
+                 max_body: int = 4 << 20, max_exchanges: int = 2000) -> None:
+        self.target = (target_host, target_port)
+        self.page = page
+        self.max_body, self.max_exchanges = max_body, max_exchanges
+        self.exchanges: list[Exchange] = []
+        self.port = 0
+        self._count = 0
+        self._manager: Any = None
+
+    async def __aenter__(self) -> "Tap":
+        self._manager = trio.open_nursery()
+        nursery = await self._manager.__aenter__()
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        self._nursery = nursery
+        nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+        return self
+
+    async def __aexit__(self, *exc) -> bool | None:
+        self._nursery.cancel_scope.cancel()
+        return await self._manager.__aexit__(*exc)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        self._count += 1
+        number = self._count
+        pending: list[Exchange] = []  # sent up, response not yet complete
+        try:
+            server = await trio.open_tcp_stream(*self.target)
+        except OSError:
+            await client.aclose()
+            return
+        async with client, server, trio.open_nursery() as nursery:
+
+            async def up() -> None:
+                buffer, skip = b"", 0
+                try:
+                    while chunk := await client.receive_some(65536):
+                        buffer += chunk
+                        while True:
+                            if skip:
+                                taken = min(skip, len(buffer))
+                                await server.send_all(buffer[:taken])
+                                buffer, skip = buffer[taken:], skip - taken
+                                if skip:
+                                    break
+                            head, sep, rest = buffer.partition(b"\r\n\r\n")
+                            if not sep:
+                                break
+                            exchange, length = self._parse(number, head)
+                            buffer = rest
+                            if exchange is not None and exchange.target == PAGE_PATH:
+                                await self._serve_page(client, exchange)
+                                nursery.cancel_scope.cancel()
+                                return
+                            if exchange is not None:
+                                pending.append(exchange)
+                            await server.send_all(head + sep)
+                            skip = length
+                        if len(buffer) > 65536:  # not HTTP as we know it: forward it blind
+                            await server.send_all(buffer)
+                            buffer = b""
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                now = time.monotonic()
+                for exchange in pending:
+                    if exchange.ended_at is None:
+                        exchange.ended_at, exchange.end = now, END_CLIENT
+                        exchange.end_detail = "the client side closed (the browser, or a cut at the proxy)"
+                nursery.cancel_scope.cancel()
+
+            async def down() -> None:
+                parser = h11.Connection(h11.CLIENT)
+                state = {"started": False, "ok": True}
+                try:
+                    while True:
+                        chunk = await server.receive_some(65536)
+                        if state["ok"]:
+                            try:
+                                self._feed(parser, state, pending, chunk, time.monotonic())
+                            except h11.ProtocolError:
+                                # What we cannot de-frame we still forward; the exchange says so.
+                                state["ok"] = False
+                                for exchange in pending:
+                                    exchange.end_detail = "the tap could not de-frame the response"
+                        if not chunk:
+                            break
+                        await client.send_all(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                now = time.monotonic()
+                for exchange in pending:
+                    if exchange.ended_at is None:
+                        exchange.ended_at, exchange.end = now, END_RESET
+                        exchange.end_detail = exchange.end_detail or "the server closed the connection mid-response"
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(up)
+            nursery.start_soon(down)
+
+    def _parse(self, number: int, head: bytes) -> tuple[Exchange | None, int]:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip().lower(), value.strip()))
+        length = next((int(v) for k, v in headers if k == "content-length" and v.isdigit()), 0)
+        if len(parts) != 3 or len(self.exchanges) >= self.max_exchanges:
+            return None, length
+        exchange = Exchange(number, parts[0], parts[1], tuple(headers), time.monotonic(), parts[2])
+        self.exchanges.append(exchange)
+        return exchange, length
+
+    @staticmethod
+    def _start(parser: h11.Connection, exchange: Exchange) -> None:
+        headers = [(k, v) for k, v in exchange.headers if k not in ("content-length", "transfer-encoding")]
+        if not any(k == "host" for k, _ in headers):
+            headers.append(("host", "tap"))
+        parser.send(h11.Request(method=exchange.method, target=exchange.target, headers=headers))
+        parser.send(h11.EndOfMessage())
+
+    def _feed(self, parser: h11.Connection, state: dict, pending: list[Exchange], chunk: bytes,
+              now: float) -> None:
+        parser.receive_data(chunk)  # b"" is the server's close
+        while True:
+            if not state["started"]:
+                if not pending:
+                    return
+                self._start(parser, pending[0])
+                state["started"] = True
+            event = parser.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
+                return
+            exchange = pending[0]
+            if isinstance(event, h11.Response):
+                exchange.status = event.status_code
+                exchange.response_headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
+                                                  for k, v in event.headers)
+            elif isinstance(event, h11.Data):
+                if exchange.size < self.max_body:
+                    exchange.chunks.append((now, bytes(event.data)))
+                exchange.size += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                exchange.ended_at = now
+                exchange.end = END_SERVER if exchange.status == 200 else END_STATUS
+                exchange.end_detail = ("the server ended the response" if exchange.status == 200
+                                       else f"HTTP {exchange.status}")
+                pending.pop(0)
+                if parser.their_state is not h11.DONE or parser.our_state is not h11.DONE:
+                    return  # the connection closes after this response
+                parser.start_next_cycle()
+                state["started"] = False
+
+    async def _serve_page(self, client: trio.SocketStream, exchange: Exchange) -> None:
+        exchange.status, exchange.ended_at, exchange.end = 200, time.monotonic(), END_SERVER
+        head = (f"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {len(self.page)}\r\n"
+                "cache-control: no-store\r\nconnection: close\r\n\r\n").encode()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await client.send_all(head + self.page)
+
+
+class BrowserRig:
+    """``async with BrowserRig(target_port) as rig``: a tap and a fault proxy in front of the
+    target, one origin for one page; ``rig.page(browser, streams, types)`` makes the page."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.tap = Tap(target_port, target_host)
+        self.proxy: FaultProxy | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> "BrowserRig":
+        await self._stack.__aenter__()
+        await self._stack.enter_async_context(self.tap)
+        self.proxy = await self._stack.enter_async_context(FaultProxy(self.tap.port))
+        return self
+
+    async def __aexit__(self, *exc) -> bool | None:
+        return await self._stack.__aexit__(*exc)
+
+    def page(self, browser: Browser, streams: Sequence[str], types: Sequence[str]) -> PageHandle:
+        return PageHandle(browser, self, streams, types)

@@ -1,0 +1,477 @@
+"""Family 10, the real client: a browser's EventSource (system Chromium, driven by Playwright).
+
+One browser per run. The first family-10 case to run records four page sessions at once, each in
+its own browser context behind its own fault proxy and tap (its own origin, so its own six
+connections): ``plain`` (a job to its end and after), ``cut`` (three cuts mid-job), ``outage``
+(the proxy refuses connections for a while mid-job) and ``seven`` (seven jobs from one page).
+Each case then judges its part with the same pure checks as everywhere (``checks``), the
+browser's deliveries compared field for field with a Python recording of the same stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
+
+import trio
+
+from harness import Segment
+from harness._browser import (BrowserRig, BrowserUnavailable, PageHandle, PageTrace, canonical, find_browser,
+                              open_browser)
+
+from . import checks
+from ._core import Context, HarnessError, Judge, Skip, TargetFault, case
+
+TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
+CUTS = 3
+ADVICE_SIX = ("serve HTTP/2 to browsers (one connection carries every stream), or offer one stream that "
+              "multiplexes several jobs")
+ADVICE_NAMES = ("rename the event type, or have pages tell a server's event (a MessageEvent with data) from "
+                "the browser's own (a plain Event)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    name: str
+    trace: PageTrace
+    job_ids: tuple[str, ...]
+    reference: Segment | None  # a Python recording of stream 0, uninterrupted
+    steps: tuple[str, ...]
+    notes: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    browser: str
+    sessions: dict[str, Any]  # name -> Session, or the exception that stopped it
+
+    def session(self, name: str) -> Session:
+        value = self.sessions[name]
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+
+def _target_port(ctx: Context) -> int:
+    parts = urlsplit(ctx.profile.base_url)
+    if parts.scheme != "http":
+        raise Skip("the browser family runs through the harness's cleartext proxy: http:// targets only")
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise Skip("the fault proxy only runs against a target on this host")
+    return parts.port or 80
+
+
+def _retry_seconds(segments: list[Segment], ctx: Context) -> float:
+    retry = next((s.retry_ms for s in segments if s.retry_ms is not None), None)
+    if retry is None:
+        retry = ctx.health.get("retryMs") if isinstance(ctx.health.get("retryMs"), int) else 3000
+    return retry / 1000
+
+
+async def recording(ctx: Context) -> Recording:
+    """The family's browser sessions, recorded once per run and shared by its cases."""
+    return await ctx.shared("browser-family", lambda: _record(ctx))
+
+
+async def _record(ctx: Context) -> Recording:
+    try:
+        path = find_browser(ctx.options.get("browser"))
+    except BrowserUnavailable as exc:
+        raise Skip(str(exc)) from None
+    port = _target_port(ctx)
+    ctx.knobs(stageSeconds={})  # Skip when the target takes no knobs
+    types = sorted(set(ctx.profile.events.values()) | {"message"})
+    sessions: dict[str, Any] = {}
+    try:
+        async with open_browser(path) as browser:
+            async def one(name: str, make: Callable[..., Awaitable[Session]]) -> None:
+                try:
+                    sessions[name] = await make(ctx, browser, port, types)
+                except (Skip, TargetFault, HarnessError) as exc:
+                    sessions[name] = exc
+                except Exception as exc:  # a bug of ours stays this session's error, not the run's
+                    sessions[name] = HarnessError(f"harness bug in the {name} session: {type(exc).__name__}: {exc}")
+
+            async with trio.open_nursery() as nursery:
+                for name, make in SESSIONS.items():
+                    nursery.start_soon(one, name, make)
+            version = browser.version
+    except BrowserUnavailable as exc:
+        raise HarnessError(str(exc)) from None
+    return Recording(f"{path} (Chromium {version})", sessions)
+
+
+# -- the sessions --------------------------------------------------------------------------
+
+_DONE = ("([s, types]) => __obs.some(o => o.s === s && ((o.k === 'ev' && o.message && types.includes(o.type)) "
+         "|| o.rs === 2))")
+
+
+class _Run:
+    """A page on a rig with a Python recording of its first stream beside it."""
+
+    def __init__(self, ctx: Context, name: str) -> None:
+        self.ctx, self.name = ctx, name
+        self.steps: list[str] = []
+        self.notes: dict[str, Any] = {}
+        self.reference: list[Segment] = []
+
+    async def jobs(self, count: int, **stage_seconds: float) -> list[str]:
+        knobs = self.ctx.knobs(stageSeconds={s: stage_seconds.get(s, 0.1) for s in self.ctx.profile.stages})
+        ids = [await self.ctx.create_job(**knobs) for _ in range(count)]
+        self.steps.append(f"created {count} job(s) with stageSeconds {knobs['stageSeconds']}")
+        return ids
+
+    def paths(self, ids: list[str]) -> list[str]:
+        return [self.ctx.profile.paths["events"].format(id=i) for i in ids]
+
+    async def watch_reference(self, job_id: str) -> None:
+        self.reference.append(await self.ctx.watch(job_id))
+
+    async def until_done(self, page: PageHandle, streams: range) -> bool:
+        """Every stream delivered a terminal event or was CLOSED, within the job time limit."""
+        terminal = sorted(self.ctx.profile.terminal_events)
+        limit = self.ctx.profile.timing["job_timeout_seconds"]
+        ok = True
+        for s in streams:
+            ok = await page.wait_for(_DONE, [s, terminal], timeout=limit) and ok
+        if not ok:
+            self.steps.append(f"some stream neither ended nor closed within {limit:.0f}s")
+        return ok
+
+    def session(self, trace: PageTrace, ids: list[str]) -> Session:
+        return Session(self.name, trace, tuple(ids), self.reference[0] if self.reference else None,
+                       tuple(self.steps), self.notes)
+
+
+async def _plain(ctx: Context, browser, port: int, types: list[str]) -> Session:
+    run = _Run(ctx, "plain")
+    ids = await run.jobs(1, **{ctx.profile.stages[-1]: 1.0})
+    async with BrowserRig(port) as rig, trio.open_nursery() as nursery:
+        nursery.start_soon(run.watch_reference, ids[0])
+        page = rig.page(browser, run.paths(ids), types)
+        await page.open()
+        run.steps.append("the page opened one EventSource with a listener per event type")
+        if await run.until_done(page, range(1)):
+            retry = _retry_seconds([x.segment() for x in rig.tap.exchanges if x.target == page.streams[0]], ctx)
+            hold = min(8.0, ctx.profile.timing["terminal_close_seconds"] + 4 * retry + 0.5)
+            run.notes["holdSeconds"] = round(hold, 2)
+            run.steps.append(f"terminal event delivered; watching {hold:.1f}s more (4 retry periods and the close)")
+            await trio.sleep(hold)
+        trace = await page.finish()
+    return run.session(trace, ids)
+
+
+async def _cut(ctx: Context, browser, port: int, types: list[str]) -> Session:
+    run = _Run(ctx, "cut")
+    ids = await run.jobs(1, **{s: 0.6 for s in ctx.profile.stages})
+    cut_times: list[float] = []
+    async with BrowserRig(port) as rig, trio.open_nursery() as nursery:
+        nursery.start_soon(run.watch_reference, ids[0])
+        page = rig.page(browser, run.paths(ids), types)
+        done = trio.Event()
+
+        async def cutter() -> None:
+            cut: set[int] = set()
+            while len(cut_times) < CUTS and not done.is_set():
+                # Cut only a connection that carries the stream (a short refusal is not one),
+                # 0.4 s into it: never a reconnect still on its way.
+                live = [c for c in rig.proxy.connections if c.down_bytes > 2000 and c.number not in cut]
+                if not live:
+                    await trio.sleep(0.01)
+                    continue
+                cut.add(live[0].number)
+                await trio.sleep(0.4)
+                if not done.is_set() and rig.proxy.cut():
+                    cut_times.append(trio.current_time())
+
+        await page.open()
+        nursery.start_soon(cutter)
+        await run.until_done(page, range(1))
+        done.set()
+        await trio.sleep(0.3)
+        trace = await page.finish()
+    run.notes["cuts"] = len(cut_times)
+    run.steps.append(f"{len(cut_times)} cut(s) at the proxy while the job ran")
+    return run.session(trace, ids)
+
+
+async def _outage(ctx: Context, browser, port: int, types: list[str]) -> Session:
+    run = _Run(ctx, "outage")
+    ids = await run.jobs(1, **{s: 0.6 for s in ctx.profile.stages})
+    outage = 1.5
+    async with BrowserRig(port) as rig, trio.open_nursery() as nursery:
+        nursery.start_soon(run.watch_reference, ids[0])
+        page = rig.page(browser, run.paths(ids), types)
+        done = trio.Event()
+
+        async def offline() -> None:
+            while not any(c.down_bytes > 0 for c in rig.proxy.connections) and not done.is_set():
+                await trio.sleep(0.01)
+            await trio.sleep(0.6)
+            if not done.is_set():
+                rig.proxy.refuse(outage)
+                rig.proxy.cut()
+                run.notes["outageSeconds"] = outage
+
+        await page.open()
+        nursery.start_soon(offline)
+        await run.until_done(page, range(1))
+        done.set()
+        await trio.sleep(0.3)
+        trace = await page.finish()
+    run.steps.append(f"network down {outage}s mid-job: the proxy cut the stream and refused every connection")
+    return run.session(trace, ids)
+
+
+async def _seven(ctx: Context, browser, port: int, types: list[str]) -> Session:
+    run = _Run(ctx, "seven")
+    ids = await run.jobs(7, **{ctx.profile.stages[-1]: 1.5})
+    async with BrowserRig(port) as rig:
+        page = rig.page(browser, run.paths(ids), types)
+        await page.open()
+        run.steps.append("the page opened seven EventSources, one per job")
+        await run.until_done(page, range(7))
+        trace = await page.finish()
+    return run.session(trace, ids)
+
+
+SESSIONS = {"plain": _plain, "cut": _cut, "outage": _outage, "seven": _seven}
+
+
+# -- judging -------------------------------------------------------------------------------
+
+def _begin(judge: Judge, rec: Recording, session: Session) -> None:
+    judge.step(f"browser: {rec.browser}")
+    for step in session.steps:
+        judge.step(step)
+
+
+def _reference(session: Session, ctx: Context) -> list:
+    ref = session.reference
+    if ref is None or not any(e.type in ctx.profile.terminal_events for e in ref.events):
+        how = f"{ref.end}: {ref.end_detail}" if ref is not None else "no recording"
+        raise TargetFault(f"the Python recording of the same job did not reach a terminal event ({how})")
+    return [canonical(e) for e in ref.events]
+
+
+def _delivered_before(trace: PageTrace, stream: int, moment: float) -> str | None:
+    ids = [o.id for o in trace.of(stream, "ev") if o.message and o.at <= moment and o.id]
+    return ids[-1] if ids else None
+
+
+@case("10.1", "a browser follows a job to its end: every event once, in order, as a Python client saw it",
+      invariants=("1", "3", "6"), timeout=TIMEOUT)
+async def browser_follows(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = rec.session("plain")
+    _begin(judge, rec, session)
+    reference = _reference(session, ctx)
+    events = session.trace.events(0)
+    judge.evidence.update(delivered=len(events), pythonRecording=len(reference),
+                          types={t: sum(1 for e in events if e.type == t) for t in sorted({e.type for e in events})})
+    judge.expect(any(e.type in ctx.profile.terminal_events for e in events),
+                 "the browser never delivered a terminal event", sorted(ctx.profile.terminal_events),
+                 [e.type for e in events[-3:]])
+    judge.add(checks.check_ids(events))
+    judge.add(checks.check_replay(events, reference))
+
+
+@case("10.2", "a cut mid-job: the browser reconnects by itself with Last-Event-ID, nothing lost or repeated",
+      invariants=("1", "6"), timeout=TIMEOUT)
+async def browser_reconnects(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = rec.session("cut")
+    _begin(judge, rec, session)
+    reference = _reference(session, ctx)
+    trace = session.trace
+    segments = trace.segments(0)
+    if not session.notes.get("cuts") or len(segments) < 2:
+        raise HarnessError("no cut landed while the job ran: nothing to judge")
+    judge.evidence["connections"] = [
+        {"atSeconds": round(s.started_at - segments[0].started_at, 3), "lastEventIdSent": s.last_event_id_sent,
+         "status": s.status, "events": len(s.events), "end": s.end} for s in segments]
+    for before, after in zip(segments, segments[1:]):
+        delivered = _delivered_before(trace, 0, after.started_at)
+        judge.expect(after.last_event_id_sent == (delivered or None),
+                     "the reconnect did not carry the id of the last event the browser delivered",
+                     delivered, after.last_event_id_sent)
+        if before.events and not any(e.type in ctx.profile.terminal_events for e in before.events):
+            judge.expect(after.status == 200, "a reconnect mid-job was refused", 200, after.status)
+    events = trace.events(0)
+    judge.add(checks.check_ids(events))
+    judge.add(checks.check_replay(events, reference))
+    closed = trace.closed_at(0)
+    if closed is not None and not any(e.type in ctx.profile.terminal_events and e.arrived_at <= closed for e in events):
+        last = max((s for s in segments if s.started_at <= closed), key=lambda s: s.started_at)
+        judge.fail("the browser gave up for good (readyState CLOSED) before the job's end", "reconnected",
+                   f"CLOSED after a reconnect answered HTTP {last.status}")
+
+
+@case("10.3", "the browser's reconnection delay follows the stream's retry", invariants=("6",), timeout=TIMEOUT)
+async def browser_retry(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = rec.session("cut")
+    _begin(judge, rec, session)
+    segments = session.trace.segments(0)
+    retry_ms = next((s.retry_ms for s in segments if s.retry_ms is not None), None)
+    # From the moment the page learned the connection was gone (its error event, where the browser
+    # starts its reconnect timer) to the reconnect's arrival at the tap.
+    errors = [o.at for o in session.trace.of(0, "error")]
+    delays = []
+    for before, after in zip(segments, segments[1:]):
+        noticed = [t for t in errors if before.started_at < t <= after.started_at]
+        delays.append(after.started_at - (noticed[-1] if noticed else before.ended_at))
+    if not delays:
+        raise HarnessError("the browser never reconnected: no delay to measure")
+    judge.evidence.update(retryMs=retry_ms, advertisedRetryMs=ctx.health.get("retryMs"),
+                          delaysMs=[round(d * 1000) for d in delays])
+    if retry_ms is None:
+        judge.fail("the stream sent no retry field: the browser fell back on its own default",
+                   "retry: <ms> first in the stream", f"reconnects after {', '.join(f'{d:.2f}s' for d in delays)}")
+        return
+    retry = retry_ms / 1000
+    # The browser's timers and our own proxy and tap share two busy cores: the tolerance is the
+    # contract's, but at least half a second, and the typical (median) delay is judged.
+    tolerance = max(ctx.tolerance(retry), 0.5)
+    typical = statistics.median(delays)
+    judge.evidence.update(toleranceMs=round(tolerance * 1000), medianDelayMs=round(typical * 1000))
+    judge.expect(retry - 0.1 <= typical <= retry + tolerance,
+                 "the browser's reconnection delay does not follow the stream's retry",
+                 f"{retry:.3f}s (+{tolerance:.2f}s)", f"median {typical:.3f}s")
+    judge.step(f"{len(delays)} reconnects, retry {retry_ms} ms: delays "
+               + ", ".join(f"{d * 1000:.0f} ms" for d in delays))
+
+
+@case("10.4", "after the end the browser's own reconnect gets 204 and stops (CLOSED, no more requests)",
+      invariants=("3", "6"), timeout=TIMEOUT)
+async def browser_stops(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = rec.session("plain")
+    _begin(judge, rec, session)
+    trace = session.trace
+    segments = trace.segments(0)
+    ending = next((i for i, s in enumerate(segments) if any(e.type in ctx.profile.terminal_events for e in s.events)),
+                  None)
+    if ending is None:
+        raise TargetFault("no connection carried a terminal event to the browser")
+    judge.add(checks.check_terminal(segments[ending], ctx.profile,
+                                    close_within=ctx.profile.timing["terminal_close_seconds"]))
+    after = segments[ending + 1:]
+    end_at = segments[ending].ended_at
+    closed = trace.closed_at(0)
+    judge.evidence.update(
+        watchedSeconds=session.notes.get("holdSeconds"),
+        reconnectsAfterEnd=[{"afterSeconds": round(s.started_at - end_at, 3), "status": s.status,
+                             "lastEventIdSent": s.last_event_id_sent, "events": len(s.events)} for s in after[:20]],
+        closedAfterSeconds=round(closed - end_at, 3) if closed is not None else None)
+    if after:
+        judge.expect(after[0].status == 204, "a finished job's reconnect was not answered 204, so the browser "
+                     "does not stop", 204, after[0].status)
+    judge.expect(len(after) <= 1, f"the browser reconnected {len(after)} times after the job's end "
+                 f"(in {session.notes.get('holdSeconds')}s): it will go on forever", "one reconnect, answered 204",
+                 [s.status for s in after[:10]])
+    judge.expect(closed is not None, "the browser's EventSource never reached readyState CLOSED", "CLOSED",
+                 trace.of(0, "state")[-1].ready_state if trace.of(0, "state") else None)
+
+
+@case("10.5", "seven jobs followed at once from one page: no stream waits for a connection",
+      invariants=("8",), timeout=TIMEOUT)
+async def browser_seven(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = rec.session("seven")
+    _begin(judge, rec, session)
+    trace = session.trace
+    for s, job_id in enumerate(session.job_ids):
+        events = trace.events(s)
+        judge.expect(any(e.type in ctx.profile.terminal_events for e in events),
+                     f"job {s + 1} ({job_id}): the browser never delivered its terminal event",
+                     "a terminal event", f"{len(events)} events")
+        judge.add(checks.check_ids(events))
+    firsts = [min((x for x in trace.exchanges if x.target == p), key=lambda x: x.started_at, default=None)
+              for p in trace.streams]
+    if any(f is None for f in firsts):
+        raise TargetFault("some job's stream was never requested by the browser")
+    start = min(f.started_at for f in firsts)
+    ends = sorted(x.ended_at for x in trace.exchanges if x.target in trace.streams and x.ended_at is not None)
+    waits = []
+    for s, first in enumerate(firsts):
+        # A stream that reached the target only after another stream's connection had ended waited.
+        freed = [e for e in ends if e <= first.started_at]
+        if freed:
+            waits.append((s, first.started_at - start))
+    judge.evidence.update(
+        requestedAtSeconds=[round(f.started_at - start, 3) for f in firsts],
+        httpVersions=sorted({f.version for f in firsts}),
+        opensAtSeconds=[round(o[0].at - start, 3) if o else None for o in (trace.of(s, "open") for s in range(7))])
+    if waits:
+        worst = max(w for _, w in waits)
+        judge.non_strict(f"{len(waits)} of 7 streams waited for a free connection (the browser opens at most 6 "
+                         f"per origin on {firsts[0].version or 'HTTP/1.1'}); a page following 7 jobs hangs on the "
+                         f"7th until another ends: {ADVICE_SIX}", "every stream at once",
+                         f"stream {waits[0][0] + 1} requested {worst:.2f}s after the first")
+    else:
+        judge.step("all seven streams reached the target at once")
+
+
+@case("10.6", "event types named like EventSource's own events (error, open) get the browser's too",
+      invariants=(), timeout=TIMEOUT)
+async def browser_names(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    colliding = sorted(t for t in set(ctx.profile.events.values()) if t in ("error", "open"))
+    counts: dict[str, int] = {t: 0 for t in colliding}
+    sent: dict[str, int] = {t: 0 for t in colliding}
+    drops = 0
+    used = []
+    for name in ("cut", "outage"):
+        value = rec.sessions.get(name)
+        if not isinstance(value, Session):
+            continue
+        used.append(name)
+        drops += len(value.trace.of(0, "error"))
+        for o in value.trace.of(0, "ev"):
+            if o.type in counts:
+                if o.message:
+                    sent[o.type] += 1
+                else:
+                    counts[o.type] += 1
+    if not used:
+        raise HarnessError("neither the cut nor the outage session was recorded")
+    judge.step(f"browser: {rec.browser}; sessions {', '.join(used)}: {drops} connection error(s) seen by onerror")
+    judge.evidence.update(contractTypesColliding=colliding, browserEventsToTypeListener=counts,
+                          serverEventsOfThoseTypes=sent, connectionErrors=drops)
+    for name in colliding:
+        judge.non_strict(f"a listener for the event type '{name}' also received {counts[name]} of the browser's "
+                         f"own {name} events (plain Events without data) in {drops} connection errors: "
+                         f"{ADVICE_NAMES}", "no collision with EventSource's own event names",
+                         f"{counts[name]} browser {name} events")
+    if not colliding:
+        judge.step("no event type is named error or open")
+
+
+@case("10.7", "an outage mid-job: the browser keeps retrying and resumes with no gap", invariants=("1", "6"),
+      timeout=TIMEOUT)
+async def browser_outage(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = rec.session("outage")
+    _begin(judge, rec, session)
+    reference = _reference(session, ctx)
+    trace = session.trace
+    refused = sum(1 for e in trace.proxy_log if e.action == "refused")
+    segments = trace.segments(0)
+    judge.evidence.update(refusedConnections=refused, connections=[
+        {"lastEventIdSent": s.last_event_id_sent, "status": s.status, "events": len(s.events), "end": s.end}
+        for s in segments])
+    if "outageSeconds" not in session.notes or not refused:
+        raise HarnessError("the outage did not happen: no connection attempt was refused")
+    events = trace.events(0)
+    closed = trace.closed_at(0)
+    if closed is not None and not any(e.type in ctx.profile.terminal_events and e.arrived_at <= closed for e in events):
+        last = max((s for s in segments if s.started_at <= closed), key=lambda s: s.started_at, default=None)
+        judge.fail("the browser gave up for good (readyState CLOSED) after the outage: a reconnect answered with a "
+                   "status other than 200 or 204 strands every open tab", "200 (resume) once the target is back",
+                   f"HTTP {last.status if last else '?'} then CLOSED")
+    judge.add(checks.check_ids(events))
+    judge.add(checks.check_replay(events, reference))

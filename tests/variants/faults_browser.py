@@ -1,0 +1,44 @@
+"""Faults only a browser feels (family 10), loaded by server.py beside it.
+
+Each patches the event-stream route the variant server already uses, for the fault named in
+``sys.argv[1]``; with any other name this module changes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import reference_server._stream as stream
+from reference_server._problems import problem_bytes
+
+FAULT = sys.argv[1] if len(sys.argv) > 1 else ""
+KNOWN = {"after-end-200", "reconnect-503"}
+
+_inner = stream.EventStreamRoute._stream
+_refused: set[str] = set()
+
+
+async def _stream(self, job, last_id, head_only, receive, send, scope=None):
+    log = job.log
+    if FAULT == "after-end-200" and log.closed and last_id is not None and last_id >= log.last_id:
+        # A finished job's reconnect answered 200 and closed at once: 4.7 sees a wrong status,
+        # a browser reconnects every retry period, for ever.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        await send({"type": "http.response.body", "body": f"retry: {self.manager.config.retry_ms}\n\n".encode()})
+        return
+    if FAULT == "reconnect-503" and last_id is not None and not log.closed and job.id not in _refused:
+        # "Recovering": the first reconnect of each running job is turned away. A Python client
+        # retries; a browser's EventSource gives up for good (readyState CLOSED).
+        _refused.add(job.id)
+        body = problem_bytes(503, "recovering; try again")
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/problem+json"),
+                                (b"content-length", str(len(body)).encode()), (b"retry-after", b"1")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    return await _inner(self, job, last_id, head_only, receive, send, scope)
+
+
+if FAULT in KNOWN:
+    stream.EventStreamRoute._stream = _stream
