@@ -343,6 +343,8 @@ class JobManager:
                     self._finish_failed(job, StageFailure("PUBLISH_FAILED", str(exc), ["retry the job"]))
         finally:
             job.done.set()
+        if self.config.max_log_bytes is not None:
+            self._forget_old_jobs()  # the size bound holds as jobs end, not only hourly
 
     async def _pipeline(self, job: Job) -> None:
         config = self.config

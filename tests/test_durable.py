@@ -1,0 +1,152 @@
+"""The reference server's durable event log: what a kill -9 and a restart keep, how interrupted and
+queued jobs end, survivors killed, retention by age and size, a corrupt file moved aside."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+from conftest import RunningServer, reference_args
+from harness import record
+from reference_server._eventlog import EventLog
+
+TERMINAL = {"job-completed", "job-failed", "job-cancelled"}
+QUICK = {s: 0.05 for s in ("script", "tts", "visuals", "compose", "render")}
+
+
+def _args(data_dir: str, *extra: str) -> list[str]:
+    return [a if a != "{data_dir}" else data_dir for a in reference_args(*extra)]
+
+
+def _kill(server: RunningServer) -> None:
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(5)
+
+
+async def _finished(http: httpx.AsyncClient, base_url: str, **body) -> tuple[str, list]:
+    job = (await http.post("/api/jobs", json={"topic": "t", "scenes": 1, "stageSeconds": QUICK, **body})).json()
+    seg = await record(f"{base_url}/api/jobs/{job['jobId']}/events", terminal_types=TERMINAL)
+    assert seg.events[-1].type == "job-completed", seg.end_detail
+    return job["jobId"], seg.events
+
+
+async def test_an_event_is_published_only_once_the_store_has_it():
+    written: list[int] = []
+    log = EventLog(sink=lambda _log, event_id, _type, _bytes: written.append(event_id))
+    heard: list[bytes] = []
+    log.listen(heard.append)
+    log.append("a", {})
+    log.append("b", {}, terminal=True)
+    assert written == [1, 2] and log.last_id == 0 and not heard and not log.closed
+    log.publish_through(1)
+    assert log.last_id == 1 and len(heard) == 1 and not log.closed
+    log.publish_through(2)
+    assert log.last_id == 2 and log.closed and heard[1].startswith(b"id: 2\nevent: b\n")
+
+
+async def test_kill_9_keeps_history_fails_interrupted_and_queued_jobs_and_kills_survivors(fresh_server, tmp_path):
+    data = str(tmp_path)
+    server = fresh_server(_args(data, "--max-concurrent-jobs", "1"))
+    sleeper = subprocess.Popen(["sleep", "60"])  # stands for a tool process the crash left behind
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            done_id, done_events = await _finished(http, server.base_url)
+            running = (await http.post("/api/jobs", json={"topic": "t", "stallSeconds": {"tts": 60}})).json()["jobId"]
+            queued = (await http.post("/api/jobs", json={"topic": "t"})).json()["jobId"]
+            seen = await record(f"{server.base_url}/api/jobs/{running}/events", terminal_types=TERMINAL,
+                                stop=lambda e: e.type == "step-status" and '"tts"' in e.data)
+            workdir = (await http.get(f"/api/jobs/{running}")).json()["resources"]["workdir"]
+            assert (await http.get(f"/api/jobs/{queued}")).json()["status"] == "queued"
+        _kill(server)
+        assert os.path.isdir(workdir)
+        start = int(Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        with sqlite3.connect(tmp_path / "events.db") as db:
+            state = json.loads(db.execute("SELECT state FROM jobs WHERE id = ?", (running,)).fetchone()[0])
+            state["pids"].append([sleeper.pid, start])
+            db.execute("UPDATE jobs SET state = ? WHERE id = ?", (json.dumps(state), running))
+        again = fresh_server(_args(data, "--max-concurrent-jobs", "1"))
+        assert again.port != 0
+        assert sleeper.wait(5) == -signal.SIGKILL, "the survivor was not killed at start"
+        assert not os.path.exists(workdir), "the interrupted job's folder was not removed at start"
+        async with httpx.AsyncClient(base_url=again.base_url) as http:
+            rest = await record(f"{again.base_url}/api/jobs/{running}/events", last_event_id=seen.last_event_id,
+                                terminal_types=TERMINAL)
+            assert [int(e.id) for e in rest.events] == list(range(int(seen.last_event_id) + 1,
+                                                                  int(seen.last_event_id) + 1 + len(rest.events)))
+            assert [e.type for e in rest.events][-2:] == ["error", "job-failed"]
+            failed = json.loads(rest.events[-1].data)
+            assert failed["error"]["code"] == "SERVER_RESTARTED" and failed["error"]["remediation"]
+            assert failed["cleanup"] == {"workdirRemoved": True, "processesKilled": True}
+            snap = (await http.get(f"/api/jobs/{running}")).json()
+            assert snap["status"] == "failed" and snap["lastEventId"] == int(rest.events[-1].id)
+            assert (await http.get(f"/api/jobs/{queued}")).json()["error"]["code"] == "SERVER_RESTARTED"
+            replay = await record(f"{again.base_url}/api/jobs/{done_id}/events", terminal_types=TERMINAL)
+            assert [e.raw for e in replay.events] == [e.raw for e in done_events]
+            end = await http.get(f"/api/jobs/{done_id}/events", headers={"Last-Event-ID": done_events[-1].id})
+            assert end.status_code == 204
+            assert (await http.get(f"/api/jobs/{done_id}/artifacts/video.mp4")).status_code == 200
+            new = (await http.post("/api/jobs", json={"topic": "after"})).json()  # and it takes new work
+            assert new["status"] in ("queued", "running")
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+
+
+async def test_retention_by_age_removes_rows_and_artifacts_together(fresh_server, tmp_path):
+    data = str(tmp_path)
+    server = fresh_server(_args(data))
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        old_id, _ = await _finished(http, server.base_url)
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(5)
+    assert (tmp_path / "artifacts" / old_id).is_dir()
+    await trio.sleep(1.2)
+    again = fresh_server(_args(data, "--retention-hours", str(1 / 3600)))  # one second
+    async with httpx.AsyncClient(base_url=again.base_url) as http:
+        assert (await http.get(f"/api/jobs/{old_id}")).status_code == 404
+    assert not (tmp_path / "artifacts" / old_id).exists()
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        assert db.execute("SELECT count(*) FROM events WHERE job_id = ?", (old_id,)).fetchone()[0] == 0
+
+
+async def test_size_bound_removes_oldest_finished_jobs_never_a_running_one(fresh_server, tmp_path):
+    server = fresh_server(_args(str(tmp_path), "--max-log-mb", "0.01"))  # 10 KiB: under two short jobs' histories
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        running = (await http.post("/api/jobs", json={"topic": "t", "stallSeconds": {"script": 60}})).json()["jobId"]
+        first, events = await _finished(http, server.base_url)
+        assert 5_300 < sum(len(e.raw) for e in events) < 9_000, "histories of a size this bound does not fit"
+        second, _ = await _finished(http, server.base_url)
+        await trio.sleep(0.2)
+        assert (await http.get(f"/api/jobs/{first}")).status_code == 404
+        assert not (tmp_path / "artifacts" / first).exists()
+        assert (await http.get(f"/api/jobs/{second}")).status_code == 200
+        assert (await http.get(f"/api/jobs/{running}")).json()["status"] == "running"
+
+
+async def test_a_corrupt_log_is_moved_aside_and_the_server_starts_empty(fresh_server, tmp_path):
+    (tmp_path / "events.db").write_bytes(b"this is not a database" * 100)
+    server = fresh_server(_args(str(tmp_path)))
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        assert (await http.get("/api/queue")).json()["stats"]["total"] == 0
+        await _finished(http, server.base_url)
+    aside = list(tmp_path.glob("events.db.corrupt-*"))
+    assert aside and aside[0].read_bytes().startswith(b"this is not a database")
+    assert "cannot be read" in server.output_so_far()
+
+
+async def test_memory_event_log_keeps_nothing_across_a_restart(fresh_server, tmp_path):
+    server = fresh_server(_args(str(tmp_path), "--event-log", "memory"))
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        job_id, _ = await _finished(http, server.base_url)
+    _kill(server)
+    assert not (tmp_path / "events.db").exists()
+    again = fresh_server(_args(str(tmp_path), "--event-log", "memory"))
+    async with httpx.AsyncClient(base_url=again.base_url) as http:
+        assert (await http.get(f"/api/jobs/{job_id}")).status_code == 404
