@@ -65,6 +65,13 @@ DETECTION = {
     "cancel-unknown-500": (["6.10"], {"6.10"}),
     "cancel-twice-409": (["6.8"], {"6.8"}),
     "filter-ignored": (["7.5"], {"7.5"}),
+    # What the target owes and never delivers: each wait ends at its deadline as a fail, never
+    # at a case's safety limit as an error.
+    "queued-events-held": (["5.2", "6.6"], {"6.6"}),
+    "cancelled-event-lost": (["6", "7.2"], {"6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "6.7", "6.8", "7.2"}),
+    "no-terminal-event": (["3.4", "4.8", "7.1"], {"3.4", "4.8", "7.1"}),
+    "cancel-202-keeps-running": (["6", "7.2"], {"6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "6.7", "6.8", "7.2"}),
+    "finished-reconnect-200-open": (["4.7"], {"4.7"}),
 }
 # Legal oddities may earn these non-strict outcomes (documented client hazards), nothing worse.
 LEGAL_NON_STRICT = {"legal-crlf": set(), "legal-cr": {"2.2", "2.4"}, "legal-misc": {"5.3"}}

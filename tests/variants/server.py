@@ -83,6 +83,8 @@ def _cancel(self, job):
         return  # accepted (202) and forgotten
     if FAULT == "cancel-slow" and not job.terminal:
         return _cancel_later(self, job, 2.5)
+    if FAULT == "cancel-202-keeps-running" and not job.terminal:
+        return  # 202 "canceling", and the job just goes on
     return _original_cancel(self, job)
 
 
@@ -323,6 +325,8 @@ async def _variant_stream(self, job, last_id, head_only, receive, send, scope=No
     log = job.log
     past_end = last_id is not None and last_id > log.last_id
     if log.closed and last_id is not None and last_id >= log.last_id and not (FAULT == "past-end-replays-all" and past_end):
+        if FAULT == "finished-reconnect-200-open" and last_id == log.last_id:
+            return await _open_and_idle(send, config.keepalive_seconds, receive)
         if FAULT == "empty-200-not-204":
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
@@ -345,6 +349,8 @@ async def _variant_stream(self, job, last_id, head_only, receive, send, scope=No
         cursor = 0
     if FAULT == "replay-off-by-one" and last_id:
         cursor = max(0, cursor - 1)
+    # queued-events-held: a queued job's stored events wait for the next event to come.
+    held_until = len(log.encoded) + 1 if FAULT == "queued-events-held" and job.status == "queued" else 0
     keepalive = config.keepalive_seconds
     if FAULT == "keepalive-slow":
         keepalive *= 2.2
@@ -379,8 +385,8 @@ async def _variant_stream(self, job, last_id, head_only, receive, send, scope=No
         while True:
             if FAULT == "batched":
                 await trio.sleep(1.5)
-            if cursor < len(log.encoded):
-                chunk = [_legal_bytes(e, connection) for e in log.encoded[cursor:]]
+            if cursor < len(log.encoded) and len(log.encoded) >= held_until:
+                chunk = [_legal_bytes(e, connection) for e in log.encoded[cursor:] if not _withheld(e)]
                 writes += 1
                 if FAULT == "cross-job-leak" and writes % 5 == 0:
                     others = [j for j in _LEAK["manager"].jobs.values() if j is not job and j.log.encoded]
@@ -389,11 +395,11 @@ async def _variant_stream(self, job, last_id, head_only, receive, send, scope=No
                 cursor = len(log.encoded)
                 await write(b"".join(chunk))
                 continue
-            if log.closed and FAULT != "stream-open-after-terminal":
+            if log.closed and FAULT not in ("stream-open-after-terminal", *_WITHHELD) and len(log.encoded) >= held_until:
                 break
             timeout = float("inf") if FAULT == "no-keepalive" else keepalive
             with trio.move_on_after(timeout):
-                await log.wait_beyond(cursor)
+                await log.wait_beyond(max(cursor, held_until - 1))
                 if not (log.closed and cursor >= len(log.encoded)):
                     continue
                 await trio.sleep(keepalive)
@@ -402,6 +408,27 @@ async def _variant_stream(self, job, last_id, head_only, receive, send, scope=No
             await write(_legal_bytes(text.encode()))
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         nursery.cancel_scope.cancel()
+
+
+# Terminal events a fault never writes: the stream stays open with keep-alives instead.
+_WITHHELD = {"cancelled-event-lost": b"event: job-cancelled\n", "no-terminal-event": b"event: job-completed\n"}
+
+
+def _withheld(encoded: bytes) -> bool:
+    marker = _WITHHELD.get(FAULT)
+    return marker is not None and marker in encoded
+
+
+async def _open_and_idle(send, keepalive: float, receive) -> None:
+    """200 and a stream that brings nothing but keep-alives until the client goes."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                            (b"x-accel-buffering", b"no")]})
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream._cancel_on_disconnect, receive, nursery.cancel_scope)
+        while True:
+            await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+            await trio.sleep(keepalive)
 
 
 stream.EventStreamRoute._stream = _variant_stream
@@ -430,6 +457,8 @@ KNOWN = {
     "not-object-422", "wrong-type-400", "big-body-500", "unknown-field-accepted", "warn-missing", "stage-skipped",
     "multiline-data", "per-connection-bytes", "past-end-replays-all", "invalid-utf8", "ts-backwards",
     "healthz-missing-settings", "cancel-unknown-500", "cancel-twice-409", "filter-ignored",
+    "queued-events-held", "cancelled-event-lost", "no-terminal-event", "cancel-202-keeps-running",
+    "finished-reconnect-200-open",
     "legal-crlf", "legal-cr", "legal-misc",
 }
 
