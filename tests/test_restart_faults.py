@@ -41,17 +41,20 @@ class RestartableVariant:
         self.state = tempfile.mkdtemp(prefix="sse-restart-")
         self.data_dir = os.path.join(self.state, "data")
         self.fault = fault
-        self._launch("0")
-        deadline = time.monotonic() + 30
-        self.base_url = None
-        while self.base_url is None and time.monotonic() < deadline:
-            for line in self.log().splitlines():
-                if line.startswith("listening on http://"):
-                    self.base_url = line.split(" ", 2)[2].strip()
-            time.sleep(0.05)
-        if self.base_url is None:
+        try:
+            self._launch("0")
+            deadline = time.monotonic() + 30
+            self.base_url = None
+            while self.base_url is None and time.monotonic() < deadline:
+                for line in self.log().splitlines():
+                    if line.startswith("listening on http://"):
+                        self.base_url = line.split(" ", 2)[2].strip()
+                time.sleep(0.05)
+            if self.base_url is None:
+                raise RuntimeError("variant did not start:\n" + self.log())
+        except BaseException:
             self.stop()
-            raise RuntimeError("variant did not start:\n" + self.log())
+            raise
         self.port = self.base_url.rsplit(":", 1)[1]
 
     def _server(self, port: str) -> str:
