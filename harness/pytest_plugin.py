@@ -68,6 +68,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with --sse-suite: leave these cases out")
     group.addoption("--sse-strict", action="store_true", help="non-strict outcomes fail, as with `run --strict`")
     group.addoption("--sse-parallel", type=int, default=8, metavar="N", help="cases run at once (default 8)")
+    group.addoption("--sse-browser", metavar="PATH",
+                    help="Chromium for family 10, as `run --browser` (default: $SSE_HARNESS_BROWSER, else PATH)")
     group.addoption("--sse-report-dir", type=Path, metavar="DIR",
                     help="also write the harness's own reports (json, junit, html, md) of the suite run here")
 
@@ -204,7 +206,7 @@ class _SuiteRun:
 
         # As `sse-harness run` does: the restart family restarts the embedded server (on this
         # same loop, where its process lives) or runs the profile's restart command.
-        options = {"restart": restart_for(target, session.server)}
+        options = {"restart": restart_for(target, session.server), "browser": config.getoption("sse_browser")}
 
         async def run():
             return await run_suite(target, only=[c.id for c in cases], parallel=config.getoption("sse_parallel"),
@@ -360,8 +362,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     sse = session.config.stash.get(_SESSION, None)
     if sse is None or sse.suite is None:
         return
-    sse.suite.wait_complete(30)
-    sse.suite.stop()
+    if {c.id for c in sse.suite.cases} <= sse.suite.results.keys():
+        sse.suite.wait_complete(30)  # every case is done: the runner only closes its client
+    sse.suite.stop()  # the session ended early (-x, --maxfail, Ctrl-C): cancel what still runs
     report_dir = session.config.getoption("sse_report_dir")
     if report_dir and sse.suite.report is not None:
         from ._reports import FORMATS, write_reports

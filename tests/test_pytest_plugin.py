@@ -5,6 +5,7 @@ entry point as it would in another repository."""
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -98,7 +99,7 @@ def test_suite_cases_are_items_with_the_runners_outcomes(pytester: pytest.Pytest
     junit = pytester.path / "junit.xml"
     result = pytester.runpytest_subprocess(
         *FAST, "--sse-suite", "--sse-only", "98.*", "--sse-only", "99.*", "-k", "not 99.8", "-v",
-        f"--junitxml={junit}", timeout=60)
+        f"--junitxml={junit}", "--sse-report-dir", "reports", timeout=60)
     result.assert_outcomes(passed=5, failed=1, errors=1, skipped=1, deselected=1)
     out = result.stdout.str()
     # Node ids carry the case id; notes for passes that are not plain passes.
@@ -119,6 +120,11 @@ def test_suite_cases_are_items_with_the_runners_outcomes(pytester: pytest.Pytest
     props = {p.get("name"): p.get("value") for p in cases["99.2"].iter("property")}
     assert props["sse_outcome"] == "non-strict" and props["sse_note"] == "against the contract's advice"
     assert cases["99.2"].find("failure") is None
+    # The harness's own reports of the same run.
+    written = json.loads((pytester.path / "reports" / "report.json").read_text())
+    assert [(c["id"], c["outcome"]) for c in written["cases"]] == [
+        ("98.1", "pass"), ("99.1", "fail"), ("99.2", "non-strict"), ("99.3", "info"), ("99.4", "error"),
+        ("99.5", "skip"), ("99.6", "pass"), ("99.7", "pass")]
 
 
 def test_strict_fails_non_strict_and_info_still_passes(pytester: pytest.Pytester) -> None:
