@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import trio
 from rich.console import Console
 
@@ -143,6 +144,12 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
     error = ""
     if args.target:
         base_url = profile.base_url
+        try:
+            async with httpx.AsyncClient(timeout=10.0, headers=profile.headers()) as client:
+                await client.get(profile.url("healthz"))
+        except httpx.HTTPError as exc:
+            console.print(f"[red]target unreachable at {profile.url('healthz')}: {exc!r}")
+            return 2
         error = await _run_locust(args, console, base_url, prefix)
     else:
         from ._server_process import ServerStartError, reference_server_args, server_process
