@@ -100,7 +100,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 # -- the session: a trio loop on a portal, the target, the suite run ---------------------------
 
 class _TargetUnavailable(Exception):
-    pass
+    """The target could not be had (the embedded server did not start): every user of it errors."""
 
 
 class _SseSession:
@@ -145,7 +145,7 @@ class _SseSession:
         if self._portal is None:
             from anyio.from_thread import start_blocking_portal
 
-            self._portal = self._stack.enter_context(start_blocking_portal("trio", name="sse-harness"))
+            self._portal = self._stack.enter_context(start_blocking_portal("trio"))
         return self._portal
 
     def target(self) -> Profile:
@@ -192,6 +192,7 @@ class _SuiteRun:
         self.report = None  # the runner's RunReport, once the run is complete
         self.failure = ""  # why the run could not be done at all
         self._changed = threading.Condition()
+        self._ended = threading.Event()  # the runner's task has returned, however
         # Each case is bounded by its own timeout inside the runner; this bounds our wait for all.
         self.deadline = time.monotonic() + sum(c.timeout for c in cases) + 120
         config = session.config
@@ -209,8 +210,11 @@ class _SuiteRun:
         options = {"restart": restart_for(target, session.server), "browser": config.getoption("sse_browser")}
 
         async def run():
-            return await run_suite(target, only=[c.id for c in cases], parallel=config.getoption("sse_parallel"),
-                                   on_result=self._arrived, options=options)
+            try:
+                return await run_suite(target, only=[c.id for c in cases], parallel=config.getoption("sse_parallel"),
+                                       on_result=self._arrived, options=options)
+            finally:
+                self._ended.set()
 
         self.future = session.portal().start_task_soon(run)
         self.future.add_done_callback(self._finished)
@@ -250,9 +254,8 @@ class _SuiteRun:
 
     def stop(self) -> None:
         if self.future is not None and not self.future.done():
-            self.future.cancel()
-            with contextlib.suppress(BaseException):
-                self.future.result(10)
+            self.future.cancel()  # cancels the runner's task; the future says so at once
+            self._ended.wait(30)  # the task itself: its cases unwind before the server goes
 
 
 # -- the suite as pytest items ---------------------------------------------------------------
