@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -19,10 +20,14 @@ from ._jobs import STATUSES, JobManager
 from ._problems import PROBLEM_TYPE, problem
 from ._serving import Connections
 from ._serving import serve as hypercorn_serve
+from ._page import register_page
 from ._stream import JOB_ID, EventStreamRoute
 from ._validation import InvalidField, parse_job_request
 
-VERSION = "0.1.0"
+try:  # the one place the version is written is the package's metadata (pyproject.toml)
+    VERSION = importlib.metadata.version("sse-harness")
+except importlib.metadata.PackageNotFoundError:
+    VERSION = "0+unknown"
 MAX_BODY = 64 * 1024
 DEMO = {"topic": "How a render farm turns a script into a video", "audience": "newcomers", "scenes": 3}
 log = logging.getLogger("reference_server")
@@ -147,6 +152,7 @@ def create_app(config: ServerConfig, manager: JobManager, connections: Connectio
         return error or _json(job.progress())
 
     app.asgi_app = EventStreamRoute(app.asgi_app, manager, connections)
+    register_page(app, manager)  # GET / (the web page) and GET /api/streams (several jobs, one stream)
     return app
 
 

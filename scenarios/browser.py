@@ -211,10 +211,19 @@ async def _outage(ctx: Context, browser, port: int, types: list[str]) -> Session
             while not any(c.down_bytes > 0 for c in rig.proxy.connections) and not done.is_set():
                 await trio.sleep(0.01)
             await trio.sleep(0.6)
-            if not done.is_set():
-                rig.proxy.refuse(outage)
-                rig.proxy.cut()
-                run.notes["outageSeconds"] = outage
+            if done.is_set():
+                return
+            rig.proxy.refuse(outage)
+            rig.proxy.cut()
+            run.notes["outageSeconds"] = outage
+            await trio.sleep(outage)
+            # A browser slower to retry than the outage is long (its own 3 s default, when the
+            # stream sent no retry) must still meet it: keep the network down until it has.
+            for _ in range(40):
+                if done.is_set() or any(e.action == "refused" for e in rig.proxy.log):
+                    break
+                rig.proxy.refuse(0.25)
+                await trio.sleep(0.25)
 
         await page.open()
         nursery.start_soon(offline)

@@ -1,0 +1,34 @@
+"""Family 10 against the faults only a browser feels: each is caught by exactly its cases, as
+`fail`, never `error`. Needs a browser (system Chromium); without one these skip, saying so."""
+
+import pytest
+
+from harness._browser import BrowserUnavailable, find_browser
+from test_variants import outcomes, run_against
+
+try:
+    find_browser()
+    NO_BROWSER = ""
+except BrowserUnavailable as exc:
+    NO_BROWSER = str(exc)
+
+# fault -> the family-10 cases that must fail
+DETECTION = {
+    "after-end-200": {"10.4"},  # a finished job's reconnect answered 200: the browser reconnects for ever
+    "reconnect-503": {"10.2", "10.7"},  # a 503 on the first reconnect: the browser gives up for good
+    "no-retry": {"10.3"},  # (from the main corpus) no retry field: the browser waits its own default
+}
+
+
+@pytest.mark.skipif(bool(NO_BROWSER), reason=NO_BROWSER)
+@pytest.mark.parametrize("fault", sorted(DETECTION))
+async def test_browser_fault_is_caught_by_its_cases(fault):
+    targets = DETECTION[fault]
+    report = await run_against(fault, only=["10"])
+    got = outcomes(report)
+    details = {r.id: (r.outcome, r.reason, [f.message for f in r.findings][:2]) for r in report.results}
+    assert {c for c in targets if got.get(c) == "fail"} == targets, f"{fault}: {details}"
+    errors = {r.id: r.reason for r in report.results if r.outcome in ("error", "skip")}
+    assert not errors, f"{fault}: the harness erred or skipped instead of judging: {errors}"
+    others = sorted(c for c, o in got.items() if o == "fail" and c not in targets)
+    print(f"\n{fault}: caught by {sorted(targets)}; also failing: {others}")
