@@ -6,6 +6,11 @@ CPU per delivered event.
 
 With --jobs 1 every stream follows one job: each event is one fan-out to all N subscribers.
 
+While the streams are measured, a probe in its own process times what else the server must
+keep answering: healthz, a job's snapshot, a job created and cancelled (reference server), and
+the first bytes of a new stream (both). Lateness spread: p99/p50 and the share of deliveries
+more than 5 s late (past saturation lateness should grow evenly, not starve a few).
+
 The load client is one thread over plain non-blocking sockets and epoll (not httpx, not even
 an event loop): on a 2-core machine it shares the CPU with the server, so it must cost far
 less per event than the server does, or it measures itself. Every loop is bounded: WINDOW
@@ -15,6 +20,7 @@ seconds of measurement per server and size, and a deadline on every wait.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import select
@@ -103,7 +109,71 @@ def pump(socks: dict[int, socket.socket], poller: select.epoll, until: float, on
     return dropped
 
 
-def hold_streams(port: int, paths: list[str], window: float, server_pid: int) -> dict:
+PROBE_PERIOD = 0.1
+
+
+def _ttfb(port: int, path: str) -> float:
+    """Seconds from connecting to the first bytes of a new stream's response."""
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 999999999\r\n\r\n".encode())
+        sock.recv(1)
+    return time.perf_counter() - started
+
+
+def probe_child(base: str, stream_path: str, job_path: str, seconds: float) -> None:
+    """Run in its own process: every PROBE_PERIOD until ``seconds`` pass, time each request (ms);
+    print the samples as JSON. job_path "-": a peer with only streams."""
+    port = int(base.rsplit(":", 1)[1])
+    samples: dict[str, list[float]] = {"healthz": [], "snapshot": [], "cancel": [], "stream-open": []}
+    until = time.monotonic() + seconds
+    with httpx.Client(base_url=base, timeout=10) as http:
+        while time.monotonic() < until:
+            due = time.monotonic() + PROBE_PERIOD
+            try:
+                if job_path != "-":
+                    for name, call in (("healthz", lambda: http.get("/api/healthz")),
+                                       ("snapshot", lambda: http.get(job_path))):
+                        started = time.perf_counter()
+                        call().raise_for_status()
+                        samples[name].append((time.perf_counter() - started) * 1000)
+                    job = http.post("/api/jobs", json={"topic": "probe", "stallSeconds": {"script": 600}}).json()
+                    started = time.perf_counter()
+                    http.post(f"/api/jobs/{job['jobId']}/cancel").raise_for_status()
+                    samples["cancel"].append((time.perf_counter() - started) * 1000)
+                samples["stream-open"].append(_ttfb(port, stream_path) * 1000)
+            except (httpx.HTTPError, OSError) as exc:
+                samples.setdefault("errors", []).append(repr(exc)[:200])
+            time.sleep(max(0.0, due - time.monotonic()))
+    print(json.dumps(samples), flush=True)
+
+
+def start_probe(base: str, stream_path: str, job_path: str, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--probe-child", base, stream_path, job_path, str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+
+
+def probe_result(proc: subprocess.Popen) -> dict:
+    try:
+        out, _ = proc.communicate(timeout=30)
+        samples = json.loads(out or b"{}")
+    except (subprocess.TimeoutExpired, ValueError):
+        proc.kill()
+        proc.wait()
+        return {}
+    result = {}
+    for name, values in samples.items():
+        if name == "errors":
+            result["probe_errors"] = len(values)
+        elif values:
+            values.sort()
+            result[f"{name}_p50"] = statistics.median(values)
+            result[f"{name}_p99"] = values[min(len(values) - 1, int(len(values) * 0.99))]
+    return result
+
+
+def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
+                 probe: tuple[str, str] | None = None) -> dict:
     socks = open_streams(port, paths, live_only=True)
     connected = len(socks)
     poller = select.epoll()
@@ -128,6 +198,7 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int) ->
         dropped = 0
         while len(answered) < len(socks) and time.monotonic() < deadline:
             dropped += pump(socks, poller, min(deadline, time.monotonic() + 0.5), settle)
+        prober = start_probe(f"http://127.0.0.1:{port}", paths[0], probe[1], SETTLE + window) if probe else None
         dropped += pump(socks, poller, time.monotonic() + SETTLE, settle)
         cpu_before, started = cpu_seconds(server_pid), time.monotonic()
         dropped += pump(socks, poller, started + window, measure)
@@ -136,9 +207,14 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int) ->
         for sock in socks.values():
             sock.close()
         poller.close()
+    probed = probe_result(prober) if prober else {}
     lateness.sort()
     deliveries = counts["events"] / window
+    p50 = statistics.median(lateness) if lateness else float("nan")
     return {
+        **probed,
+        "spread": (lateness[int(len(lateness) * 0.99)] / max(p50, 0.1)) if lateness else float("nan"),
+        "over_5s": sum(1 for x in lateness if x > 5000) / len(lateness) if lateness else float("nan"),
         "connected": connected,
         "resets": dropped,
         "deliveries_per_s": deliveries,
@@ -184,7 +260,8 @@ def reference(n: int) -> dict:
         before = rss_kib(proc.pid)
         idle_opened = hold_idle(port, [f"/api/jobs/{idle}/events"] * n)
         idle_rss = (rss_kib(proc.pid) - before) / n
-        result = hold_streams(port, [f"/api/jobs/{ids[i % JOBS]}/events" for i in range(n)], WINDOW, proc.pid)
+        result = hold_streams(port, [f"/api/jobs/{ids[i % JOBS]}/events" for i in range(n)], WINDOW, proc.pid,
+                              probe=("reference", f"/api/jobs/{ids[0]}"))
         result["rss_mib"] = rss_kib(proc.pid) / 1024
         result["idle_kib_per_stream"] = idle_rss
         result["idle_connected"] = idle_opened
@@ -199,15 +276,23 @@ def peer(n: int) -> dict:
     port = int(base.rsplit(":", 1)[1])
     try:
         time.sleep(0.5)
-        result = hold_streams(port, [f"/jobs/{i % JOBS}/events" for i in range(n)], WINDOW, proc.pid)
+        result = hold_streams(port, [f"/jobs/{i % JOBS}/events" for i in range(n)], WINDOW, proc.pid,
+                              probe=("peer", "-"))
         result["rss_mib"] = rss_kib(proc.pid) / 1024
         return result
     finally:
         stop(proc)
 
 
+def _ms(r: dict, key: str) -> str:
+    return f"{r[key + '_p50']:.1f}/{r[key + '_p99']:.1f}" if key + "_p99" in r else "-"
+
+
 def main() -> None:
     global JOBS
+    if len(sys.argv) == 6 and sys.argv[1] == "--probe-child":
+        probe_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+        return
     parser = argparse.ArgumentParser(description="stream benchmark: reference server against a peer")
     parser.add_argument("sizes", nargs="*", type=int, default=[100, 1000, 4000])
     parser.add_argument("--jobs", type=int, default=JOBS)
@@ -224,6 +309,11 @@ def main() -> None:
             print(f"{n:>7} {name:<10} {r['deliveries_per_s']:>9.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
                   f"{r['server_cpu']:>5.2f} {r['us_per_event']:>8.1f} {r['rss_mib']:>8.1f} {idle:>15}"
                   + (f"  ({r['connected']} connected, {r['resets']} dropped)" if r['connected'] < n or r['resets'] else ""))
+        for name, r in (("reference", ours), ("starlette", theirs)):
+            print(f"{n:>7} {name:<10} probe ms p50/p99: healthz {_ms(r, 'healthz')}, snapshot {_ms(r, 'snapshot')}, "
+                  f"cancel {_ms(r, 'cancel')}, stream open {_ms(r, 'stream-open')}"
+                  + (f" ({r['probe_errors']} probe errors)" if r.get("probe_errors") else "")
+                  + f"; lateness p99/p50 {r['spread']:.1f}, over 5 s {100 * r['over_5s']:.2f}%")
         print(f"{n:>7} ratio ref/peer: deliveries {ours['deliveries_per_s'] / max(1, theirs['deliveries_per_s']):.2f}, "
               f"p99 {ours['p99_ms'] / max(0.1, theirs['p99_ms']):.2f}, "
               f"CPU per event {ours['us_per_event'] / theirs['us_per_event']:.2f}; "

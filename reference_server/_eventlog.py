@@ -14,6 +14,9 @@ def encode_event(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
     return f"id: {event_id}\nevent: {event_type}\ndata: {payload}\n\n".encode()
 
 
+# Listeners offered an event between two checkpoints of a durable log's fan-out (about 25 us each).
+FANOUT_SLICE = 256
+
 # Called with (log, event id, type, encoded bytes) when an event is appended to a durable log;
 # the store calls ``log.publish_through(event_id)`` once the event is on disk.
 Sink = Callable[["EventLog", int, str, bytes], None]
@@ -81,16 +84,40 @@ class EventLog:
         while self._pending and len(self.encoded) < event_id:
             self._publish(*self._pending.pop(0))
 
-    def _publish(self, event_type: str, encoded: bytes, terminal: bool) -> None:
+    async def publish_sliced(self, event_id: int) -> None:
+        """``publish_through`` for the store's writer task: the fan-out to listeners goes in
+        slices of FANOUT_SLICE with a checkpoint between them, so that with thousands of
+        subscribers on one job the loop still answers requests (and cancels) meanwhile.
+
+        Only this task publishes to a durable log, one event at a time, so while a fan-out is
+        under way ``encoded[-1]`` is still the event being offered. A listener that left meanwhile
+        is skipped: its task now writes from its cursor, and an offer would write twice."""
+        while self._pending and len(self.encoded) < event_id:
+            event_type, encoded, terminal = self._pending.pop(0)
+            listeners = self._publish(event_type, encoded, terminal, offer=len(self._listeners) <= FANOUT_SLICE)
+            for start in range(0, len(listeners), FANOUT_SLICE):
+                if start:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                current = self._listeners
+                for listener in listeners[start:start + FANOUT_SLICE]:
+                    if listener in current:
+                        listener(encoded)
+
+    def _publish(self, event_type: str, encoded: bytes, terminal: bool, offer: bool = True) -> list:
+        """Put the event in the log; offer it to every listener now (``offer``), else return them."""
         self.encoded.append(encoded)
         self.types.append(event_type)
         if terminal:
             self.closed = True
         self._changed.set()
         self._changed = trio.Event()
-        if self._listeners:
-            for listener in list(self._listeners):
-                listener(encoded)
+        if not self._listeners:
+            return []
+        if not offer:
+            return list(self._listeners)
+        for listener in list(self._listeners):
+            listener(encoded)
+        return []
 
     def listen(self, listener: Callable[[bytes], None]) -> None:
         self._listeners[listener] = None

@@ -162,7 +162,7 @@ class Store:
                 finally:
                     self._idle.set()
                 for event_log, _, event_id, _, _ in events:
-                    event_log.publish_through(event_id)
+                    await event_log.publish_sliced(event_id)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._close)

@@ -150,3 +150,29 @@ async def test_memory_event_log_keeps_nothing_across_a_restart(fresh_server, tmp
     again = fresh_server(_args(str(tmp_path), "--event-log", "memory"))
     async with httpx.AsyncClient(base_url=again.base_url) as http:
         assert (await http.get(f"/api/jobs/{job_id}")).status_code == 404
+
+
+async def test_a_large_fan_out_yields_between_slices_and_skips_listeners_that_left():
+    from reference_server._eventlog import FANOUT_SLICE
+
+    log = EventLog(sink=lambda *_: None)
+    got: dict[int, list[bytes]] = {i: [] for i in range(3 * FANOUT_SLICE)}
+    listeners = {i: (lambda encoded, i=i: got[i].append(encoded)) for i in got}
+    for listener in listeners.values():
+        log.listen(listener)
+    progress: list[int] = []  # how many listeners had the event each time another task ran
+
+    async def other_task() -> None:
+        for _ in range(3):
+            progress.append(sum(1 for v in got.values() if v))
+            if len(progress) == 1:
+                log.unlisten(listeners[len(got) - 1])  # leaves before its slice comes
+            await trio.lowlevel.checkpoint()
+
+    log.append("e", {})
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.publish_sliced, 1)
+        nursery.start_soon(other_task)
+    # Another task ran while the fan-out was part way (at a slice boundary), not only after it.
+    assert any(0 < p < len(got) - 1 for p in progress) and all(p % FANOUT_SLICE == 0 for p in progress[:-1]), progress
+    assert not got[len(got) - 1] and all(len(v) == 1 for i, v in got.items() if i != len(got) - 1)
