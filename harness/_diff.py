@@ -16,8 +16,24 @@ from rich.table import Table
 __all__ = ["Diff", "DiffError", "diff_reports", "load_report", "to_markdown"]
 
 KNOWN_SCHEMAS = (1,)
-# Outcomes that fail the gate of `sse-harness run` (non-strict too under --strict).
-_GATE = frozenset({"fail", "error"})
+
+
+def fails_gate(case: dict[str, Any], strict: bool = False) -> bool:
+    """Whether this case fails the gate of `sse-harness run`: an error; a fail (with --strict a
+    non-strict) that a baseline did not expect; a stale baseline entry."""
+    outcome = case["outcome"]
+    if outcome == "error" or case.get("stale"):
+        return True
+    return outcome in (("fail", "non-strict") if strict else ("fail",)) and not case.get("expected")
+
+
+def verdict(case: dict[str, Any]) -> str:
+    """The outcome, with what a baseline said of it."""
+    if case.get("stale"):
+        return f"{case['outcome']} (stale in the baseline)"
+    if case.get("expected"):
+        return f"{case['outcome']} (expected)"
+    return case["outcome"]
 
 
 class DiffError(ValueError):
@@ -176,27 +192,27 @@ def _moved(figure: Figure, old: float, new: float, threshold: float) -> bool:
 
 def diff_reports(old: dict[str, Any], new: dict[str, Any], *, threshold: float = 0.2,
                  strict: bool = False) -> Diff:
-    """Compare two loaded reports. A regression is a case whose outcome now fails the gate
-    (fail or error; non-strict too with ``strict``) and did not before, or a run that could not
-    be done at all."""
-    gate = _GATE | ({"non-strict"} if strict else set())
+    """Compare two loaded reports. A regression is a case that now fails the gate (fail or
+    error; non-strict too with ``strict``; a baseline's expected failures do not, its stale
+    entries do) and did not before, or a run that could not be done at all."""
     old_cases = {c["id"]: c for c in old["cases"]}
     new_cases = {c["id"]: c for c in new["cases"]}
     changes: list[OutcomeChange] = []
     if new.get("error") and not old.get("error"):
         changes.append(OutcomeChange("run", "the run as a whole", "done", "not done", "regression", str(new["error"])))
     for case_id in sorted(old_cases.keys() & new_cases.keys(), key=id_key):
-        was, now = old_cases[case_id]["outcome"], new_cases[case_id]["outcome"]
+        was, now = verdict(old_cases[case_id]), verdict(new_cases[case_id])
         if was == now:
             continue
-        kind = "regression" if now in gate and was not in gate else "fixed" if was in gate and now not in gate else "changed"
+        failed, fails = fails_gate(old_cases[case_id], strict), fails_gate(new_cases[case_id], strict)
+        kind = "regression" if fails and not failed else "fixed" if failed and not fails else "changed"
         changes.append(OutcomeChange(case_id, str(new_cases[case_id].get("title", "")), was, now, kind,
                                      _first(new_cases[case_id])))
     order = {"regression": 0, "changed": 1, "fixed": 2}
     changes.sort(key=lambda c: order[c.kind])  # stable: case order within each kind
 
     def rows(ids, cases) -> tuple[CaseRow, ...]:
-        return tuple(CaseRow(i, str(cases[i].get("title", "")), cases[i]["outcome"]) for i in sorted(ids, key=id_key))
+        return tuple(CaseRow(i, str(cases[i].get("title", "")), verdict(cases[i])) for i in sorted(ids, key=id_key))
 
     figures: list[FigureChange] = []
     for case_id in sorted(old_cases.keys() & new_cases.keys(), key=id_key):

@@ -67,6 +67,20 @@ def test_non_strict_is_a_regression_only_when_strict() -> None:
     assert [c.kind for c in diff_reports(OLD, new, strict=True).outcomes] == ["regression"]
 
 
+def test_the_baseline_counts_as_the_gate_counts_it() -> None:
+    old = new_run(**{"4_10": {"expected": "known: ids repeat after a restart"}})
+    new = new_run(**{"1_1": {"outcome": "fail", "expected": "listed since"},   # expected: not a regression
+                     "4_10": {"outcome": "pass", "stale": "pass"},            # stale entry: fails the gate
+                     "5_3": {"outcome": "fail"}})                             # unlisted failure
+    diff = diff_reports(old, new)
+    assert [(c.case_id, c.old, c.new, c.kind) for c in diff.outcomes] == [
+        ("4.10", "fail (expected)", "pass (stale in the baseline)", "regression"),
+        ("5.3", "pass", "fail", "regression"),
+        ("1.1", "pass", "fail (expected)", "changed")]
+    # An entry taken out of the baseline while the case still fails: the gate goes red again.
+    assert [c.kind for c in diff_reports(old, OLD).outcomes] == ["regression"]
+
+
 def test_a_run_that_could_not_be_done_is_a_regression() -> None:
     new = report(*(dict(c, outcome="error", reason="not run") for c in OLD["cases"]), error="target unreachable")
     diff = diff_reports(OLD, new)
