@@ -5,10 +5,18 @@ from ._client import Limits, ReconnectPolicy, Segment, Stream, StreamError, Trac
 from ._decoder import Comment, Decoder, Event, Line, Notice, Record, Retry, Violation
 from ._profile import Profile, ProfileError, load_profile
 from ._proxy import FaultProxy
+from ._version import VERSION
+from ._cases import (Case, CaseResult, Context, Finding, HarnessError, Judge, LiveStream, Outcome, Plot, Severity,
+                     Skip, TargetFault, case, parse_data)
+from ._client import End
 
 __all__ = [
-    "ApiClient", "Comment", "Decoder", "Event", "FaultProxy", "Limits", "Line", "Notice", "Profile",
-    "ProfileError", "ReconnectPolicy", "Record", "Reply", "Retry", "Segment", "Stream", "StreamError", "Trace", "Violation",
-    "follow", "load_profile", "record", "stream",
+    # observing: the decoder, the recording client, the fault proxy, profiles, the REST client
+    "ApiClient", "Comment", "Decoder", "End", "Event", "FaultProxy", "Limits", "Line", "Notice", "Profile",
+    "ProfileError", "ReconnectPolicy", "Record", "Reply", "Retry", "Segment", "Stream", "StreamError", "Trace",
+    "Violation", "follow", "load_profile", "record", "stream",
+    # writing a case of one's own (docs/writing-cases.md); the pure checks are scenarios.checks
+    "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream", "Outcome", "Plot", "Severity",
+    "Skip", "TargetFault", "case", "parse_data",
 ]
-__version__ = "0.1.0"
+__version__ = VERSION

@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ._cases import OUTCOMES, CaseLoadError, Outcome
 from ._profile import ProfileError, load_profile
 
-_STYLE = {"pass": "green", "fail": "bold red", "non-strict": "yellow", "info": "cyan", "error": "bold magenta",
-          "skip": "dim"}
+_STYLE = {Outcome.PASS: "green", Outcome.FAIL: "bold red", Outcome.NON_STRICT: "yellow", Outcome.INFO: "cyan",
+          Outcome.ERROR: "bold magenta", Outcome.SKIP: "dim"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,9 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--parallel", type=int, default=8)
     run.add_argument("--strict", action="store_true", help="non-strict outcomes fail the run too")
     run.add_argument("--same-host", choices=("auto", "yes", "no"), default="auto")
+    run.add_argument("--cases", action="append", default=[], metavar="MODULE_OR_FILE",
+                     help="also load cases from a module (my_pkg.cases) or a .py file; repeatable")
+    run.add_argument("--baseline", type=Path, metavar="FILE",
+                     help="expected failures (sse-harness baseline REPORT.json > FILE): listed failures do not "
+                          "fail the gate, listed cases that pass now do")
     run.add_argument("--browser", metavar="PATH", help="Chromium for family 10 (default: $SSE_HARNESS_BROWSER, "
                      "else chromium on PATH; none: family 10 skips)")
-    sub.add_parser("list", help="list the cases")
+    listing = sub.add_parser("list", help="list the cases")
+    listing.add_argument("--cases", action="append", default=[], metavar="MODULE_OR_FILE")
+    listing.add_argument("--profile", help="show titles with this profile's values")
+    baseline = sub.add_parser("baseline", help="write a baseline of a report's failures to stdout")
+    baseline.add_argument("report", type=Path, help="report.json, or the report dir holding it")
     proxy = sub.add_parser("proxy", help="a fault-injecting proxy for manual tests; commands on stdin")
     proxy.add_argument("--listen", default="127.0.0.1:8081")
     proxy.add_argument("--target", required=True, help="HOST:PORT on this host")
@@ -51,13 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=False)
     if args.command == "list":
-        from ._runner import select_cases
-
-        table = Table("id", "title", "invariants")
-        for case in select_cases():
-            table.add_row(case.id, case.title_for(load_profile()), ", ".join(case.invariants))
-        console.print(table)
-        return 0
+        return _list_main(args, console)
+    if args.command == "baseline":
+        return _baseline_main(args, console)
     if args.command == "proxy":
         return trio.run(_proxy_main, args, console)
     if args.command == "load":
@@ -71,7 +77,40 @@ def main(argv: list[str] | None = None) -> int:
     return trio.run(_run_main, args, console)
 
 
+def _list_main(args, console: Console) -> int:
+    from ._cases import REGISTRY, load_cases
+
+    try:
+        profile = load_profile(args.profile)
+        cases = load_cases(args.cases)
+    except (ProfileError, CaseLoadError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    table = Table("id", "title", "invariants", "from")
+    for case in cases:
+        table.add_row(case.id, case.title_for(profile), ", ".join(case.invariants), REGISTRY.origin(case))
+    console.print(table)
+    return 0
+
+
+def _baseline_main(args, console: Console) -> int:
+    import json
+
+    from ._baseline import write_baseline
+
+    path = args.report / "report.json" if args.report.is_dir() else args.report
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]cannot read {path}: {exc}")
+        return 2
+    sys.stdout.write(write_baseline(data))
+    return 0
+
+
 async def _run_main(args, console: Console) -> int:
+    from ._baseline import BaselineError, apply_baseline, load_baseline
+    from ._cases import load_cases
     from ._reports import FORMATS, link_latest, write_reports
     from ._runner import run_suite
 
@@ -84,6 +123,12 @@ async def _run_main(args, console: Console) -> int:
         profile = load_profile(args.profile, base_url=args.target)
     except ProfileError as exc:
         console.print(f"[red]bad profile: {exc}")
+        return 2
+    try:
+        cases = load_cases(args.cases)
+        baseline = load_baseline(args.baseline) if args.baseline else None
+    except (CaseLoadError, BaselineError, ValueError) as exc:
+        console.print(f"[red]{exc}")
         return 2
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_dir = args.report_dir or Path("reports") / stamp
@@ -98,12 +143,15 @@ async def _run_main(args, console: Console) -> int:
 
             def on_result(result) -> None:
                 progress.advance(task)
-                if result.outcome in ("fail", "error"):
+                if result.outcome in (Outcome.FAIL, Outcome.ERROR):
                     progress.console.print(f"[{_STYLE[result.outcome]}]{result.id} {result.outcome}[/]: {result.title}")
 
-            return await run_suite(profile, only=args.only, skip=args.skip, parallel=args.parallel,
-                                   same_host=args.same_host, on_result=on_result, on_start=on_start,
-                                   options={"restart": restart, "browser": args.browser})
+            report = await run_suite(profile, only=args.only, skip=args.skip, parallel=args.parallel,
+                                     same_host=args.same_host, on_result=on_result, on_start=on_start,
+                                     options={"restart": restart, "browser": args.browser}, cases=cases)
+        from ._browser import page_screenshot  # the target's own web page mid-job, if it has one
+
+        return await page_screenshot(report, profile, report_dir, args.browser)
 
     from ._restart import restart_for
 
@@ -121,6 +169,8 @@ async def _run_main(args, console: Console) -> int:
         except ServerStartError as exc:
             console.print(f"[red]{exc}")
             return 2
+    if baseline is not None:
+        report = apply_baseline(report, baseline)
     written = write_reports(report, report_dir, formats)
     if args.report_dir is None:
         link_latest(report_dir)
@@ -135,12 +185,22 @@ async def _run_main(args, console: Console) -> int:
     table = Table("case", "outcome", "title", "ms", "first finding", title=f"SSE conformance: {report.target}")
     for r in report.results:
         first = r.reason or next((f.message for f in r.findings), "")
-        table.add_row(r.id, f"[{_STYLE[r.outcome]}]{r.outcome}[/]", r.title, str(r.duration_ms), first[:70])
+        verdict = f"[{_STYLE[r.outcome]}]{r.outcome}[/]"
+        if r.id in report.expected:
+            verdict += " [dim](expected)[/]"
+        elif r.id in report.stale:
+            verdict += " [bold red](stale in baseline)[/]"
+        table.add_row(r.id, verdict, r.title, str(r.duration_ms), first[:70])
     console.print(table)
-    counts = {o: report.count(o) for o in ("pass", "fail", "non-strict", "info", "error", "skip")}
-    console.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['non-strict']} non-strict, "
-                  f"{counts['info']} info, {counts['error']} errors, {counts['skip']} skipped "
-                  f"in {report.duration_ms / 1000:.1f} s")
+    counts = {o: report.count(o) for o in OUTCOMES}
+    console.print(f"{counts[Outcome.PASS]} passed, {counts[Outcome.FAIL]} failed, {counts[Outcome.NON_STRICT]} "
+                  f"non-strict, {counts[Outcome.INFO]} info, {counts[Outcome.ERROR]} errors, "
+                  f"{counts[Outcome.SKIP]} skipped in {report.duration_ms / 1000:.1f} s")
+    if report.expected:
+        console.print(f"[dim]{len(report.expected)} failure(s) expected by the baseline: "
+                      f"{', '.join(sorted(report.expected))}")
+    for case_id, why in sorted(report.stale.items()):
+        console.print(f"[bold red]baseline entry {case_id} is stale: {why}")
     if report.error:
         console.print(f"[bold magenta]the run could not be done: {report.error}")
     for fmt, path in written.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import math
 import time
 from typing import AsyncIterator, Awaitable, Callable, Iterable
@@ -14,17 +15,23 @@ import trio
 from ._decoder import Comment, Decoder, Event, Record
 from ._tasks import background_nursery
 
-__all__ = ["Limits", "ReconnectPolicy", "Segment", "Stream", "StreamError", "Trace", "follow", "record", "stream"]
+__all__ = ["End", "Limits", "ReconnectPolicy", "Segment", "Stream", "StreamError", "Trace", "follow", "record", "stream"]
 
-# How a connection ended. Only "server-closed" is the server finishing the response.
-END_SERVER = "server-closed"
-END_CLIENT = "client-closed"
-END_RESET = "reset"
-END_TIMEOUT = "timeout"
-END_CONNECT = "connect-failed"
-END_STATUS = "http-status"
-END_OVERFLOW = "overflow"
-END_NO_EVENTS = "no-events"  # the open stream brought no event within Limits.between_events
+class End(enum.StrEnum):
+    """How a connection ended. Only SERVER_CLOSED is the server finishing the response."""
+
+    SERVER_CLOSED = "server-closed"
+    CLIENT_CLOSED = "client-closed"  # we stopped: the caller asked, or the close after a terminal event was late
+    RESET = "reset"
+    TIMEOUT = "timeout"  # no bytes within Limits.read, or the total limit
+    CONNECT_FAILED = "connect-failed"
+    HTTP_STATUS = "http-status"  # a status other than 200: the body is kept, no stream
+    OVERFLOW = "overflow"
+    NO_EVENTS = "no-events"  # the open stream brought no event within Limits.between_events
+
+
+END_SERVER, END_CLIENT, END_RESET, END_TIMEOUT = End.SERVER_CLOSED, End.CLIENT_CLOSED, End.RESET, End.TIMEOUT
+END_CONNECT, END_STATUS, END_OVERFLOW, END_NO_EVENTS = End.CONNECT_FAILED, End.HTTP_STATUS, End.OVERFLOW, End.NO_EVENTS
 
 
 @dataclasses.dataclass(frozen=True)

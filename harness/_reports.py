@@ -9,20 +9,33 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.etree import ElementTree as ET
 
+from ._cases import Outcome, Severity
 from ._runner import RunReport
 
 __all__ = ["FORMATS", "write_reports"]
 
 FORMATS = ("json", "junit", "html", "md")
 SCHEMA_VERSION = 1
-_ICON = {"pass": "✅", "fail": "❌", "non-strict": "⚠️", "info": "ℹ️", "error": "💥", "skip": "⏭️"}
+_ICON = {Outcome.PASS: "✅", Outcome.FAIL: "❌", Outcome.NON_STRICT: "⚠️", Outcome.INFO: "ℹ️", Outcome.ERROR: "💥",
+         Outcome.SKIP: "⏭️"}
+
+
+def _verdict(report: RunReport, r) -> str:
+    """The outcome as the gate sees it: a baseline's expected failure or stale entry says so."""
+    if r.id in report.stale:
+        return f"{r.outcome} (stale in the baseline: remove it)"
+    if r.id in report.expected:
+        return f"{r.outcome} (expected: {report.expected[r.id]})"
+    return str(r.outcome)
 
 
 def summary(report: RunReport) -> dict[str, int]:
     return {
-        "total": len(report.results), "passed": report.count("pass"), "failed": report.count("fail"),
-        "nonStrict": report.count("non-strict"), "informational": report.count("info"),
-        "errors": report.count("error"), "skipped": report.count("skip"),
+        "total": len(report.results), "passed": report.count(Outcome.PASS), "failed": report.count(Outcome.FAIL),
+        "nonStrict": report.count(Outcome.NON_STRICT), "informational": report.count(Outcome.INFO),
+        "errors": report.count(Outcome.ERROR), "skipped": report.count(Outcome.SKIP),
+        "expectedFailures": sum(1 for r in report.results if r.id in report.expected),
+        "staleBaselineEntries": len(report.stale),
     }
 
 
@@ -43,11 +56,16 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "cases": [
             {"id": r.id, "title": r.title, "invariants": list(r.invariants), "outcome": r.outcome,
              "durationMs": r.duration_ms, "reason": r.reason or None, "steps": list(r.steps),
-             "findings": [_finding(f) for f in r.findings], "evidence": r.evidence}
+             "findings": [_finding(f) for f in r.findings], "evidence": r.evidence, "origin": r.origin,
+             "expected": report.expected.get(r.id), "stale": report.stale.get(r.id)}
             for r in report.results
         ],
         "environment": report.environment,
     }
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
 
 
 def to_junit(report: RunReport) -> bytes:
@@ -56,18 +74,24 @@ def to_junit(report: RunReport) -> bytes:
                        failures=str(s["failed"]), errors=str(s["errors"]), skipped=str(s["skipped"]),
                        time=f"{report.duration_ms / 1000:.3f}", timestamp=report.started_at)
     for r in report.results:
-        case = ET.SubElement(suite, "testcase", classname=f"sse.family{r.id.split('.')[0]}",
+        case = ET.SubElement(suite, "testcase", classname=f"sse.family{r.id.split('.')[0]}"
+                             + ("" if r.origin == "built-in" else f".{_slug(r.origin)}"),
                              name=f"{r.id} {r.title}", time=f"{r.duration_ms / 1000:.3f}")
         detail = "\n".join(f"{f.message}: expected {f.expected!r}, observed {f.observed!r}"
                            + (f" (event {f.event_id})" if f.event_id else "") for f in r.findings)
-        if r.outcome == "fail":
-            first = next((f.message for f in r.findings if f.severity == "fail"), "failed")
+        if r.id in report.stale:
+            ET.SubElement(case, "failure", message=f"listed in the baseline as {r.id} failing, but it is "
+                                                   f"{r.outcome} now: remove it from the baseline")
+        elif r.outcome == Outcome.FAIL and r.id in report.expected:
+            ET.SubElement(case, "skipped", message=f"expected failure (baseline): {report.expected[r.id]}")
+        elif r.outcome == Outcome.FAIL:
+            first = next((f.message for f in r.findings if f.severity == Severity.FAIL), "failed")
             ET.SubElement(case, "failure", message=first).text = detail
-        elif r.outcome == "error":
+        elif r.outcome == Outcome.ERROR:
             ET.SubElement(case, "error", message=r.reason).text = r.reason
-        elif r.outcome == "skip":
+        elif r.outcome == Outcome.SKIP:
             ET.SubElement(case, "skipped", message=r.reason)
-        if r.outcome in ("non-strict", "info") or r.steps:
+        if r.outcome in (Outcome.NON_STRICT, Outcome.INFO) or r.steps:
             ET.SubElement(case, "system-out").text = "\n".join([f"outcome: {r.outcome}", *r.steps, detail])
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
 
@@ -85,10 +109,15 @@ def to_markdown(report: RunReport) -> str:
     ]
     if report.error:
         lines += [f"> The run could not be done: {report.error}", ""]
+    if report.expected or report.stale:
+        lines += [f"Baseline: {s['expectedFailures']} expected failure(s) do not fail the gate; "
+                  f"{s['staleBaselineEntries']} stale entr(ies) do, until removed from the baseline.", ""]
     lines += ["| case | outcome | title | first finding |", "| --- | --- | --- | --- |"]
     for r in report.results:
         first = r.reason or next((f.message for f in r.findings), "")
-        lines.append(f"| {r.id} | {_ICON[r.outcome]} {r.outcome} | {r.title} | {first.replace('|', '/')} |")
+        origin = "" if r.origin == "built-in" else f" ({r.origin})"
+        lines.append(f"| {r.id} | {_ICON[r.outcome]} {_verdict(report, r)} | {r.title}{origin} | "
+                     f"{first.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -153,19 +182,38 @@ def _svg_bars(title: str, bars: list[tuple[str, float]], *, limit: float | None 
 
 
 def _plots_for(r) -> str:
-    ev = r.evidence
+    """The plots the case declared over its evidence (Plot), drawn where the evidence has them."""
+    ev, out = r.evidence, []
+    for plot in getattr(r, "plots", ()):
+        values = ev.get(plot.key)
+        if not values:
+            continue
+        if plot.kind == "line":
+            marks = [(m[0], m[1]) for m in ev.get(plot.marks, [])] if plot.marks else []
+            out.append(_svg_line(f"{r.id}: {plot.title}", [tuple(p) for p in values], marks=marks,
+                                 y_label=plot.y_label))
+        elif plot.kind == "bars":
+            parts = [ev.get(key) for key in plot.limit]
+            limit = sum(parts) if parts and all(isinstance(v, (int, float)) for v in parts) else None
+            out.append(_svg_bars(f"{r.id}: {plot.title}", [(f"#{i + 1}", v) for i, v in enumerate(values)],
+                                 limit=limit, unit=plot.unit))
+    return "".join(out)
+
+
+def _plots_across(report: RunReport) -> str:
+    """Plots of one figure per case (kind ``across``), as the cases declared them."""
+    declared: dict[str, Any] = {}
+    for r in report.results:
+        for plot in getattr(r, "plots", ()):
+            if plot.kind == "across":
+                declared.setdefault(plot.key, plot)
     out = []
-    if "percentTimeline" in ev:
-        out.append(_svg_line(f"{r.id}: percent over time", [tuple(p) for p in ev["percentTimeline"]],
-                             marks=[(m[0], m[1]) for m in ev.get("timelineMarks", [])], y_label="percent"))
-    if "idTimeline" in ev:
-        out.append(_svg_line(f"{r.id}: event id received over time (orange: cuts, green: reconnects)", [tuple(p) for p in ev["idTimeline"]],
-                             marks=[(m[0], m[1]) for m in ev.get("timelineMarks", [])], y_label="id"))
-    if ev.get("commentSpacing"):
-        interval = ev.get("keepaliveSeconds")
-        limit = interval + ev.get("toleranceSeconds", 0) if interval else None
-        out.append(_svg_bars(f"{r.id}: spacing of keep-alive comments (s)",
-                             [(f"#{i + 1}", v) for i, v in enumerate(ev["commentSpacing"])], limit=limit, unit=" s"))
+    for key, plot in declared.items():
+        bars = [(r.id, r.evidence[key]) for r in report.results if isinstance(r.evidence.get(key), (int, float))]
+        limits = {r.evidence.get(plot.limit[0]) for r in report.results if plot.limit and key in r.evidence}
+        limit = limits.pop() if len(limits) == 1 else None
+        out.append(_svg_bars(plot.title, bars, limit=limit if isinstance(limit, (int, float)) else None,
+                             unit=plot.unit))
     return "".join(out)
 
 
@@ -186,13 +234,16 @@ def to_html(report: RunReport) -> str:
     rows, details = [], []
     for r in report.results:
         first = r.reason or next((f.message for f in r.findings), "")
-        rows.append(f'<tr><td><a href="#c{esc(r.id)}">{esc(r.id)}</a></td><td class="{r.outcome}">{esc(r.outcome)}</td>'
-                    f"<td>{esc(r.title)}</td><td>{r.duration_ms} ms</td><td>{esc(first)}</td></tr>")
+        origin = "" if r.origin == "built-in" else f" <small>({esc(r.origin)})</small>"
+        rows.append(f'<tr><td><a href="#c{esc(r.id)}">{esc(r.id)}</a></td><td class="{r.outcome}">'
+                    f"{esc(_verdict(report, r))}</td><td>{esc(r.title)}{origin}</td><td>{r.duration_ms} ms</td>"
+                    f"<td>{esc(first)}</td></tr>")
         findings = "".join(f"<li class='{f.severity}'>{esc(f.message)} — expected <code>{esc(json.dumps(f.expected, default=str))}"
                            f"</code>, observed <code>{esc(json.dumps(f.observed, default=str)[:400])}</code>"
                            f"{' at event ' + esc(f.event_id) if f.event_id else ''}</li>" for f in r.findings)
         steps = "".join(f"<li>{esc(t)}</li>" for t in r.steps)
-        evidence = {k: v for k, v in r.evidence.items() if k not in ("percentTimeline", "idTimeline")}
+        plotted = {p.key for p in getattr(r, "plots", ()) if p.kind == "line"}
+        evidence = {k: v for k, v in r.evidence.items() if k not in plotted}
         details.append(
             f'<h3 id="c{esc(r.id)}">{esc(r.id)} {esc(r.title)} — <span class="{r.outcome}">{esc(r.outcome)}</span></h3>'
             f"<p>Invariants: {esc(', '.join(r.invariants) or '—')}. {esc(r.reason)}</p>"
@@ -200,10 +251,8 @@ def to_html(report: RunReport) -> str:
             + (f"<p>Findings:</p><ul>{findings}</ul>" if findings else "")
             + _plots_for(r)
             + f"<details><summary>evidence</summary><pre>{esc(json.dumps(evidence, indent=1, default=str)[:20000])}</pre></details>")
-    latency = [(r.id, r.evidence["cancelLatencyMs"]) for r in report.results if "cancelLatencyMs" in r.evidence]
-    deadline = report.environment.get("cancelDeadlineSeconds")
-    latency_plot = _svg_bars("cancel latency per case (ms)", latency, limit=deadline * 1000 if deadline else None,
-                             unit=" ms") if latency else ""
+    latency_plot = _plots_across(report)
+    shot = report.environment.get("pageScreenshot")  # written beside the report by the CLI
     return f"""<!doctype html><html lang="en"><meta charset="utf-8"><title>SSE conformance report</title>
 <style>{_CSS}</style><h1>SSE conformance: {esc(report.target)}</h1>
 <p>Profile <code>{esc(report.profile)}</code>; started {esc(report.started_at)}; {report.duration_ms / 1000:.1f} s.</p>
@@ -212,6 +261,7 @@ def to_html(report: RunReport) -> str:
 {f'<p class="error">The run could not be done: {esc(report.error)}</p>' if report.error else ''}
 <table><tr><th>case</th><th>outcome</th><th>title</th><th>time</th><th>first finding</th></tr>{''.join(rows)}</table>
 {latency_plot}
+{f'<p><a href="{esc(shot)}">The target&#39;s web page mid-job (screenshot)</a></p>' if shot else ''}
 <h2>Cases</h2>{''.join(details)}
 <h2>Environment</h2><pre>{esc(json.dumps(report.environment, indent=1, default=str))}</pre></html>
 """

@@ -7,13 +7,15 @@ import fnmatch
 import platform
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import httpx
 import trio
 
+from ._cases import REGISTRY, Case, CaseResult, Context, HarnessError, Outcome, load_cases, run_case
 from ._profile import Profile
+from ._version import VERSION
 
 __all__ = ["RunReport", "run_suite", "select_cases"]
 
@@ -24,32 +26,45 @@ class RunReport:
     profile: str
     started_at: str
     duration_ms: int
-    results: tuple  # of scenarios.CaseResult, in case order
+    results: tuple[CaseResult, ...]  # in case order
     environment: dict[str, Any]
     error: str = ""  # why the run as a whole could not be done
+    # From a baseline (--baseline): failures expected there (id -> the reason written in it), and
+    # listed cases that no longer fail as listed (stale: they fail the gate until removed).
+    expected: dict[str, str] = dataclasses.field(default_factory=dict)
+    stale: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> what it does now
 
-    def count(self, outcome: str) -> int:
+    def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
 
+    def failing(self, strict: bool = False) -> list[CaseResult]:
+        """The results that fail the gate: fail (and non-strict when strict), unless expected."""
+        bad = (Outcome.FAIL, Outcome.NON_STRICT) if strict else (Outcome.FAIL,)
+        return [r for r in self.results if r.outcome in bad and r.id not in self.expected]
+
     def exit_code(self, strict: bool = False) -> int:
-        if self.error or self.count("error"):
+        """0 nothing failed; 1 a case failed (or a baseline entry went stale); 2 the harness
+        could not do its job."""
+        if self.error or self.count(Outcome.ERROR):
             return 2
-        if self.count("fail") or (strict and self.count("non-strict")):
+        if self.failing(strict) or self.stale:
             return 1
         return 0
 
 
-def _matches(case, pattern: str) -> bool:
+def _matches(case_: Case, pattern: str) -> bool:
     """An id (4.3), a family (4), a glob (4.*), or words from a title (not digits alone)."""
-    if fnmatch.fnmatch(case.id, pattern) or case.id.startswith(pattern.rstrip(".") + "."):
+    if fnmatch.fnmatch(case_.id, pattern) or case_.id.startswith(pattern.rstrip(".") + "."):
         return True
-    return not pattern.replace(".", "").isdigit() and pattern.lower() in case.title.lower()
+    return not pattern.replace(".", "").isdigit() and pattern.lower() in case_.title.lower()
 
 
-def select_cases(only: Sequence[str] = (), skip: Sequence[str] = ()):
-    from scenarios import CASES
-
-    chosen = [c for c in CASES if not only or any(_matches(c, p) for p in only)]
+def select_cases(only: Sequence[str] = (), skip: Sequence[str] = (), *,
+                 cases: Iterable[Case] | None = None) -> list[Case]:
+    """The cases to run, in natural id order; ``cases`` defaults to every registered one
+    (load_cases: the entry points, the built-in families among them)."""
+    pool = list(cases) if cases is not None else load_cases()
+    chosen = [c for c in pool if not only or any(_matches(c, p) for p in only)]
     chosen = [c for c in chosen if not any(_matches(c, p) for p in skip)]
     return sorted(chosen, key=lambda c: c.sort_key)
 
@@ -63,14 +78,12 @@ def is_same_host(base_url: str, setting: str = "auto") -> bool:
 async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequence[str] = (), parallel: int = 8,
                     same_host: str = "auto", on_result: Callable[[Any], None] | None = None,
                     on_start: Callable[[int], None] | None = None,
-                    options: dict[str, Any] | None = None) -> RunReport:
+                    options: dict[str, Any] | None = None, cases: Iterable[Case] | None = None) -> RunReport:
     """Run the selected cases; exclusive ones (which fill the target's capacity) go last, alone.
 
     ``options`` reach every case as ``ctx.options`` (e.g. ``browser``: a browser's path;
     ``restart``: how to restart the target)."""
-    from scenarios import CaseResult, Context, HarnessError, run_case
-
-    cases = select_cases(only, skip)
+    cases = select_cases(only, skip, cases=cases)
     if on_start:
         on_start(len(cases))
     started = time.monotonic()
@@ -92,7 +105,8 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
 
         if error:
             for c in cases:
-                done(CaseResult(c.id, c.title_for(profile), c.invariants, "error", 0, (), {}, (), f"not run: {error}"))
+                done(CaseResult(c.id, c.title_for(profile), c.invariants, Outcome.ERROR, 0, (), {}, (),
+                                f"not run: {error}", REGISTRY.origin(c), c.plots))
         else:
             limiter = trio.CapacityLimiter(max(1, parallel))
 
@@ -111,7 +125,7 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
                         done(await run_case(c, ctx))
                 probe.cancel_scope.cancel()
         environment = {
-            "harness": "0.1.0",
+            "harness": VERSION,
             "python": platform.python_version(),
             "platform": platform.platform(),
             "sameHost": ctx.same_host,

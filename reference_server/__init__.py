@@ -1,7 +1,7 @@
 """The reference server: a job-progress SSE API implementing the contract, on quart-trio and hypercorn."""
 
 from ._config import ServerConfig
-from ._app import create_app, serve
+from ._app import VERSION, create_app, serve
 
 __all__ = ["ServerConfig", "create_app", "serve"]
-__version__ = "0.1.0"
+__version__ = VERSION

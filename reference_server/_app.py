@@ -171,7 +171,12 @@ async def serve(config: ServerConfig, *, task_status: trio.TaskStatus[list[str]]
     hyper = HypercornConfig()
     hyper.bind = [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"]
     hyper.graceful_timeout = 0.5
-    hyper.keep_alive_timeout = 30
+    # Hostile clients, by hypercorn's own settings: a connection without a complete request
+    # (idle, or sending its headers a byte at a time) is closed after keep_alive_timeout, which
+    # runs from the accept and is not restarted by partial data; a request head over
+    # h11_max_incomplete_size is answered 431 and the connection closed.
+    hyper.keep_alive_timeout = config.idle_connection_seconds
+    hyper.h11_max_incomplete_size = 16 * 1024
     hyper.accesslog = None
     hyper.errorlog = log
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness import Segment
 
 from . import checks
-from ._core import Context, Judge, TargetFault, case
+from ._core import Context, Judge, Plot, TargetFault, case
 from ._queue import queued_job
 
 
@@ -43,14 +43,19 @@ def judge_silences(ctx: Context, judge: Judge, segment: Segment, min_comments: i
                  len(segment.comments))
 
 
-@case("5.1", "keep-alive comments during a stall, no silence past the interval", invariants=("5",))
+SPACING = Plot("bars", "commentSpacing", "spacing of keep-alive comments (s)", unit=" s",
+               limit=("keepaliveSeconds", "toleranceSeconds"))
+
+
+@case("5.1", "keep-alive comments during a stall, no silence past the interval", invariants=("5",), plots=(SPACING,))
 async def during_stall(ctx: Context, judge: Judge) -> None:
     job_id, segment, stall = await stalled_stream(ctx)
     judge.step(f"job {job_id} stalls {stall:.1f}s in stage 3; recorded its stream to the end")
     judge_silences(ctx, judge, segment, min_comments=max(1, int(stall / ctx.keepalive) - 1))
 
 
-@case("5.2", "keep-alive comments while the job waits in the queue", invariants=("5",), exclusive=True)
+@case("5.2", "keep-alive comments while the job waits in the queue", invariants=("5",), exclusive=True,
+      plots=(SPACING,))
 async def while_queued(ctx: Context, judge: Judge) -> None:
     async with queued_job(ctx, judge) as job_id:
         window = max(3 * ctx.keepalive, 2.5)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import checks
-from ._core import Context, Judge, case, overdue, parse_data
+from ._core import Context, Judge, Plot, case, overdue, parse_data
 from ._shared import data_of, lifecycle, probe_mp4
 
 
@@ -16,7 +16,8 @@ async def ids(ctx: Context, judge: Judge) -> None:
     judge.add(checks.check_ids(events))
 
 
-@case("3.2", "percent never decreases and stays in its stage's range; stages go forward", invariants=("2",))
+@case("3.2", "percent never decreases and stays in its stage's range; stages go forward", invariants=("2",),
+      plots=(Plot("line", "percentTimeline", "percent over time", y_label="percent", marks="timelineMarks"),))
 async def progress(ctx: Context, judge: Judge) -> None:
     events = (await lifecycle(ctx)).segment.events
     judge.add(checks.check_progress(events, ctx.profile))

@@ -10,7 +10,7 @@ import trio
 from harness import FaultProxy, Notice, ReconnectPolicy, Segment, record
 
 from . import checks
-from ._core import Context, HarnessError, Judge, Skip, TargetFault, case, overdue
+from ._core import Context, HarnessError, Judge, Plot, Skip, TargetFault, case, overdue
 from ._shared import lifecycle
 
 
@@ -96,7 +96,8 @@ async def cut_mid_event(ctx: Context, judge: Judge) -> None:
 
 
 @case("4.3", "20 cuts at random moments while events flow fast: the union is byte-identical", invariants=("1", "6"),
-      timeout=90)
+      timeout=90, plots=(Plot("line", "idTimeline", "event id received over time (orange: cuts, green: reconnects)",
+                              y_label="id", marks="timelineMarks"),))
 async def twenty_cuts(ctx: Context, judge: Judge) -> None:
     port = _target_port(ctx)
     seed = random.randrange(1 << 30)

@@ -1,0 +1,627 @@
+"""Cases and how they run: outcomes, findings, the registry, the context a case runs in.
+
+This is the machinery; the numbered cases live in ``scenarios`` (and in any package that
+registers cases through the ``sse_harness.cases`` entry point, or a module named with
+``--cases``). The runner receives cases from the registry and never imports them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator, Sequence
+
+import httpx
+import trio
+
+from ._api import ApiClient, Reply
+from ._client import End, Limits, ReconnectPolicy, Segment, Trace, follow, record
+from ._decoder import Event
+from ._profile import Profile
+
+__all__ = ["OUTCOMES", "REGISTRY", "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream",
+           "Outcome", "Plot", "Registry", "Severity", "Skip", "TargetFault", "case", "load_cases", "overdue",
+           "parse_data", "run_case"]
+
+
+class Outcome(enum.StrEnum):
+    """A case's verdict. Strings, so that a report's JSON and a reader's comparisons stay plain."""
+
+    PASS = "pass"
+    FAIL = "fail"  # the target's fault, with findings
+    NON_STRICT = "non-strict"  # legal, but against the contract's advice or a known client hazard
+    INFO = "info"  # measured, no verdict
+    ERROR = "error"  # the harness's own trouble, with the reason
+    SKIP = "skip"  # not applicable to this target, with the reason
+
+
+OUTCOMES = tuple(Outcome)
+
+
+class Severity(enum.StrEnum):
+    """What a finding weighs: a fail, or a non-strict note."""
+
+    FAIL = "fail"
+    NON_STRICT = "non-strict"
+
+
+class HarnessError(Exception):
+    """The harness could not do its part (our timeout, a bad profile): outcome ``error``."""
+
+
+class Skip(Exception):
+    """The case does not apply to this target: outcome ``skip``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    message: str
+    expected: Any = None
+    observed: Any = None
+    event_id: str | None = None
+    severity: Severity = Severity.FAIL
+
+
+@dataclasses.dataclass(frozen=True)
+class Plot:
+    """A plot a case declares over its own evidence, drawn in the HTML report.
+
+    ``line``: ``key`` holds [[x, y], ...], ``marks`` (optional) a key holding [[x, label], ...].
+    ``bars``: ``key`` holds [value, ...]; ``limit`` names evidence keys whose sum is the limit.
+    ``across``: ``key`` holds one number per case; the report draws one bar per case that
+    has it, against the ``limit`` key's value (the same for every case).
+    """
+
+    kind: str
+    key: str
+    title: str
+    y_label: str = ""
+    marks: str | None = None
+    limit: tuple[str, ...] = ()
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("line", "bars", "across"):
+            raise ValueError(f"unknown plot kind {self.kind!r}: line, bars or across")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseResult:
+    id: str
+    title: str
+    invariants: tuple[str, ...]
+    outcome: Outcome
+    duration_ms: int
+    findings: tuple[Finding, ...]
+    evidence: dict[str, Any]
+    steps: tuple[str, ...]
+    reason: str = ""  # for error and skip
+    origin: str = "built-in"  # where the case came from: built-in, a package's entry point, a --cases module
+    plots: tuple[Plot, ...] = ()
+
+
+class Judge:
+    """What a case writes while it runs: its steps, findings and evidence."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.findings: list[Finding] = []
+        self.evidence: dict[str, Any] = {}
+        self.informational = False
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+
+    def add(self, findings: list[Finding]) -> None:
+        self.findings.extend(findings)
+
+    def fail(self, message: str, expected: Any = None, observed: Any = None, event_id: str | None = None) -> None:
+        self.findings.append(Finding(message, expected, observed, event_id, Severity.FAIL))
+
+    def non_strict(self, message: str, expected: Any = None, observed: Any = None) -> None:
+        self.findings.append(Finding(message, expected, observed, None, Severity.NON_STRICT))
+
+    def expect(self, condition: bool, message: str, expected: Any = None, observed: Any = None,
+               event_id: str | None = None) -> bool:
+        if not condition:
+            self.fail(message, expected, observed, event_id)
+        return condition
+
+    def outcome(self) -> Outcome:
+        severities = {f.severity for f in self.findings}
+        if Severity.FAIL in severities:
+            return Outcome.FAIL
+        if Severity.NON_STRICT in severities:
+            return Outcome.NON_STRICT
+        return Outcome.INFO if self.informational else Outcome.PASS
+
+
+# A case id: family, number, an optional lower-case suffix (4.3, 10.12, 4.3a).
+_CASE_ID = re.compile(r"(\d+)\.(\d+)([a-z]*)")
+
+
+def case_sort_key(case_id: str) -> tuple[int, int, str]:
+    """Natural order: 4.2 < 4.3 < 4.3a < 4.3b < 4.10 < 10.1."""
+    match = _CASE_ID.fullmatch(case_id)
+    if match is None:
+        raise ValueError(f"case id {case_id!r} is not N.M or N.Ma (a family, a number, an optional letter suffix)")
+    return int(match[1]), int(match[2]), match[3]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    title: str
+    invariants: tuple[str, ...]
+    run: Callable[["Context", Judge], Awaitable[None]]
+    exclusive: bool = False  # runs alone: it fills the target's capacity or needs a quiet target
+    timeout: float = 60.0
+    plots: tuple[Plot, ...] = ()
+    module: str = ""  # the module that registered it (its origin is looked up by the registry)
+
+    def title_for(self, profile: Profile) -> str:
+        """The title with the values in force: a title may name the profile's timing
+        (``{terminal_close_seconds:g}``, ``{progress_interval_ms:g}``...), not hard-code it."""
+        values = dict(profile.timing)
+        values["progress_interval_ms"] = values["progress_interval_seconds"] * 1000
+        try:
+            return self.title.format(**values)
+        except (KeyError, ValueError, IndexError):
+            return self.title
+
+    @property
+    def sort_key(self) -> tuple[int, int, str]:
+        return case_sort_key(self.id)
+
+
+class Registry:
+    """The cases a run can choose from, validated as they register."""
+
+    def __init__(self) -> None:
+        self._cases: dict[str, Case] = {}
+        self._origins: dict[str, str] = {}  # module (or package) name -> where it came from
+
+    def add(self, case_: Case) -> None:
+        case_sort_key(case_.id)  # raises on a malformed id
+        existing = self._cases.get(case_.id)
+        if existing is not None:
+            raise ValueError(f"duplicate case id {case_.id}: registered by {existing.module or '?'} "
+                             f"({self.origin(existing)}) and again by {case_.module or '?'}")
+        self._cases[case_.id] = case_
+
+    def note_origin(self, module: str, origin: str) -> None:
+        self._origins.setdefault(module, origin)
+
+    def origin(self, case_: Case) -> str:
+        module = case_.module
+        while module:
+            if module in self._origins:
+                return self._origins[module]
+            module = module.rpartition(".")[0]
+        return "built-in" if case_.module.split(".")[0] == "scenarios" else f"module {case_.module}"
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(sorted(self._cases.values(), key=lambda c: c.sort_key))
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+
+REGISTRY = Registry()
+
+
+def case(case_id: str, title: str, *, invariants: tuple[str, ...] = (), exclusive: bool = False,
+         timeout: float = 60.0, plots: Sequence[Plot] = ()):
+    """Register a scenario function as a numbered case (``N.M``, or ``N.Ma`` for a variant)."""
+
+    def register(func):
+        REGISTRY.add(Case(case_id, title, tuple(invariants), func, exclusive, timeout, tuple(plots),
+                          getattr(func, "__module__", "") or ""))
+        return func
+
+    return register
+
+
+ENTRY_POINT_GROUP = "sse_harness.cases"
+
+
+class CaseLoadError(Exception):
+    """A case module named with --cases or by an entry point could not be loaded."""
+
+
+def load_cases(extra: Sequence[str] = (), *, registry: Registry = REGISTRY) -> list[Case]:
+    """Every case a run can choose from: the packages registered under the entry-point group
+    ``sse_harness.cases`` (the built-in families are one of them), then each ``extra`` item:
+    a module name (``my_pkg.cases``) or a ``.py`` file."""
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry.dist.name if entry.dist is not None else "?"
+        origin = "built-in" if entry.value.split(":")[0] == "scenarios" else f"{dist} (entry point {entry.name})"
+        registry.note_origin(entry.value.split(":")[0], origin)
+        try:
+            entry.load()
+        except ValueError:
+            raise  # a malformed or duplicate case id: its message says which
+        except Exception as exc:
+            raise CaseLoadError(f"cases of {origin} ({entry.value}) failed to load: {type(exc).__name__}: {exc}") from exc
+    for item in extra:
+        _load_extra(item, registry)
+    if not len(registry):
+        raise CaseLoadError(f"no cases registered: is sse-harness installed (pip install -e .)? "
+                            f"It registers its families under the entry point group {ENTRY_POINT_GROUP}")
+    return list(registry)
+
+
+def _load_extra(item: str, registry: Registry) -> None:
+    path = Path(item)
+    if item.endswith(".py"):
+        if not path.is_file():
+            raise CaseLoadError(f"--cases {item}: no such file")
+        name = f"sse_harness_cases_{abs(hash(str(path.resolve())))}"
+        if name in sys.modules:
+            return
+        registry.note_origin(name, f"file {item}")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except ValueError:
+            raise
+        except Exception as exc:
+            del sys.modules[name]
+            raise CaseLoadError(f"--cases {item} failed to load: {type(exc).__name__}: {exc}") from exc
+        return
+    registry.note_origin(item, f"module {item}")
+    try:
+        importlib.import_module(item)
+    except ImportError as exc:
+        raise CaseLoadError(f"--cases {item}: cannot import it ({exc}); give a module name or a .py file") from exc
+
+
+def parse_data(event: Event) -> dict[str, Any] | None:
+    try:
+        value = json.loads(event.data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class LagProbe:
+    """Measures the harness's own event-loop delays: it asks to sleep ``period`` and notes
+    by how much the wake-up came late. Bounded: the newest ``keep`` samples."""
+
+    def __init__(self, period: float = 0.02, keep: int = 100_000) -> None:
+        self.period = period
+        self.samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+
+    async def run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await trio.sleep(self.period)
+            after = time.monotonic()
+            late = after - before - self.period
+            if late > 0.005:
+                self.samples.append((after, late))
+
+
+class Context:
+    """A target as the cases know it: its profile, advertised settings and helpers."""
+
+    def __init__(self, profile: Profile, http: httpx.AsyncClient, *, same_host: bool,
+                 options: dict[str, Any] | None = None) -> None:
+        self.profile = profile
+        self.options: dict[str, Any] = dict(options or {})  # from the runner: browser path, restart hook...
+        self.http = http
+        self.api = ApiClient(profile, http)
+        self.same_host = same_host
+        self.health: dict[str, Any] = {}
+        self._shared: dict[str, Any] = {}
+        self._locks: dict[str, trio.Lock] = {}
+        self.created_jobs: list[str] = []
+        self.lag = LagProbe()  # started by the runner while cases run
+
+    # -- settings -------------------------------------------------------------------------
+    async def load_settings(self) -> None:
+        try:
+            reply = await self.api.healthz()
+        except httpx.HTTPError as exc:
+            raise HarnessError(f"target unreachable at {self.profile.url('healthz')}: {exc!r}") from None
+        if reply.status == 200 and isinstance(reply.json, dict):
+            self.health = reply.json
+
+    def _setting(self, timing_key: str, health_key: str, scale: float, fallback: float) -> float:
+        configured = self.profile.timing[timing_key]
+        if configured > 0:
+            return configured
+        advertised = self.health.get(health_key)
+        if isinstance(advertised, (int, float)) and not isinstance(advertised, bool) and advertised > 0:
+            return advertised * scale
+        return fallback
+
+    @property
+    def keepalive(self) -> float:
+        return self._setting("keepalive_seconds", "keepaliveSeconds", 1.0, 10.0)
+
+    @property
+    def cancel_deadline(self) -> float:
+        return self._setting("cancel_deadline_ms", "cancelDeadlineMs", 1.0, 1000.0) / 1000
+
+    @property
+    def job_timeout(self) -> float:
+        """The profile's bound on one job's whole run (job_timeout_seconds)."""
+        return float(self.profile.timing["job_timeout_seconds"])
+
+    @property
+    def event_deadline(self) -> float:
+        """How long a job's open stream may bring no event while the job owes one.
+
+        The contract owes progress every progress interval while a stage works, the stored
+        events at once on connecting, and the terminal event as the job ends. We allow ten
+        progress intervals, at least the keep-alive interval with its tolerance, at least
+        5 s: past that the wait ends with a finding, not at a case's safety limit.
+        """
+        interval = self.profile.timing["progress_interval_seconds"]
+        return max(5.0, 10 * interval, self.keepalive + self.tolerance(self.keepalive))
+
+    @property
+    def cancel_wait(self) -> float:
+        """How long we wait for the terminal event after a cancel was accepted: the cancel
+        deadline plus as much again (at least 1 s) for our own request and read."""
+        return self.cancel_deadline + max(1.0, self.cancel_deadline)
+
+    def tolerance(self, seconds: float) -> float:
+        timing = self.profile.timing
+        return max(timing["tolerance_fraction"] * seconds, timing["tolerance_min_seconds"])
+
+    @property
+    def events(self) -> dict[str, str]:
+        return self.profile.events
+
+    # -- jobs -----------------------------------------------------------------------------
+    def knobs(self, **wanted: Any) -> dict[str, Any]:
+        """Knobs for a job, or Skip when the target does not take them."""
+        if wanted and not self.profile.knobs:
+            raise Skip("the target profile says the test knobs (stageSeconds...) are not supported")
+        return wanted
+
+    def quick(self, **stage_seconds: float) -> dict[str, float]:
+        """stageSeconds: every stage short (0.1 s) except those given."""
+        return {stage: stage_seconds.get(stage, 0.1) for stage in self.profile.stages}
+
+    async def create_job(self, judge: Judge | None = None, **knobs: Any) -> str:
+        reply = await self.api.create(**knobs)
+        if reply.status not in (200, 201, 202) or not isinstance(reply.json, dict) or not reply.json.get("jobId"):
+            # The target refused a valid job: that is its fault, and the case cannot go on.
+            raise TargetFault(f"creating a job failed: {reply.describe()}")
+        job_id = str(reply.json["jobId"])
+        self.created_jobs.append(job_id)
+        if judge is not None:
+            judge.step(f"created job {job_id} with {json.dumps(knobs) if knobs else 'the default body'}")
+        return job_id
+
+    def limits(self, **overrides: Any) -> Limits:
+        base = Limits(read=max(5.0, self.keepalive * 3), total=self.job_timeout,
+                      after_terminal=max(3.0, self.profile.timing["terminal_close_seconds"] * 3),
+                      between_events=self.event_deadline)
+        return dataclasses.replace(base, **overrides)
+
+    async def watch(self, job_id: str, **kwargs: Any) -> Segment:
+        """One uninterrupted connection to a job's stream, until it ends."""
+        kwargs.setdefault("limits", self.limits())
+        kwargs.setdefault("patient", self.is_queued)
+        return await record(self.api.events_url(job_id), client=self.http, headers=self.profile.headers(),
+                            terminal_types=self.profile.terminal_events, **kwargs)
+
+    def is_queued(self, event: Event) -> bool:
+        """A status event saying the job waits in the queue: it owes no event until it starts."""
+        return event.type == self.events["status"] and \
+            (parse_data(event) or {}).get("status") == self.profile.statuses["queued"]
+
+    def live(self, job_id: str, **kwargs: Any) -> "LiveStream":
+        """``async with ctx.live(job_id) as live:`` records the job's stream in the background
+        while the case acts; ``live.wait_for(...)`` waits on what the target owes, to a deadline."""
+        return LiveStream(self, job_id, kwargs)
+
+    async def follow(self, url: str, **kwargs: Any) -> Trace:
+        kwargs.setdefault("limits", self.limits())
+        kwargs.setdefault("policy", ReconnectPolicy(max_attempts=5))
+        kwargs.setdefault("patient", self.is_queued)
+        return await follow(url, client=self.http, headers=self.profile.headers(),
+                            terminal_types=self.profile.terminal_events, **kwargs)
+
+    async def shared(self, key: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        """Compute once per run and share between cases (e.g. one recorded lifecycle job)."""
+        lock = self._locks.setdefault(key, trio.Lock())
+        async with lock:
+            if key not in self._shared:
+                try:
+                    self._shared[key] = ("ok", await make())
+                except (TargetFault, HarnessError, Skip) as exc:
+                    self._shared[key] = ("raise", exc)
+        kind, value = self._shared[key]
+        if kind == "raise":
+            raise value
+        return value
+
+
+def describe_arrivals(records: list) -> str:
+    """What a stream brought in a window, for a finding: events by type, comments."""
+    events = [r for r in records if isinstance(r, Event)]
+    comments = sum(1 for r in records if type(r).__name__ == "Comment")
+    if not events:
+        return f"no event, {comments} comment(s)"
+    tail = ", ".join(f"{e.id}:{e.type}" for e in events[-3:])
+    return f"{len(events)} event(s) (last: {tail}), {comments} comment(s)"
+
+
+def overdue(segment: Segment, awaited: str) -> list[Finding]:
+    """A finding when a recording ended because the target stopped delivering what it owed
+    (no event within the events deadline, or no bytes within the read timeout)."""
+    if segment.end not in (End.NO_EVENTS, End.TIMEOUT):
+        return []
+    return [Finding(f"waited for {awaited}; the target stopped delivering", awaited,
+                    f"{segment.end_detail}; {describe_arrivals(list(segment.records))}")]
+
+
+class LiveStream:
+    """One connection to a job's stream, recorded in the background while the case acts.
+
+    Every wait on the target goes through ``wait_for`` with a deadline taken from the
+    contract or the profile; past it the wait ends in a TargetFault that names what was
+    awaited, for how long, and what arrived instead.
+    """
+
+    def __init__(self, ctx: "Context", job_id: str, kwargs: dict[str, Any]) -> None:
+        self.ctx, self.job_id, self._kwargs = ctx, job_id, kwargs
+        self._user_sink = kwargs.pop("sink", None)
+        self.records: list = []
+        self.segment: Segment | None = None
+        self._changed = trio.Event()
+        self._nursery_manager: Any = None
+
+    @property
+    def events(self) -> list[Event]:
+        return [r for r in self.records if isinstance(r, Event)]
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _sink(self, record_: Any) -> None:
+        self.records.append(record_)
+        if self._user_sink is not None:
+            await self._user_sink(record_)
+        self._wake()
+
+    async def _run(self) -> None:
+        self.segment = await self.ctx.watch(self.job_id, sink=self._sink, **self._kwargs)
+        self._wake()
+
+    async def __aenter__(self) -> "LiveStream":
+        self._nursery_manager = trio.open_nursery()
+        nursery = await self._nursery_manager.__aenter__()
+        self._scope = nursery.cancel_scope
+        nursery.start_soon(self._run)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        self._scope.cancel()  # the recording serves the block and ends with it
+        return await self._nursery_manager.__aexit__(*exc)
+
+    async def wait_for(self, predicate: Callable[[Event], bool], *, within: float, awaited: str,
+                       basis: str) -> Event:
+        """The first event (recorded already or still to come) for which ``predicate`` holds."""
+        deadline = trio.current_time() + within
+        started_at, seen = len(self.records), 0
+        while True:
+            for record_ in self.records[seen:]:
+                if isinstance(record_, Event) and predicate(record_):
+                    return record_
+            seen = len(self.records)
+            if self.segment is not None:
+                raise TargetFault(f"the stream ended before {awaited}", awaited,
+                                  f"{self.segment.end}: {self.segment.end_detail}; "
+                                  f"{describe_arrivals(self.records)}")
+            changed = self._changed
+            with trio.move_on_at(deadline):
+                await changed.wait()
+                continue
+            raise TargetFault(f"waited {within:.1f}s for {awaited} ({basis}); it did not come", awaited,
+                              f"meanwhile: {describe_arrivals(self.records[started_at:])}; the stream is still open")
+
+    async def finish(self) -> Segment:
+        """The recording once it ends (bounded by the recorder's own limits)."""
+        while self.segment is None:
+            changed = self._changed
+            await changed.wait()
+        return self.segment
+
+
+class TargetFault(Exception):
+    """The target misbehaved so that the case cannot continue: outcome ``fail``, with a
+    finding that says what was expected and what was observed."""
+
+    def __init__(self, message: str, expected: Any = None, observed: Any = None) -> None:
+        super().__init__(message)
+        self.expected, self.observed = expected, observed
+
+
+# httpx errors that are the target's doing (it refused, reset, stalled or garbled an answer)
+# rather than ours (a bad URL we built, our own pool, a request we could not send).
+_TARGETS_TRANSPORT_FAULTS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.ReadTimeout,
+                             httpx.WriteError, httpx.WriteTimeout, httpx.CloseError, httpx.RemoteProtocolError,
+                             httpx.DecodingError, httpx.TooManyRedirects)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+async def run_case(case_: Case, ctx: Context, *, registry: Registry = REGISTRY) -> CaseResult:
+    judge = Judge()
+    started = time.monotonic()
+    outcome, reason = None, ""
+    # A last-resort guard only: every wait on the target ends earlier, at a deadline of the
+    # contract or the profile, with a finding. The job time limit is one such deadline.
+    limit = case_.timeout + ctx.job_timeout
+    try:
+        with trio.fail_after(limit):
+            await case_.run(ctx, judge)
+    except BaseException as caught:  # noqa: B036 - sorted below; anything else goes on as it was
+        leaves = _leaves(caught)
+        harness = [e for e in leaves if isinstance(e, HarnessError)]
+        faults = [e for e in leaves if isinstance(e, TargetFault)]
+        skips = [e for e in leaves if isinstance(e, Skip)]
+        transport = [e for e in leaves if isinstance(e, _TARGETS_TRANSPORT_FAULTS)]
+        other = [e for e in leaves if not isinstance(e, (HarnessError, TargetFault, Skip, trio.TooSlowError,
+                                                          *_TARGETS_TRANSPORT_FAULTS))]
+        if any(not isinstance(e, Exception) for e in other):
+            raise  # Cancelled, KeyboardInterrupt...: not ours to judge
+        if harness:
+            outcome, reason = Outcome.ERROR, str(harness[0])
+        elif other:
+            first = other[0]
+            if isinstance(first, httpx.HTTPError):
+                outcome, reason = Outcome.ERROR, f"the harness could not make its request: {type(first).__name__}: {first}"
+            else:  # a bug of ours must not lose the report
+                outcome, reason = Outcome.ERROR, f"harness bug: {type(first).__name__}: {first}"
+        elif faults:
+            for fault in faults:
+                judge.fail(str(fault), fault.expected, fault.observed)
+        elif transport:
+            exc = transport[0]
+            request = getattr(exc, "_request", None)
+            where = f"{request.method} {request.url}" if request is not None else "a request"
+            judge.fail(f"the target failed at the transport level on {where}: {type(exc).__name__}: {exc}",
+                       "an HTTP answer", type(exc).__name__)
+        elif skips:
+            outcome, reason = Outcome.SKIP, str(skips[0])
+        else:  # trio.TooSlowError: the guard itself
+            last = judge.steps[-1] if judge.steps else "(no step recorded)"
+            outcome, reason = Outcome.ERROR, (
+                f"harness defect: the case hit its {limit:.0f}s safety limit before any deadline of the contract "
+                f"ended its wait; please report it. Last step: {last}")
+    if outcome is None:
+        outcome = judge.outcome()
+    return CaseResult(
+        id=case_.id, title=case_.title_for(ctx.profile), invariants=case_.invariants, outcome=outcome,
+        duration_ms=int((time.monotonic() - started) * 1000), findings=tuple(judge.findings),
+        evidence=judge.evidence, steps=tuple(judge.steps), reason=reason, origin=registry.origin(case_),
+        plots=case_.plots,
+    )
+
+
+def reply_evidence(reply: Reply) -> dict[str, Any]:
+    return {"status": reply.status, "contentType": reply.content_type,
+            "body": reply.body[:500].decode("utf-8", errors="replace")}
