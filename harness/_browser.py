@@ -34,7 +34,7 @@ from ._decoder import Decoder, Event
 from ._proxy import FaultProxy
 
 __all__ = ["BROWSER_ENV", "Browser", "BrowserRig", "BrowserUnavailable", "Exchange", "Observation", "PageTrace",
-           "canonical", "find_browser", "open_browser"]
+           "canonical", "find_browser", "open_browser", "page_screenshot"]
 
 BROWSER_ENV = "SSE_HARNESS_BROWSER"
 PAGE_PATH = "/__sse-harness__/probe.html"
@@ -557,3 +557,65 @@ class BrowserRig:
 
     def page(self, browser: Browser, streams: Sequence[str], types: Sequence[str]) -> PageHandle:
         return PageHandle(browser, self, streams, types)
+
+
+# -- a picture of the target's own page, mid-job (for the report) ----------------------------
+
+async def page_screenshot(report: Any, profile: Any, directory: Any, explicit: str | None = None,
+                          *, name: str = "page.png", limit: float = 30.0) -> Any:
+    """When the target serves an HTML page at ``/``, start a job through the API, open the page
+    with ``#jobs=<id>`` (the reference page watches the jobs named there), and take a screenshot
+    once the job is a third done. Returns ``report`` with ``environment.pageScreenshot`` (the
+    file's name in ``directory``) or ``environment.pageScreenshotSkipped`` (why not). Never raises
+    for the target's or the browser's trouble: a picture is not a verdict."""
+    import httpx
+
+    from ._api import ApiClient
+
+    note: dict[str, str] = {}
+    try:
+        path = find_browser(explicit)
+        async with httpx.AsyncClient(timeout=10) as http:
+            home = await http.get(profile.base_url.rstrip("/") + "/")
+            if home.status_code != 200 or "text/html" not in home.headers.get("content-type", ""):
+                raise BrowserUnavailable(f"the target serves no HTML page at / (HTTP {home.status_code})")
+            api = ApiClient(profile, http)
+            stage_seconds = {s: 1.0 for s in profile.stages} if profile.knobs else None
+            created = await (api.create(stageSeconds=stage_seconds) if stage_seconds else api.create())
+            job_id = (created.json or {}).get("jobId") if isinstance(created.json, dict) else None
+            if not job_id:
+                raise BrowserUnavailable(f"could not start a job for the picture: {created.describe()}")
+            async with open_browser(path) as browser:
+                async def open_page(pw, url):
+                    context = await pw.new_context(viewport={"width": 1200, "height": 800})
+                    page = await context.new_page()
+                    await page.goto(url, timeout=15_000)
+                    return context, page
+
+                context, page = await browser.call(open_page, profile.base_url.rstrip("/") + f"/#jobs={job_id}",
+                                                   timeout=20)
+                with trio.move_on_after(limit):
+                    while True:  # the job's own progress, asked of the API (the page is not ours to read)
+                        progress = await api.progress(job_id)
+                        percent = (progress.json or {}).get("percent") if isinstance(progress.json, dict) else None
+                        if not isinstance(percent, (int, float)) or percent >= 35:
+                            break
+                        await trio.sleep(0.2)
+                await trio.sleep(0.4)
+
+                async def shot(_):
+                    try:
+                        return await page.screenshot(type="png", timeout=10_000)
+                    finally:
+                        await context.close()
+
+                png = await browser.call(shot, timeout=15)
+            await api.cancel(job_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(png)
+        note["pageScreenshot"] = name
+    except (BrowserUnavailable, BrowserTimeout, OSError, httpx.HTTPError) as exc:
+        note["pageScreenshotSkipped"] = str(exc) or type(exc).__name__
+    except Exception as exc:  # Playwright's own errors: still only a missing picture
+        note["pageScreenshotSkipped"] = f"{type(exc).__name__}: {exc}"
+    return dataclasses.replace(report, environment={**report.environment, **note})
