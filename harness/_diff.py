@@ -13,6 +13,8 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
+from ._cases import Outcome
+
 __all__ = ["Diff", "DiffError", "diff_reports", "load_report", "to_markdown"]
 
 KNOWN_SCHEMAS = (1,)
@@ -22,9 +24,10 @@ def fails_gate(case: dict[str, Any], strict: bool = False) -> bool:
     """Whether this case fails the gate of `sse-harness run`: an error; a fail (with --strict a
     non-strict) that a baseline did not expect; a stale baseline entry."""
     outcome = case["outcome"]
-    if outcome == "error" or case.get("stale"):
+    if outcome == Outcome.ERROR or case.get("stale"):
         return True
-    return outcome in (("fail", "non-strict") if strict else ("fail",)) and not case.get("expected")
+    failing = (Outcome.FAIL, Outcome.NON_STRICT) if strict else (Outcome.FAIL,)
+    return outcome in failing and not case.get("expected")
 
 
 def verdict(case: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ import httpx
 import pytest
 
 from ._api import ApiClient
+from ._cases import Outcome
 from ._client import Limits, ReconnectPolicy, Segment, Trace, follow, record
 from ._profile import Profile, ProfileError, load_profile
 from ._proxy import FaultProxy
@@ -44,12 +45,7 @@ from ._proxy import FaultProxy
 __all__ = ["Recorder"]
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-_NOTED = ("non-strict", "info")  # pass with a note; non-strict fails under --sse-strict, as in `run --strict`
-
-
-def _word(outcome: Any) -> str:
-    """An outcome as its word, whether the runner gives a str or an enum of str."""
-    return str(getattr(outcome, "value", outcome))
+_NOTED = (Outcome.NON_STRICT, Outcome.INFO)  # pass with a note; non-strict fails under --sse-strict, as in run
 
 
 # -- options ----------------------------------------------------------------------------------
@@ -66,6 +62,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with --sse-suite (implied): case ids or globs, e.g. 4.3, 4.*, 6")
     group.addoption("--sse-skip", action="append", default=[], metavar="PATTERN",
                     help="with --sse-suite: leave these cases out")
+    group.addoption("--sse-cases", action="append", default=[], metavar="MODULE_OR_FILE",
+                    help="with --sse-suite: also load cases from a module or a .py file, as `run --cases`")
+    group.addoption("--sse-baseline", metavar="FILE",
+                    help="expected failures, as `run --baseline`: a listed failure is an xfail, a listed case "
+                         "that does better now fails as stale")
     group.addoption("--sse-strict", action="store_true", help="non-strict outcomes fail, as with `run --strict`")
     group.addoption("--sse-parallel", type=int, default=8, metavar="N", help="cases run at once (default 8)")
     group.addoption("--sse-browser", metavar="PATH",
@@ -80,6 +81,13 @@ def pytest_configure(config: pytest.Config) -> None:
     session = _SseSession(config)
     if config.getoption("sse_profile") or config.getoption("sse_target"):
         session.profile()  # a bad profile or URL is a usage error before anything runs
+    if config.getoption("sse_baseline"):
+        from ._baseline import BaselineError, load_baseline
+
+        try:
+            session.baseline = load_baseline(config.getoption("sse_baseline"))
+        except BaselineError as exc:
+            raise pytest.UsageError(f"sse-harness: {exc}") from None
     config.stash[_SESSION] = session
 
 
@@ -115,6 +123,7 @@ class _SseSession:
         self._target_error = ""
         self.server = None  # harness._server_process.ServerProcess when we started one
         self.suite: _SuiteRun | None = None
+        self.baseline: dict | None = None  # from --sse-baseline: case id -> (the outcome listed, its reason)
         self._lock = threading.Lock()
 
     def profile(self) -> Profile:
@@ -191,6 +200,7 @@ class _SuiteRun:
         self.results: dict[str, Any] = {}
         self.report = None  # the runner's RunReport, once the run is complete
         self.failure = ""  # why the run could not be done at all
+        self.baseline = session.baseline
         self._changed = threading.Condition()
         self._ended = threading.Event()  # the runner's task has returned, however
         # Each case is bounded by its own timeout inside the runner; this bounds our wait for all.
@@ -211,7 +221,7 @@ class _SuiteRun:
 
         async def run():
             try:
-                return await run_suite(target, only=[c.id for c in cases], parallel=config.getoption("sse_parallel"),
+                return await run_suite(target, cases=cases, parallel=config.getoption("sse_parallel"),
                                        on_result=self._arrived, options=options)
             finally:
                 self._ended.set()
@@ -233,6 +243,10 @@ class _SuiteRun:
                 self.failure = f"the suite run failed: {type(exc).__name__}: {exc}"
             else:
                 self.report = future.result()
+                if self.baseline is not None:
+                    from ._baseline import apply_baseline
+
+                    self.report = apply_baseline(self.report, self.baseline)
             self._changed.notify_all()
 
     def result_of(self, case_id: str):
@@ -263,7 +277,8 @@ class _SuiteRun:
 class SuiteCase(pytest.Item):
     """One numbered case. Its outcome comes from the runner's result: ``fail`` fails, ``error``
     errors (in setup, as pytest says of trouble outside the test), ``skip`` skips, ``non-strict``
-    and ``info`` pass with a note (``non-strict`` fails under --sse-strict)."""
+    and ``info`` pass with a note (``non-strict`` fails under --sse-strict). With a baseline, a
+    failure it expects is an xfail and a listed case that does better now fails as stale."""
 
     obj = None  # pytest-trio's trio_mode looks at every item's .obj (pytest's DoctestItem does the same)
 
@@ -285,20 +300,25 @@ class SuiteCase(pytest.Item):
         if isinstance(got, str):
             pytest.fail(f"{self.case.id}: not run: {got}", pytrace=False)
         self.result = got
-        outcome = _word(got.outcome)
-        self.user_properties.append(("sse_outcome", outcome))
-        self.user_properties.append(("sse_duration_ms", got.duration_ms))
-        if outcome == "error":
+        self.user_properties += [("sse_outcome", str(got.outcome)), ("sse_duration_ms", got.duration_ms),
+                                 ("sse_origin", got.origin)]
+        if got.outcome == Outcome.ERROR:
             pytest.fail(f"{self.case.id} error (the harness's own trouble): {got.reason}", pytrace=False)
-        if outcome == "skip":
+        if got.outcome == Outcome.SKIP:
             pytest.skip(f"{self.case.id}: {got.reason}")
 
     def runtest(self) -> None:
-        outcome = _word(self.result.outcome)
-        if outcome == "fail" or (outcome == "non-strict" and self.config.getoption("sse_strict")):
-            pytest.fail(_describe(self.result), pytrace=False)
-        if outcome in _NOTED:
-            note = next((f.message for f in self.result.findings), "measured, no verdict")
+        result = self.result
+        expected, stale = _baseline_verdict(result, self.config.stash[_SESSION].baseline)
+        if stale:
+            pytest.fail(f"{result.id} is listed in the baseline but {stale}", pytrace=False)
+        if expected:
+            pytest.xfail(f"{result.id} {result.outcome}, expected by the baseline: {expected}")
+        if result.outcome == Outcome.FAIL or (result.outcome == Outcome.NON_STRICT
+                                              and self.config.getoption("sse_strict")):
+            pytest.fail(_describe(result), pytrace=False)
+        if result.outcome in _NOTED:
+            note = next((f.message for f in result.findings), "measured, no verdict")
             self.user_properties.append(("sse_note", note))
 
     def reportinfo(self):
@@ -310,8 +330,19 @@ class SuiteCase(pytest.Item):
         return (path or self.path, line, f"{self.case.id} {self.title}")
 
 
+def _baseline_verdict(result, baseline: dict | None) -> tuple[str | None, str | None]:
+    """(why the baseline expects this result, why its entry is stale), by the baseline's own rule."""
+    if not baseline or result.id not in baseline:
+        return None, None
+    from ._baseline import apply_baseline
+    from ._runner import RunReport
+
+    judged = apply_baseline(RunReport("", "", "", 0, (result,), {}), baseline)
+    return judged.expected.get(result.id), judged.stale.get(result.id)
+
+
 def _describe(result) -> str:
-    lines = [f"{result.id} {_word(result.outcome)}: {result.title}"]
+    lines = [f"{result.id} {result.outcome}: {result.title}"]
     for f in result.findings:
         where = f" (event {f.event_id})" if f.event_id else ""
         lines.append(f"  [{f.severity}] {f.message}: expected {f.expected!r}, observed {f.observed!r}{where}")
@@ -329,10 +360,15 @@ class _SuiteCollector(pytest.Collector):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     if not (config.getoption("sse_suite") or config.getoption("sse_only")):
         return
+    from ._cases import CaseLoadError, load_cases
     from ._runner import select_cases
 
+    try:
+        known = load_cases(config.getoption("sse_cases"))
+    except (CaseLoadError, ValueError) as exc:  # ValueError: a malformed or duplicate case id
+        raise pytest.UsageError(f"sse-harness: {exc}") from None
     only, skip = config.getoption("sse_only"), config.getoption("sse_skip")
-    cases = select_cases(only, skip)
+    cases = select_cases(only, skip, cases=known)
     if not cases:
         raise pytest.UsageError(f"sse-harness: no case matches --sse-only {only} / --sse-skip {skip}")
     parent = _SuiteCollector.from_parent(session, name="sse-suite", nodeid="sse-suite")
@@ -347,9 +383,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_runtest_makereport(item: pytest.Item, call):
     report = yield
     if isinstance(item, SuiteCase) and item.result is not None and report.when == "call" and report.passed:
-        outcome = _word(item.result.outcome)
-        if outcome in _NOTED:
-            report.sse_note = outcome
+        if item.result.outcome in _NOTED:
+            report.sse_note = str(item.result.outcome)
             report.sections.append(("sse-harness", _describe(item.result)))
     return report
 
@@ -357,7 +392,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 def pytest_report_teststatus(report, config):
     note = getattr(report, "sse_note", None)
     if note and report.when == "call":
-        return "passed", note[0].upper(), (f"PASSED ({note})", {"yellow": note == "non-strict"})
+        return "passed", note[0].upper(), (f"PASSED ({note})", {"yellow": note == Outcome.NON_STRICT})
     return None
 
 
@@ -386,10 +421,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     suite = sse.suite
     if suite is None:
         return
-    noted = [r for r in suite.results.values() if _word(r.outcome) in _NOTED]
+    noted = [r for r in suite.results.values() if r.outcome in _NOTED]
     for r in sorted(noted, key=lambda r: [c.id for c in suite.cases].index(r.id)):
         first = next((f.message for f in r.findings), "measured, no verdict")
-        write(f"{r.id} {_word(r.outcome)}: {first}")
+        write(f"{r.id} {r.outcome}: {first}")
     if suite.report is not None:
         env = suite.report.environment
         write(f"suite run: {len(suite.report.results)} cases against {suite.report.target} in "

@@ -12,12 +12,11 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-# Cases of our own, one per outcome, registered as a team's conftest would register them.
-# They do nothing on the wire beyond the runner's healthz, so the runs stay short.
+# Cases of our own, one per outcome, as a team writes them (a module for --sse-cases, or its
+# conftest). They do nothing on the wire beyond the runner's healthz, so the runs stay short.
 OWN_CASES = '''
 import trio
-from scenarios import HarnessError, Skip
-from scenarios._core import case
+from harness import HarnessError, Skip, case
 
 state = {"running": 0, "made": 0, "overlapped": False}
 
@@ -95,10 +94,10 @@ def _junit(path) -> dict[str, ET.Element]:
 
 
 def test_suite_cases_are_items_with_the_runners_outcomes(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(OWN_CASES)
+    pytester.makepyfile(own_cases=OWN_CASES)
     junit = pytester.path / "junit.xml"
     result = pytester.runpytest_subprocess(
-        *FAST, "--sse-suite", "--sse-only", "98.*", "--sse-only", "99.*", "-k", "not 99.8", "-v",
+        *FAST, "--sse-cases", "own_cases.py", "--sse-only", "98.*", "--sse-only", "99.*", "-k", "not 99.8", "-v",
         f"--junitxml={junit}", "--sse-report-dir", "reports", timeout=60)
     result.assert_outcomes(passed=5, failed=1, errors=1, skipped=1, deselected=1)
     out = result.stdout.str()
@@ -119,6 +118,7 @@ def test_suite_cases_are_items_with_the_runners_outcomes(pytester: pytest.Pytest
     assert cases["99.5"].find("skipped") is not None
     props = {p.get("name"): p.get("value") for p in cases["99.2"].iter("property")}
     assert props["sse_outcome"] == "non-strict" and props["sse_note"] == "against the contract's advice"
+    assert props["sse_origin"] == "file own_cases.py"
     assert cases["99.2"].find("failure") is None
     # The harness's own reports of the same run.
     written = json.loads((pytester.path / "reports" / "report.json").read_text())
@@ -127,15 +127,28 @@ def test_suite_cases_are_items_with_the_runners_outcomes(pytester: pytest.Pytest
         ("99.5", "skip"), ("99.6", "pass"), ("99.7", "pass")]
 
 
-def test_strict_fails_non_strict_and_info_still_passes(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(OWN_CASES)
-    result = pytester.runpytest_subprocess(*FAST, "--sse-only", "99.2", "--sse-only", "99.3", "--sse-strict",
-                                           timeout=60)
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["FAILED sse-suite::99.2*"])
+def test_strict_and_a_baseline(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(OWN_CASES)  # registered by the team's conftest this time
+    pytester.makefile(".toml", baseline='''
+        [[expected]]
+        case = "99.1"
+        reason = "known, fixed next sprint"
+
+        [[expected]]
+        case = "99.6"
+        reason = "fixed since"
+    ''')
+    result = pytester.runpytest_subprocess(*FAST, "--sse-only", "99.1", "--sse-only", "99.2", "--sse-only", "99.3",
+                                           "--sse-only", "99.6", "--sse-strict", "--sse-baseline", "baseline.toml",
+                                           "-rfx", timeout=60)
+    result.assert_outcomes(passed=1, failed=2, xfailed=1)
+    result.stdout.fnmatch_lines(["99.2 non-strict: legal but unwise"])  # strict: a failure
+    result.stdout.fnmatch_lines(["99.6 is listed in the baseline but listed as fail, now pass: remove it from the baseline"])
+    result.stdout.fnmatch_lines(["XFAIL sse-suite::99.1 - 99.1 fail, expected by the baseline: known, fixed next sprint"])
 
 
 def test_selection_by_pattern_keyword_and_marker_without_running(pytester: pytest.Pytester) -> None:
+    # Collection only: nothing is started.
     result = pytester.runpytest_subprocess(*FAST, "--co", "-q", "--sse-suite", "--sse-only", "4.*", "-k", "not 4.3")
     result.stdout.fnmatch_lines(["sse-suite::4.1", "sse-suite::4.2", "sse-suite::4.4"])
     assert "sse-suite::4.3" not in result.stdout.str() and "sse-suite::5.1" not in result.stdout.str()
