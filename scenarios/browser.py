@@ -63,11 +63,10 @@ def _target_port(ctx: Context) -> int:
     return parts.port or 80
 
 
-def _retry_seconds(segments: list[Segment], ctx: Context) -> float:
+def _retry_seconds(segments: list[Segment]) -> float:
+    """The stream's own retry; without one a browser waits its default (about 3 s in Chromium)."""
     retry = next((s.retry_ms for s in segments if s.retry_ms is not None), None)
-    if retry is None:
-        retry = ctx.health.get("retryMs") if isinstance(ctx.health.get("retryMs"), int) else 3000
-    return retry / 1000
+    return (3000 if retry is None else retry) / 1000
 
 
 async def recording(ctx: Context) -> Recording:
@@ -155,7 +154,7 @@ async def _plain(ctx: Context, browser, port: int, types: list[str]) -> Session:
         await page.open()
         run.steps.append("the page opened one EventSource with a listener per event type")
         if await run.until_done(page, range(1)):
-            retry = _retry_seconds([x.segment() for x in rig.tap.exchanges if x.target == page.streams[0]], ctx)
+            retry = _retry_seconds([x.segment() for x in rig.tap.exchanges if x.target == page.streams[0]])
             hold = min(8.0, ctx.profile.timing["terminal_close_seconds"] + 4 * retry + 0.5)
             run.notes["holdSeconds"] = round(hold, 2)
             run.steps.append(f"terminal event delivered; watching {hold:.1f}s more (4 retry periods and the close)")
