@@ -344,8 +344,9 @@ def _baseline_verdict(result, baseline: dict | None) -> tuple[str | None, str | 
 def _describe(result) -> str:
     lines = [f"{result.id} {result.outcome}: {result.title}"]
     for f in result.findings:
+        seen = "" if f.expected is None and f.observed is None else f": expected {f.expected!r}, observed {f.observed!r}"
         where = f" (event {f.event_id})" if f.event_id else ""
-        lines.append(f"  [{f.severity}] {f.message}: expected {f.expected!r}, observed {f.observed!r}{where}")
+        lines.append(f"  [{f.severity}] {f.message}{seen}{where}")
     if result.steps:
         lines += ["steps:", *(f"  {s}" for s in result.steps)]
     return "\n".join(lines)

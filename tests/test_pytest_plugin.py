@@ -84,6 +84,11 @@ async def shares_second(ctx, judge):
 @case("99.8", "must be deselected")
 async def deselected(ctx, judge):
     judge.fail("ran although -k left it out")
+
+
+@case("99.10", "takes long")
+async def slow(ctx, judge):
+    await trio.sleep(30)
 '''
 
 FAST = ["-p", "no:cacheprovider", "-p", "no:locust"]
@@ -97,9 +102,9 @@ def test_suite_cases_are_items_with_the_runners_outcomes(pytester: pytest.Pytest
     pytester.makepyfile(own_cases=OWN_CASES)
     junit = pytester.path / "junit.xml"
     result = pytester.runpytest_subprocess(
-        *FAST, "--sse-cases", "own_cases.py", "--sse-only", "98.*", "--sse-only", "99.*", "-k", "not 99.8", "-v",
+        *FAST, "--sse-cases", "own_cases.py", "--sse-only", "98.*", "--sse-only", "99.*", "-k", "not 99.8 and not 99.10", "-v",
         f"--junitxml={junit}", "--sse-report-dir", "reports", timeout=60)
-    result.assert_outcomes(passed=5, failed=1, errors=1, skipped=1, deselected=1)
+    result.assert_outcomes(passed=5, failed=1, errors=1, skipped=1, deselected=2)
     out = result.stdout.str()
     # Node ids carry the case id; notes for passes that are not plain passes.
     result.stdout.fnmatch_lines([
@@ -127,7 +132,7 @@ def test_suite_cases_are_items_with_the_runners_outcomes(pytester: pytest.Pytest
         ("99.5", "skip"), ("99.6", "pass"), ("99.7", "pass")]
 
 
-def test_strict_and_a_baseline(pytester: pytest.Pytester) -> None:
+def test_strict_a_baseline_and_an_early_end(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(OWN_CASES)  # registered by the team's conftest this time
     pytester.makefile(".toml", baseline='''
         [[expected]]
@@ -139,12 +144,14 @@ def test_strict_and_a_baseline(pytester: pytest.Pytester) -> None:
         reason = "fixed since"
     ''')
     result = pytester.runpytest_subprocess(*FAST, "--sse-only", "99.1", "--sse-only", "99.2", "--sse-only", "99.3",
-                                           "--sse-only", "99.6", "--sse-strict", "--sse-baseline", "baseline.toml",
-                                           "-rfx", timeout=60)
+                                           "--sse-only", "99.6", "--sse-only", "99.10", "--sse-strict",
+                                           "--sse-baseline", "baseline.toml", "--maxfail", "2", "-rfx", timeout=60)
     result.assert_outcomes(passed=1, failed=2, xfailed=1)
     result.stdout.fnmatch_lines(["99.2 non-strict: legal but unwise"])  # strict: a failure
     result.stdout.fnmatch_lines(["99.6 is listed in the baseline but listed as fail, now pass: remove it from the baseline"])
     result.stdout.fnmatch_lines(["XFAIL sse-suite::99.1 - 99.1 fail, expected by the baseline: known, fixed next sprint"])
+    # --maxfail ended the session before 99.10's item: its 30 s case was cancelled, not awaited.
+    result.stdout.fnmatch_lines(["suite run incomplete: the suite run was stopped"])
 
 
 def test_selection_by_pattern_keyword_and_marker_without_running(pytester: pytest.Pytester) -> None:
