@@ -177,6 +177,7 @@ async def serve(config: ServerConfig, *, task_status: trio.TaskStatus[list[str]]
     # h11_max_incomplete_size is answered 431 and the connection closed.
     hyper.keep_alive_timeout = config.idle_connection_seconds
     hyper.h11_max_incomplete_size = 16 * 1024
+    hyper.backlog = 4096  # hypercorn's 100 drops SYNs in a burst of connects: a second's delay each
     hyper.accesslog = None
     hyper.errorlog = log
 

@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--progress-interval", type=float, default=0.04, metavar="SECONDS")
     parser.add_argument("--stalled-client-seconds", type=float, default=30.0, metavar="SECONDS",
                         help="close a connection whose client has taken no bytes of a waiting write for this long")
+    parser.add_argument("--idle-connection-seconds", type=float, default=30.0, metavar="SECONDS",
+                        help="close a connection that has not sent a whole request for this long (default 30)")
     parser.add_argument("--event-log", choices=("sqlite", "memory"), default="sqlite",
                         help="sqlite: jobs and events kept in DATA_DIR/events.db across restarts (default); "
                              "memory: kept only while the process lives")
@@ -42,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         parser.error("--progress-interval must be in (0, 0.5]")
     if not args.stalled_client_seconds > 0:
         parser.error("--stalled-client-seconds must be > 0")
+    if not args.idle_connection_seconds > 0:
+        parser.error("--idle-connection-seconds must be > 0")
     if not args.retention_hours > 0 or not args.max_log_mb > 0:
         parser.error("--retention-hours and --max-log-mb must be > 0")
     return ServerConfig(
@@ -49,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         retry_ms=args.retry_ms, time_scale=args.time_scale, max_concurrent_jobs=args.max_concurrent_jobs,
         diagnostics=args.diagnostics, progress_interval=args.progress_interval,
         stalled_client_seconds=args.stalled_client_seconds, event_log=args.event_log,
+        idle_connection_seconds=args.idle_connection_seconds,
         retention_seconds=args.retention_hours * 3600, max_log_bytes=int(args.max_log_mb * 1024 * 1024),
     )
 

@@ -49,6 +49,9 @@ class ServerConfig:
     max_write_bytes: int = 64 * 1024
     # A write that waits on its client this long without progress closes the connection.
     stalled_client_seconds: float = 30.0
+    # A connection that has not completed a request this long after it opened (or after its
+    # last response) is closed: idle sockets and slowloris senders alike.
+    idle_connection_seconds: float = 30.0
     # Video geometry: tiny, so that the real ffmpeg work stays cheap.
     video_size: str = "320x180"
     video_fps: int = 10

@@ -135,10 +135,10 @@ class _DirectWriteTCPServer(TCPServer):
             sent = self.send_now(data)
             if sent == len(data):
                 return
-            data = data[sent:]
+            data = memoryview(data)[sent:]  # no copy: this write may wait, holding it
         await self._send_waiting(data)
 
-    async def _send_waiting(self, data: bytes) -> None:
+    async def _send_waiting(self, data: bytes | memoryview) -> None:
         """Hypercorn's locked, shielded write, except that a client that takes nothing for
         ``patience`` seconds (or a shutdown) closes the connection."""
         gone = False
