@@ -41,6 +41,7 @@ import time
 from typing import Any
 
 import gevent
+from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from locust import FastHttpUser, between, events, task
 from locust.exception import StopUser
@@ -171,7 +172,7 @@ class _Shared:
         self.lock = Semaphore()
         self.key: tuple | None = None
         self.plan: LoadPlan | None = None
-        self.board: collections.deque[list] = collections.deque()  # [job_id, places left]
+        self.board: collections.deque[list] = collections.deque()  # [AsyncResult of the job id, places left]
         self.delays: collections.deque[tuple[float, float]] = collections.deque(maxlen=20_000)
         self.probe: gevent.Greenlet | None = None
         self.logged = 0
@@ -191,7 +192,9 @@ class _Shared:
                 self.board.clear()
             return self.plan
 
-    def take_place(self) -> str | None:
+    def take_place(self) -> AsyncResult | None:
+        """A place on a job another user creates or created: its id comes through the result
+        (None if its creation failed)."""
         while self.board:
             entry = self.board[0]
             if entry[1] > 0:
@@ -202,9 +205,13 @@ class _Shared:
             self.board.popleft()
         return None
 
-    def offer(self, job_id: str, places: int) -> None:
+    def open_places(self, places: int) -> AsyncResult:
+        """Room for ``places`` more users on the job about to be created, offered before the
+        create request so that users spawned meanwhile wait for it instead of creating more."""
+        result = AsyncResult()
         if places > 0:
-            self.board.append([job_id, places])
+            self.board.append([result, places])
+        return result
 
 
 _shared = _Shared()
@@ -222,15 +229,13 @@ def _health(user: "SSEUser", profile: Profile) -> dict[str, Any]:
 def _probe(environment) -> None:
     """How late this process's loop wakes up: the load generator's own delay, fired as
     ``own delay`` and kept (bounded) so that a keep-alive silence it explains is excused."""
-    fire = environment.events.request.fire
     while True:
         asked = time.perf_counter()
         gevent.sleep(_PROBE_PERIOD)
         now = time.perf_counter()
         late = max(0.0, now - asked - _PROBE_PERIOD)
         _shared.delays.append((now, late))
-        fire(request_type="worker", name="own delay", response_time=late * 1000, response_length=0, exception=None,
-             context={})
+        environment.stats.get("own delay", "worker").log(late * 1000, 0)
 
 
 @events.test_start.add_listener
@@ -319,6 +324,13 @@ class SSEUser(FastHttpUser):
         self._fire(request_type="SSE", name=name, response_time=max(0.0, ms), response_length=length,
                    exception=error, context={})
 
+    def _measure(self, name: str, ms: float) -> None:
+        """A per-event measurement (lag, gap): logged straight into its statistics entry, which
+        is what workers report to the master too. Not through the request event: that costs
+        twice as much per event, and these samples are not requests, so they stay out of the
+        Aggregated row."""
+        self.environment.stats.get(name, "SSE").log(ms if ms > 0 else 0.0, 0)
+
     def _breach(self, job: _Job, breach: Breach) -> None:
         job.breaches += 1
         if job.failure is None:
@@ -351,13 +363,27 @@ class SSEUser(FastHttpUser):
         if plan.stream_url:
             job, url, created = _Job(plan, None, started), plan.stream_url, False
         else:
-            job_id = plan.job_id or _shared.take_place()
-            created = job_id is None
-            if created:
-                job_id = self._create(plan)
-                if job_id is None:
-                    return
-                _shared.offer(job_id, plan.subscribers - 1)
+            job_id: str | None = plan.job_id
+            created = False
+            if not job_id:
+                place = _shared.take_place()
+                if place is not None:
+                    try:
+                        job_id = place.get(timeout=plan.job_timeout)  # None: its creation failed
+                    except gevent.Timeout:
+                        job_id = None
+                    if job_id is None:
+                        return
+                    started = time.perf_counter()
+                else:
+                    created = True
+                    places = _shared.open_places(plan.subscribers - 1)
+                    try:
+                        job_id = self._create(plan)
+                    finally:
+                        places.set(job_id)
+                    if job_id is None:
+                        return
             job, url = _Job(plan, job_id, started), profile.paths["events"].format(id=job_id)
         if created and random.random() < plan.cancel_share:
             job.cancel_stage = random.choice(profile.stages)
@@ -461,7 +487,7 @@ class SSEUser(FastHttpUser):
         working = False
         previous_live: float | None = None
         loads = json.loads
-        sample = self._sample
+        sample, measure = self._sample, self._measure
         try:
             while True:
                 now = time.perf_counter()
@@ -527,13 +553,13 @@ class SSEUser(FastHttpUser):
                     ts = value.get("ts")
                     live = type(ts) in (int, float) and ts >= requested_wall_ms - 1
                     if live:
-                        sample("lag", wall_ms - ts)
+                        measure("lag", wall_ms - ts)
                     if not job.first_event_done:
                         job.first_event_done = True
                         sample("first event", (now - requested) * 1000)
                     kind = event.type
                     if working and live and previous_live is not None:
-                        sample("gap", (now - previous_live) * 1000)
+                        measure("gap", (now - previous_live) * 1000)
                     previous_live = now if live else None
                     if kind == step_status:
                         working = value.get("status") == "running"
