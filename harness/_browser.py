@@ -33,8 +33,8 @@ from ._client import END_CLIENT, END_RESET, END_SERVER, END_STATUS, Segment
 from ._decoder import Decoder, Event
 from ._proxy import FaultProxy
 
-__all__ = ["BROWSER_ENV", "Browser", "BrowserRig", "BrowserUnavailable", "Exchange", "Observation", "PageTrace",
-           "canonical", "find_browser", "open_browser", "page_screenshot"]
+__all__ = ["BROWSER_ENV", "Browser", "BrowserNotFound", "BrowserRig", "BrowserUnavailable", "Exchange", "Observation",
+           "PageTrace", "canonical", "find_browser", "open_browser", "page_screenshot"]
 
 BROWSER_ENV = "SSE_HARNESS_BROWSER"
 PAGE_PATH = "/__sse-harness__/probe.html"
@@ -48,7 +48,11 @@ _READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSED"}
 
 
 class BrowserUnavailable(Exception):
-    """No browser to drive (the message says where we looked), or Playwright is not installed."""
+    """No browser to drive: the one named is not there, or it did not start."""
+
+
+class BrowserNotFound(BrowserUnavailable):
+    """None was named and none is on PATH, or Playwright is not installed: the family skips."""
 
 
 def find_browser(explicit: str | None = None) -> str:
@@ -56,7 +60,7 @@ def find_browser(explicit: str | None = None) -> str:
     try:
         import playwright  # noqa: F401
     except ImportError:
-        raise BrowserUnavailable("Playwright is not installed (pip install playwright)") from None
+        raise BrowserNotFound("Playwright is not installed (pip install playwright)") from None
     for origin, value in (("--browser", explicit), (f"${BROWSER_ENV}", os.environ.get(BROWSER_ENV))):
         if value:
             path = shutil.which(value) or value
@@ -67,7 +71,7 @@ def find_browser(explicit: str | None = None) -> str:
         path = shutil.which(name)
         if path:
             return path
-    raise BrowserUnavailable(f"no browser: none of {', '.join(_CANDIDATES)} on PATH, no --browser, no "
+    raise BrowserNotFound(f"no browser: none of {', '.join(_CANDIDATES)} on PATH, no --browser, no "
                              f"${BROWSER_ENV} (on Debian: apt-get install chromium)")
 
 
@@ -185,8 +189,12 @@ function note(o) {
   o.t = now(); obs.push(o);
   const row = rows[o.s]; if (!row) return;
   row.n += o.k === "ev" && o.message ? 1 : 0;
-  row.el.innerHTML = "<td>" + cfg.streams[o.s] + "</td><td class=s" + o.rs + ">" + ["CONNECTING", "OPEN", "CLOSED"][o.rs]
-    + "</td><td>" + row.n + " events</td><td>" + (o.k === "ev" ? o.type + " #" + o.id : o.k) + "</td>";
+  // textContent only: what the target sends must never become markup in the probe.
+  const cells = [cfg.streams[o.s], ["CONNECTING", "OPEN", "CLOSED"][o.rs], row.n + " events",
+                 o.k === "ev" ? o.type + " #" + o.id : o.k];
+  row.el.replaceChildren(...cells.map((text, i) => {
+    const td = document.createElement("td"); td.textContent = text; if (i === 1) td.className = "s" + o.rs; return td;
+  }));
 }
 window.__sources = cfg.streams.map((url, s) => {
   const el = document.createElement("tr"); document.getElementById("t").appendChild(el);
@@ -394,9 +402,11 @@ class Tap:
         nursery.start_soon(trio.serve_listeners, self._handle, listeners)
         return self
 
-    async def __aexit__(self, *exc) -> bool | None:
+    async def __aexit__(self, *exc) -> bool:
+        # The block's own exception leaves as itself (not wrapped by our nursery).
         self._nursery.cancel_scope.cancel()
-        return await self._manager.__aexit__(*exc)
+        await self._manager.__aexit__(None, None, None)
+        return False
 
     async def _handle(self, client: trio.SocketStream) -> None:
         self._count += 1

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import trio
 
 from harness import Segment
-from harness._browser import (BrowserRig, BrowserUnavailable, PageHandle, PageTrace, canonical, find_browser,
-                              open_browser)
+from harness._browser import (BrowserNotFound, BrowserRig, BrowserUnavailable, PageHandle, PageTrace, canonical,
+                              find_browser, open_browser)
 
 from . import checks
 from ._core import Context, HarnessError, Judge, Skip, TargetFault, case
@@ -77,8 +77,10 @@ async def recording(ctx: Context) -> Recording:
 async def _record(ctx: Context) -> Recording:
     try:
         path = find_browser(ctx.options.get("browser"))
-    except BrowserUnavailable as exc:
+    except BrowserNotFound as exc:
         raise Skip(str(exc)) from None
+    except BrowserUnavailable as exc:  # a browser was named and is not there: the user's to fix
+        raise HarnessError(str(exc)) from None
     port = _target_port(ctx)
     ctx.knobs(stageSeconds={})  # Skip when the target takes no knobs
     types = sorted(set(ctx.profile.events.values()) | {"message"})
