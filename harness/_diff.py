@@ -65,7 +65,8 @@ def _path(*keys: str) -> Callable[[dict[str, Any]], Any]:
 
 def _largest(key: str) -> Callable[[dict[str, Any]], Any]:
     def read(evidence: dict[str, Any]) -> Any:
-        values = [v for v in evidence.get(key) or () if _number(v) is not None]
+        listed = evidence.get(key)
+        values = [v for v in listed if _number(v) is not None] if isinstance(listed, list) else []
         return max(values) if values else None
 
     return read
@@ -83,7 +84,8 @@ FIGURES = (
     Figure("close after terminal", "ms", _path("closeAfterTerminalMs"), 20.0),
     Figure("replay time", "ms", _path("replayMs"), 20.0),
 )
-SUITE_DURATION = Figure("suite duration", "s", lambda report: report["durationMs"] / 1000, 1.0)
+SUITE_DURATION = Figure("suite duration", "s", lambda report: (_number(report.get("durationMs")) or 0) / 1000 or None,
+                        1.0)  # read from the report itself
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,9 +226,9 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], *, threshold: float =
             a, b = _number(figure.read(old_ev)), _number(figure.read(new_ev))
             if a is not None and b is not None and _moved(figure, a, b, threshold):
                 figures.append(FigureChange(case_id, figure.name, figure.unit, a, b))
-    a, b = _number(old.get("durationMs")), _number(new.get("durationMs"))
-    if a is not None and b is not None and _moved(SUITE_DURATION, a / 1000, b / 1000, threshold):
-        figures.append(FigureChange("", SUITE_DURATION.name, SUITE_DURATION.unit, a / 1000, b / 1000))
+    a, b = SUITE_DURATION.read(old), SUITE_DURATION.read(new)
+    if a is not None and b is not None and _moved(SUITE_DURATION, a, b, threshold):
+        figures.append(FigureChange("", SUITE_DURATION.name, SUITE_DURATION.unit, a, b))
     figures.sort(key=lambda f: not f.worse)
 
     notes = []

@@ -114,6 +114,9 @@ def test_figures_that_moved_past_the_threshold_and_the_noise_floor() -> None:
     assert not diff.figures[-1].worse  # worse first
     assert diff.exit_code() == 0  # figures inform; outcomes gate
     assert [(f.case_id, f.figure) for f in diff_reports(OLD, new, threshold=10.0).figures] == [("6.1", "cancel latency")]
+    # Evidence of another shape than expected is no figure, not a crash.
+    odd = new_run(**{"5_1": {"evidence": {"commentSpacing": 3, "longestSilence": "long"}}})
+    assert diff_reports(OLD, odd).figures == ()
 
 
 def test_markdown_and_the_command(tmp_path, capsys) -> None:
