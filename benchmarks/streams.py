@@ -3,6 +3,7 @@ one run; print deliveries/s, delivery lateness p50/p99 (receive time minus ts), 
 CPU per delivered event.
 
     python benchmarks/streams.py [N ...] [--jobs J]   (default 100 1000 4000, 20 jobs; needs '.[bench]')
+    python benchmarks/streams.py --hostile            (slowloris, idle sockets, a 1 MiB head, stuck readers)
 
 With --jobs 1 every stream follows one job: each event is one fan-out to all N subscribers.
 
@@ -284,6 +285,150 @@ def peer(n: int) -> dict:
         stop(proc)
 
 
+# -- hostile clients (--hostile) ------------------------------------------------------------------
+HOSTILE_IDLE_SECONDS = 5.0  # the reference server's --idle-connection-seconds for this run (default 30)
+
+
+def _connect_many(port: int, count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError:
+            continue
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _until_closed(socks: list[socket.socket], limit: float) -> tuple[float, int]:
+    """Seconds until the server has closed them all (or ``limit``), and how many it closed."""
+    started, open_ = time.monotonic(), list(socks)
+    while open_ and time.monotonic() - started < limit:
+        open_ = [s for s in open_ if not _closed(s)]
+        time.sleep(0.1)
+    return time.monotonic() - started, len(socks) - len(open_)
+
+
+def _timed_get(port: int, path: str) -> float:
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        sock.recv(1)
+    return (time.perf_counter() - started) * 1000
+
+
+def hostile(name: str, proc: subprocess.Popen, port: int, normal_path: str) -> None:
+    """Print one line per hostile-client figure for a server that is up on ``port``."""
+    pid = proc.pid
+    # 1. slowloris: 2000 connections sending a request head one byte per second.
+    before = rss_kib(pid)
+    slow = _connect_many(port, 2000)
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    latencies, started, i = [], time.monotonic(), 0
+    while time.monotonic() - started < 4.0:
+        for sock in slow:
+            try:
+                sock.send(head[i:i + 1])
+            except OSError:
+                pass
+        i += 1
+        for _ in range(10):
+            latencies.append(_timed_get(port, normal_path))
+            time.sleep(0.1)
+    latencies.sort()
+    per_conn = (rss_kib(pid) - before) / max(1, len(slow))
+    took, closed = _until_closed(slow, 60)
+    print(f"  {name:<10} slowloris x{len(slow)}: normal requests p50/p99 {statistics.median(latencies):.1f}/"
+          f"{latencies[int(len(latencies) * 0.99)]:.1f} ms; {per_conn:.1f} KiB each; {closed} closed by the "
+          f"server {took + 4.0:.1f} s after opening", flush=True)
+    for sock in slow:
+        sock.close()
+    # 2. 5000 idle TCP connections that never send a byte.
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    idle = _connect_many(port, 5000)
+    time.sleep(1.0)
+    per_conn = (rss_kib(pid) - before) / max(1, len(idle))
+    took, closed = _until_closed(idle, 60)
+    print(f"  {name:<10} idle x{len(idle)}: {per_conn:.1f} KiB each; {closed} closed by the server "
+          f"{took + 1.0:.1f} s after opening; RSS after {rss_kib(pid) / 1024:.1f} MiB", flush=True)
+    for sock in idle:
+        sock.close()
+    # 3. a request head of 1 MiB.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            sock.sendall(b"a" * (1 << 20) + b"\r\n\r\n")
+        except OSError:
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+            how = "closed"
+        except ConnectionResetError:
+            how = "reset"
+        except socket.timeout:
+            how = "still open after 10 s"
+    status_line = answer.split(b"\r\n", 1)[0].decode(errors="replace") or "(nothing)"
+    print(f"  {name:<10} 1 MiB request head: {status_line}, connection {how}", flush=True)
+
+
+def hostile_stuck(proc: subprocess.Popen, base: str) -> None:
+    """200 clients that open a live stream and stop reading: memory each, and its growth while the job emits."""
+    port = int(base.rsplit(":", 1)[1])
+    with httpx.Client(base_url=base) as http:
+        job = http.post("/api/jobs", json={"topic": "stuck", "stageSeconds": {"script": 600}}).json()["jobId"]
+    time.sleep(3.0)
+    before = rss_kib(proc.pid)
+    stuck = []
+    for _ in range(200):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"GET /api/jobs/{job}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        stuck.append(sock)
+    time.sleep(2.0)
+    at = rss_kib(proc.pid)
+    time.sleep(5.0)
+    later = rss_kib(proc.pid)
+    latency = sorted(_timed_get(port, "/api/healthz") for _ in range(20))
+    print(f"  reference  200 clients stopped reading (their job emitting {1 / 0.005:.0f} events/s): "
+          f"{(at - before) / 200:.1f} KiB each once stuck, {(later - at) / 200:+.1f} KiB each over the next 5 s; "
+          f"healthz p50 {statistics.median(latency):.1f} ms", flush=True)
+    for sock in stuck:
+        sock.close()
+
+
+def run_hostile() -> None:
+    print(f"hostile clients (reference: --idle-connection-seconds {HOSTILE_IDLE_SECONDS:g}; "
+          "peer: uvicorn's defaults)")
+    data_dir = tempfile.mkdtemp(prefix="bench-")
+    proc, base = start([sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", data_dir,
+                        "--idle-connection-seconds", str(HOSTILE_IDLE_SECONDS), "--progress-interval", "0.005"])
+    try:
+        hostile("reference", proc, int(base.rsplit(":", 1)[1]), "/api/healthz")
+        hostile_stuck(proc, base)
+    finally:
+        stop(proc)
+        subprocess.run(["rm", "-rf", data_dir], check=False)
+    proc, base = start([sys.executable, str(ROOT / "benchmarks" / "peers" / "starlette_peer.py"), "0", "1", "5"])
+    try:
+        hostile("starlette", proc, int(base.rsplit(":", 1)[1]), "/nothing-here")
+    finally:
+        stop(proc)
+
+
 def _ms(r: dict, key: str) -> str:
     return f"{r[key + '_p50']:.1f}/{r[key + '_p99']:.1f}" if key + "_p99" in r else "-"
 
@@ -292,6 +437,9 @@ def main() -> None:
     global JOBS
     if len(sys.argv) == 6 and sys.argv[1] == "--probe-child":
         probe_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+        return
+    if sys.argv[1:] == ["--hostile"]:
+        run_hostile()
         return
     parser = argparse.ArgumentParser(description="stream benchmark: reference server against a peer")
     parser.add_argument("sizes", nargs="*", type=int, default=[100, 1000, 4000])
