@@ -94,7 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None:
-        session.close()
+        session.close()  # normally done at the session's finish already; closing again does nothing
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -399,16 +399,19 @@ def pytest_report_teststatus(report, config):
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     sse = session.config.stash.get(_SESSION, None)
-    if sse is None or sse.suite is None:
+    if sse is None:
         return
-    if {c.id for c in sse.suite.cases} <= sse.suite.results.keys():
-        sse.suite.wait_complete(30)  # every case is done: the runner only closes its client
-    sse.suite.stop()  # the session ended early (-x, --maxfail, Ctrl-C): cancel what still runs
-    report_dir = session.config.getoption("sse_report_dir")
-    if report_dir and sse.suite.report is not None:
-        from ._reports import FORMATS, write_reports
+    if sse.suite is not None:
+        if {c.id for c in sse.suite.cases} <= sse.suite.results.keys():
+            sse.suite.wait_complete(30)  # every case is done: the runner only closes its client
+        sse.suite.stop()  # the session ended early (-x, --maxfail, Ctrl-C): cancel what still runs
+        report_dir = session.config.getoption("sse_report_dir")
+        if report_dir and sse.suite.report is not None:
+            from ._reports import FORMATS, write_reports
 
-        write_reports(sse.suite.report, report_dir, FORMATS)
+            write_reports(sse.suite.report, report_dir, FORMATS)
+    # Session fixtures are torn down by now: the server goes (by its pid) before the summary says so.
+    sse.close()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -10,7 +10,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from harness._cases import load_cases
+
 pytest_plugins = ["pytester"]
+
+# The in-process runs below load the cases; pytester restores sys.modules after each test, so
+# modules first imported inside one would be imported (and their cases registered) again later.
+# Loaded here, at collection, they are older than any pytester snapshot and stay.
+load_cases()
 
 # Cases of our own, one per outcome, as a team writes them (a module for --sse-cases, or its
 # conftest). They do nothing on the wire beyond the runner's healthz, so the runs stay short.
@@ -155,15 +162,15 @@ def test_strict_a_baseline_and_an_early_end(pytester: pytest.Pytester) -> None:
 
 
 def test_selection_by_pattern_keyword_and_marker_without_running(pytester: pytest.Pytester) -> None:
-    # Collection only: nothing is started.
-    result = pytester.runpytest_subprocess(*FAST, "--co", "-q", "--sse-suite", "--sse-only", "4.*", "-k", "not 4.3")
+    # Collection only, so in this process (the cases were loaded at import, see above).
+    result = pytester.runpytest_inprocess("--co", "-q", "--sse-suite", "--sse-only", "4.*", "-k", "not 4.3")
     result.stdout.fnmatch_lines(["sse-suite::4.1", "sse-suite::4.2", "sse-suite::4.4"])
     assert "sse-suite::4.3" not in result.stdout.str() and "sse-suite::5.1" not in result.stdout.str()
-    result = pytester.runpytest_subprocess(*FAST, "--co", "-q", "--sse-suite", "-m", "sse_exclusive",
-                                           "-k", "queue")  # words of a title match too
+    result = pytester.runpytest_inprocess("--co", "-q", "--sse-suite", "-m", "sse_exclusive",
+                                          "-k", "queue")  # words of a title match too
     lines = [line for line in result.stdout.lines if line.startswith("sse-suite::")]
     assert lines == ["sse-suite::5.2", "sse-suite::6.6"], result.stdout.str()
-    result = pytester.runpytest_subprocess(*FAST, "--co", "--sse-only", "no-such-case")
+    result = pytester.runpytest_inprocess("--co", "--sse-only", "no-such-case")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*no case matches --sse-only*"])
 
