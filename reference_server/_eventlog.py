@@ -16,6 +16,8 @@ def encode_event(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
 
 # Listeners offered an event between two checkpoints of a durable log's fan-out (about 25 us each).
 FANOUT_SLICE = 256
+# Events offered joined to a listener in one write, at most this many bytes (a subscriber's write bound).
+MAX_JOINED = 64 * 1024
 
 # Called with (log, event id, type, encoded bytes) when an event is appended to a durable log;
 # the store calls ``log.publish_through(event_id)`` once the event is on disk.
@@ -85,23 +87,49 @@ class EventLog:
             self._publish(*self._pending.pop(0))
 
     async def publish_sliced(self, event_id: int) -> None:
-        """``publish_through`` for the store's writer task: the fan-out to listeners goes in
-        slices of FANOUT_SLICE with a checkpoint between them, so that with thousands of
-        subscribers on one job the loop still answers requests (and cancels) meanwhile.
+        """``publish_through`` for the store's writer task, with two differences.
 
-        Only this task publishes to a durable log, one event at a time, so while a fan-out is
-        under way ``encoded[-1]`` is still the event being offered. A listener that left meanwhile
-        is skipped: its task now writes from its cursor, and an offer would write twice."""
+        The fan-out to listeners goes in slices of FANOUT_SLICE with a checkpoint between them,
+        so that with thousands of subscribers on one job the loop still answers requests (and
+        cancels) meanwhile. And the events a batch brings are offered joined (up to
+        MAX_JOINED bytes per offer), one write per listener rather than one per event: when
+        the server falls behind, batches grow, and each write carries more; every subscriber
+        of the job gets the same run of events in the same pass, so lateness grows evenly.
+
+        Only this task publishes to a durable log, and it finishes one fan-out before the next,
+        so a listener's "is this my next event" test holds across the checkpoints. A listener
+        that left meanwhile is skipped: its task now writes from its cursor, an offer would
+        write twice."""
+        first = len(self.encoded)
         while self._pending and len(self.encoded) < event_id:
-            event_type, encoded, terminal = self._pending.pop(0)
-            listeners = self._publish(event_type, encoded, terminal, offer=len(self._listeners) <= FANOUT_SLICE)
-            for start in range(0, len(listeners), FANOUT_SLICE):
-                if start:
+            self._publish(*self._pending.pop(0), offer=False)
+        if not self._listeners or first == len(self.encoded):
+            return
+        listeners = list(self._listeners)
+        start = first
+        while start < len(self.encoded):
+            end, size = start, 0
+            while end < len(self.encoded) and (end == start or size + len(self.encoded[end]) <= MAX_JOINED):
+                size += len(self.encoded[end])
+                end += 1
+            joined = self.encoded[start] if end == start + 1 else b"".join(self.encoded[start:end])
+            for offset in range(0, len(listeners), FANOUT_SLICE):
+                if offset:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 current = self._listeners
-                for listener in listeners[start:start + FANOUT_SLICE]:
-                    if listener in current:
-                        listener(encoded)
+                for listener in listeners[offset:offset + FANOUT_SLICE]:
+                    if listener not in current:
+                        continue
+                    if end == start + 1:
+                        listener(joined)
+                        continue
+                    many = getattr(getattr(listener, "__self__", None), "offer_many", None)
+                    if many is not None:
+                        many(joined, start, end - start)
+                    else:
+                        for encoded in self.encoded[start:end]:
+                            listener(encoded)
+            start = end
 
     def _publish(self, event_type: str, encoded: bytes, terminal: bool, offer: bool = True) -> list:
         """Put the event in the log; offer it to every listener now (``offer``), else return them."""

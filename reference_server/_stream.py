@@ -163,6 +163,18 @@ class _LiveDelivery:
         if self.rest or self.log.closed:
             self._stop()
 
+    def offer_many(self, joined: bytes, first: int, count: int) -> None:
+        """Events ``first`` .. ``first + count - 1`` of the log, joined: one write for all of them
+        (a durable log publishes what one batch wrote at once; see EventLog.publish_sliced)."""
+        if self.cursor != first or not self.writer.ready():
+            self._stop()
+            return
+        self.rest = self.writer.write_now(joined)
+        self.cursor += count
+        self.last_write = trio.current_time()
+        if self.rest or self.log.closed:
+            self._stop()
+
     def _stop(self) -> None:
         self.log.unlisten(self.offer)
         self._wake.set()

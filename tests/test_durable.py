@@ -176,3 +176,40 @@ async def test_a_large_fan_out_yields_between_slices_and_skips_listeners_that_le
     # Another task ran while the fan-out was part way (at a slice boundary), not only after it.
     assert any(0 < p < len(got) - 1 for p in progress) and all(p % FANOUT_SLICE == 0 for p in progress[:-1]), progress
     assert not got[len(got) - 1] and all(len(v) == 1 for i, v in got.items() if i != len(got) - 1)
+
+
+async def test_a_batch_of_events_reaches_a_caught_up_subscriber_in_one_write():
+    """Behind (several events per batch), each subscriber gets the run in one write, in order."""
+    import trio.testing
+
+    from reference_server._stream import _LiveDelivery
+
+    class Writer:
+        def __init__(self) -> None:
+            self.taken: list[bytes] = []
+
+        def ready(self) -> bool:
+            return True
+
+        def write_now(self, data: bytes) -> bytes:
+            self.taken.append(data)
+            return b""
+
+    log = EventLog(sink=lambda *_: None)
+    log.append("e", {})
+    await log.publish_sliced(1)
+    writers = [Writer() for _ in range(3)]
+    lives = [_LiveDelivery(log, w, 1, trio.current_time()) for w in writers]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for live in lives:
+                nursery.start_soon(live.run, 100.0)
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(4):
+                log.append("e", {})
+            await log.publish_sliced(5)
+            assert all(len(w.taken) == 1 and w.taken[0] == b"".join(log.encoded[1:5]) for w in writers)
+            assert all(live.cursor == 5 and not live._wake.is_set() for live in lives)
+            log.append("end", {}, terminal=True)
+            await log.publish_sliced(6)
+    assert all(live.cursor == 6 and w.taken[-1] == log.encoded[5] for live, w in zip(lives, writers))
