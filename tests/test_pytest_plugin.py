@@ -193,11 +193,27 @@ def test_a_teams_own_tests_use_the_fixtures_beside_the_suite(pytester: pytest.Py
             ids = [int(e.id) for e in trace.events]
             assert ids == list(range(1, len(ids) + 1))
     ''')
-    result = pytester.runpytest_subprocess(*FAST, "--sse-only", "1.1", "--sse-only", "1.3", "-v", timeout=90)
-    result.assert_outcomes(passed=4)
+    # The team's own package of cases, found through its entry point as if pip had installed
+    # it: its metadata lies on sys.path (the run's working directory).
+    package = pytester.mkpydir("team_cases")
+    (package / "__init__.py").write_text(
+        "from harness import case\n\n"
+        "@case('100.2', 'our healthz names the service')\n"
+        "async def named(ctx, judge):\n"
+        "    judge.expect(ctx.health.get('status') == 'ok', 'healthz has no status ok', 'ok', ctx.health)\n")
+    dist = pytester.mkdir("team_cases-0.1.dist-info")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: team-cases\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[sse_harness.cases]\nteam = team_cases\n")
+    junit = pytester.path / "junit.xml"
+    result = pytester.runpytest_subprocess(*FAST, "--sse-only", "1.1", "--sse-only", "1.3", "--sse-only", "100.*",
+                                           "-v", f"--junitxml={junit}", timeout=90)
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["sse-suite::100.2 PASSED*"])
+    props = {p.get("name"): p.get("value") for p in _junit(junit)["100.2"].iter("property")}
+    assert props["sse_origin"] == "team-cases (entry point team)"
     # One server for the session, shared by the team's tests and the suite.
     assert result.stdout.str().count("embedded reference server: pid") == 1
-    result.stdout.fnmatch_lines(["suite run: 2 cases against http://127.0.0.1:*"])
+    result.stdout.fnmatch_lines(["suite run: 3 cases against http://127.0.0.1:*"])
 
 
 def test_an_unreachable_target_is_an_error_not_a_failure(pytester: pytest.Pytester) -> None:
