@@ -409,7 +409,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         if report_dir and sse.suite.report is not None:
             from ._reports import FORMATS, write_reports
 
-            write_reports(sse.suite.report, report_dir, FORMATS)
+            try:
+                write_reports(sse.suite.report, report_dir, FORMATS)
+            except OSError as exc:
+                sse.suite.failure = f"the reports could not be written to {report_dir}: {exc}"
     # Session fixtures are torn down by now: the server goes (by its pid) before the summary says so.
     sse.close()
 
@@ -433,11 +436,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         env = suite.report.environment
         write(f"suite run: {len(suite.report.results)} cases against {suite.report.target} in "
               f"{suite.report.duration_ms / 1000:.1f} s, {env.get('jobsCreated')} jobs created")
+        if suite.report.error:
+            write(f"the run could not be done: {suite.report.error}")
         report_dir = config.getoption("sse_report_dir")
-        if report_dir:
+        if report_dir and not suite.failure:
             write(f"reports: {report_dir}")
-    elif suite.failure:
-        write(f"suite run incomplete: {suite.failure}")
+    if suite.failure:
+        write(f"suite run incomplete: {suite.failure}" if suite.report is None else suite.failure)
 
 
 # -- fixtures for a team's own tests ------------------------------------------------------------

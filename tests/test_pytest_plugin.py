@@ -229,6 +229,7 @@ def test_an_unreachable_target_is_an_error_not_a_failure(pytester: pytest.Pytest
                                            timeout=60)
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(["*1.1 error (the harness's own trouble): *target unreachable*"])
+    result.stdout.fnmatch_lines(["the run could not be done: target unreachable at http://127.0.0.1:9/*"])
     result = pytester.runpytest_subprocess(*FAST, "--sse-profile", "missing.toml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*sse-harness: bad profile: cannot read profile missing.toml*"])
