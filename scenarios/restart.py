@@ -39,7 +39,7 @@ class Restarted:
     job_id: str
     stage: str
     before: Segment  # the stream that the restart cut
-    after: Segment | None  # the reconnection with Last-Event-ID after the restart (None: not needed)
+    after: Segment  # the reconnection with Last-Event-ID after the restart
     restart_seconds: float
     snapshot_status: int
     snapshot: Any
@@ -52,7 +52,7 @@ class Restarted:
 
     @property
     def events(self) -> list[Event]:
-        return self.before.events + (self.after.events if self.after is not None else [])
+        return self.before.events + self.after.events
 
 
 def _restarter(ctx: Context):
@@ -91,7 +91,8 @@ async def _restart_mid_stage(ctx: Context, how: str, *, with_finished: bool) -> 
                 reached.set()
 
     before: list[Segment] = []
-    problem = ""
+    problem = ""  # the target's fault
+    ours = ""  # the harness's trouble
     restart_seconds = 0.0
     async with trio.open_nursery() as nursery:
 
@@ -106,8 +107,9 @@ async def _restart_mid_stage(ctx: Context, how: str, *, with_finished: bool) -> 
                 await reached.wait()
             polling.cancel_scope.cancel()
         await watcher.poll_once()
-        if before:
-            problem = (f"the job's stream ended before it reached {stage}: {before[0].end} {before[0].end_detail}")
+        if before or not reached.is_set():
+            problem = (f"the job's stream ended before it reached {stage}: {before[0].end} {before[0].end_detail}"
+                       if before else f"the job did not reach {stage} (event {EVENTS_BEFORE}) within 30 s")
             nursery.cancel_scope.cancel()
         else:
             # The stream stays open through the stop: it ends the way a browser's would.
@@ -117,14 +119,14 @@ async def _restart_mid_stage(ctx: Context, how: str, *, with_finished: bool) -> 
             except TimeoutError as exc:
                 problem = f"after SIG{how} the target did not come back: {exc}"
             except RuntimeError as exc:
-                problem = f"harness: the restart could not be done: {exc}"
+                ours = f"the restart could not be done: {exc}"
             restart_seconds = time.monotonic() - started
             with trio.move_on_after(10):
-                while not before and not problem:
+                while not before and not problem and not ours:
                     await trio.sleep(0.02)
             nursery.cancel_scope.cancel()
-    if problem.startswith("harness: "):
-        raise HarnessError(problem.removeprefix("harness: "))
+    if ours:
+        raise HarnessError(ours)
     if problem:
         raise TargetFault(problem)
     if not before:
@@ -154,12 +156,11 @@ async def killed(ctx: Context) -> Restarted:
 def _describe(judge: Judge, r: Restarted) -> None:
     judge.step(f"job {r.job_id} in {r.stage}: stream cut by SIG{r.how} after id {r.before.last_event_id} "
                f"({r.before.end}); target back after {r.restart_seconds:.2f} s")
-    if r.after is not None:
-        judge.step(f"reconnected with Last-Event-ID {r.before.last_event_id}: HTTP {r.after.status}, "
-                   f"{len(r.after.events)} events, {r.after.end}")
+    judge.step(f"reconnected with Last-Event-ID {r.before.last_event_id}: HTTP {r.after.status}, "
+               f"{len(r.after.events)} events, {r.after.end}")
     judge.evidence["restartSeconds"] = round(r.restart_seconds, 2)
     judge.evidence["ids"] = {"before": [r.before.events[0].id if r.before.events else None, r.before.last_event_id],
-                             "after": [e.id for e in (r.after.events if r.after else [])][:20]}
+                             "after": [e.id for e in r.after.events][:20]}
 
 
 def _judge_resume(judge: Judge, ctx: Context, r: Restarted) -> None:
@@ -167,7 +168,7 @@ def _judge_resume(judge: Judge, ctx: Context, r: Restarted) -> None:
     judge.add(checks.check_ids(events))
     terminal = [e for e in events if e.type in ctx.profile.terminal_events]
     had_end = any(e.type in ctx.profile.terminal_events for e in r.before.events)
-    if r.after is not None and not (r.after.status == 200 or (r.after.status == 204 and had_end)):
+    if not (r.after.status == 200 or (r.after.status == 204 and had_end)):
         judge.fail("the reconnection after the restart was refused" if r.after.status != 204 else
                    "the reconnection after the restart answered 204 (nothing more) to a client without the "
                    "job's terminal event", "200 (204 only once the client has the end)", r.after.status)
@@ -175,9 +176,9 @@ def _judge_resume(judge: Judge, ctx: Context, r: Restarted) -> None:
     if not terminal:
         judge.fail(f"no terminal event within {RESUME_SECONDS:g} s after the restart: the interrupted job "
                    "was left unfinished", "a terminal event",
-                   f"{r.after.end}: {r.after.end_detail}" if r.after else r.before.end)
+                   f"{r.after.end}: {r.after.end_detail}")
         return
-    if r.after is not None and r.after.status == 200:
+    if r.after.status == 200:
         judge.add(checks.check_terminal(r.after, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
     last = terminal[-1]
     data = parse_data(last) or {}
