@@ -109,7 +109,11 @@ class Store:
             raise sqlite3.DatabaseError(f"quick_check: {check}")
         jobs: dict[str, StoredJob] = {}
         for job_id, state in db.execute("SELECT id, state FROM jobs ORDER BY created_at"):
-            jobs[job_id] = StoredJob(job_id, json.loads(state), [])
+            try:
+                jobs[job_id] = StoredJob(job_id, json.loads(state), [])
+            except (TypeError, ValueError) as exc:  # one unreadable row loses one job, not the log
+                log.error("job %s in the event log cannot be read back (%s); dropped", job_id, exc)
+                self.delete(job_id)
         for job_id, _, event_type, body in db.execute("SELECT job_id, id, type, body FROM events ORDER BY job_id, id"):
             job = jobs.get(job_id)
             if job is not None:
