@@ -193,6 +193,10 @@ class Registry:
     def add(self, case_: Case) -> None:
         case_sort_key(case_.id)  # raises on a malformed id
         existing = self._cases.get(case_.id)
+        if existing is not None and (existing.module, getattr(existing.run, "__qualname__", None)) == \
+                (case_.module, getattr(case_.run, "__qualname__", None)):
+            self._cases[case_.id] = case_  # the same module imported again (say, after sys.modules was reset)
+            return
         if existing is not None:
             raise ValueError(f"duplicate case id {case_.id}: registered by {existing.module or '?'} "
                              f"({self.origin(existing)}) and again by {case_.module or '?'}")

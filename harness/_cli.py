@@ -108,6 +108,18 @@ def _baseline_main(args, console: Console) -> int:
     return 0
 
 
+def _names_its_target(profile_path: str | None) -> bool:
+    """A profile file that sets [target].base_url names the server: no embedded one then."""
+    if not profile_path:
+        return False
+    import tomllib
+
+    try:
+        return bool(tomllib.loads(Path(profile_path).read_text()).get("target", {}).get("base_url"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # load_profile has already said what is wrong with it
+
+
 async def _run_main(args, console: Console) -> int:
     from ._baseline import BaselineError, apply_baseline, load_baseline
     from ._cases import load_cases
@@ -155,7 +167,7 @@ async def _run_main(args, console: Console) -> int:
 
     from ._restart import restart_for
 
-    if args.target:
+    if args.target or _names_its_target(args.profile):
         report = await run(profile, restart_for(profile))
     else:
         from ._server_process import ServerStartError, server_process

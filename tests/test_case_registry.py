@@ -152,3 +152,10 @@ def test_titles_and_profile_in_list(tmp_path):
                          env={**os.environ, "COLUMNS": "250"})
     assert "ends within 3 s" in out.stdout
     assert load_profile(profile).timing["terminal_close_seconds"] == 3
+
+
+def test_the_same_module_imported_again_registers_once():
+    registry = Registry()
+    registry.add(Case("100.2", "t", (), _nothing, module="pkg"))
+    registry.add(Case("100.2", "t", (), _nothing, module="pkg"))  # e.g. after sys.modules was reset
+    assert [c.id for c in registry] == ["100.2"]
