@@ -590,7 +590,7 @@ async def page_screenshot(report: Any, profile: Any, directory: Any, explicit: s
             if home.status_code != 200 or "text/html" not in home.headers.get("content-type", ""):
                 raise BrowserUnavailable(f"the target serves no HTML page at / (HTTP {home.status_code})")
             api = ApiClient(profile, http)
-            stage_seconds = {s: 1.0 for s in profile.stages} if profile.knobs else None
+            stage_seconds = {s: 0.8 for s in profile.stages} if profile.knobs else None
             created = await (api.create(stageSeconds=stage_seconds) if stage_seconds else api.create())
             job_id = (created.json or {}).get("jobId") if isinstance(created.json, dict) else None
             if not job_id:

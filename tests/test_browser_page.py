@@ -158,3 +158,16 @@ async def test_the_contracts_error_event_is_told_apart_from_connection_errors(re
     assert connection_errors >= 1  # the stream's end and the 204 were the browser's own errors
     assert "Failed in visuals" in text, text
     assert json.dumps(state["ids"]) == json.dumps(list(range(1, len(state["ids"]) + 1)))
+
+
+async def test_the_report_dir_gets_a_screenshot_of_the_page_mid_job_linked_from_the_report(reference_server, tmp_path):
+    from harness import load_profile
+    from harness._browser import page_screenshot
+    from harness._reports import write_reports
+    from harness._runner import run_suite
+
+    profile = load_profile(base_url=reference_server.base_url)
+    report = await page_screenshot(await run_suite(profile, only=["1.1"]), profile, tmp_path)
+    assert report.environment.get("pageScreenshot") == "page.png", report.environment
+    assert (tmp_path / "page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'href="page.png"' in write_reports(report, tmp_path, ["html"])["html"].read_text()
