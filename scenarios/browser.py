@@ -101,8 +101,9 @@ async def _record(ctx: Context) -> Recording:
                     sessions[name] = await make(ctx, browser, port, types, jobs[name])
                 except (Skip, TargetFault, HarnessError) as exc:
                     sessions[name] = exc
-                except Exception as exc:  # a bug of ours stays this session's error, not the run's
-                    sessions[name] = HarnessError(f"harness bug in the {name} session: {type(exc).__name__}: {exc}")
+                except Exception as exc:  # the browser's trouble, or a bug of ours: this session's error
+                    whose = "the browser failed" if type(exc).__module__.startswith("playwright") else "harness bug"
+                    sessions[name] = HarnessError(f"{whose} in the {name} session: {type(exc).__name__}: {exc}")
 
             async def watch(job_id: str) -> None:
                 reference[job_id] = await ctx.watch(job_id)
