@@ -172,9 +172,9 @@ async def _plain(ctx: Context, browser, port: int, types: list[str], job_id: str
         run.steps.append("the page opened one EventSource with a listener per event type")
         if await run.until_done(page, range(1)):
             retry = _retry_seconds([x.segment() for x in rig.tap.exchanges if x.target == page.streams[0]])
-            hold = min(8.0, ctx.profile.timing["terminal_close_seconds"] + 4 * retry + 0.5)
+            hold = min(5.0, ctx.profile.timing["terminal_close_seconds"] + 3 * retry + 0.5)
             run.notes["holdSeconds"] = round(hold, 2)
-            run.steps.append(f"terminal event delivered; watching {hold:.1f}s more (4 retry periods and the close)")
+            run.steps.append(f"terminal event delivered; watching {hold:.1f}s more (the close and 3 retry periods)")
             await trio.sleep(hold)
         trace = await page.finish()
     return run.session(trace, ids)
