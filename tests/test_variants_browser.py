@@ -17,6 +17,7 @@ DETECTION = {
     "after-end-200": {"10.4"},  # a finished job's reconnect answered 200: the browser reconnects for ever
     "reconnect-503": {"10.2", "10.7"},  # a 503 on the first reconnect: the browser gives up for good
     "no-retry": {"10.3"},  # (from the main corpus) no retry field: the browser waits its own default
+    "id-skip": {"10.1", "10.2", "10.5", "10.7"},  # (main corpus) an id skipped: what the browser delivers has a gap
 }
 
 
