@@ -33,8 +33,8 @@ from ._client import END_CLIENT, END_RESET, END_SERVER, END_STATUS, Segment
 from ._decoder import Decoder, Event
 from ._proxy import FaultProxy
 
-__all__ = ["BROWSER_ENV", "Browser", "BrowserNotFound", "BrowserRig", "BrowserUnavailable", "Exchange", "Observation",
-           "PageTrace", "canonical", "find_browser", "open_browser", "page_screenshot"]
+__all__ = ["BROWSER_ENV", "Browser", "BrowserNotFound", "BrowserRig", "BrowserTimeout", "BrowserUnavailable", "Exchange",
+           "Observation", "PageTrace", "canonical", "find_browser", "open_browser", "page_screenshot"]
 
 BROWSER_ENV = "SSE_HARNESS_BROWSER"
 PAGE_PATH = "/__sse-harness__/probe.html"
@@ -72,7 +72,7 @@ def find_browser(explicit: str | None = None) -> str:
         if path:
             return path
     raise BrowserNotFound(f"no browser: none of {', '.join(_CANDIDATES)} on PATH, no --browser, no "
-                             f"${BROWSER_ENV} (on Debian: apt-get install chromium)")
+                          f"${BROWSER_ENV} (on Debian: apt-get install chromium)")
 
 
 # -- the browser, in its thread -------------------------------------------------------------
@@ -99,6 +99,9 @@ class Browser:
         try:
             with trio.fail_after(timeout + 5):
                 await done.wait()
+        except trio.TooSlowError:
+            future.cancel()
+            raise BrowserTimeout(f"the browser thread did not answer within {timeout + 5:.0f}s") from None
         except BaseException:
             future.cancel()
             raise

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import trio
 
 from harness import Segment
-from harness._browser import (BrowserNotFound, BrowserRig, BrowserUnavailable, PageHandle, PageTrace, canonical,
-                              find_browser, open_browser)
+from harness._browser import (BrowserNotFound, BrowserRig, BrowserTimeout, BrowserUnavailable, PageHandle,
+                              PageTrace, canonical, find_browser, open_browser)
 
 from . import checks
 from ._core import Context, HarnessError, Judge, Skip, TargetFault, case
@@ -101,6 +101,8 @@ async def _record(ctx: Context) -> Recording:
                     sessions[name] = await make(ctx, browser, port, types, jobs[name])
                 except (Skip, TargetFault, HarnessError) as exc:
                     sessions[name] = exc
+                except BrowserTimeout as exc:
+                    sessions[name] = HarnessError(f"{exc} (the {name} session)")
                 except Exception as exc:  # the browser's trouble, or a bug of ours: this session's error
                     whose = "the browser failed" if type(exc).__module__.startswith("playwright") else "harness bug"
                     sessions[name] = HarnessError(f"{whose} in the {name} session: {type(exc).__name__}: {exc}")
