@@ -33,8 +33,8 @@ from ._client import END_CLIENT, END_RESET, END_SERVER, END_STATUS, Segment
 from ._decoder import Decoder, Event
 from ._proxy import FaultProxy
 
-__all__ = ["BROWSER_ENV", "Browser", "BrowserNotFound", "BrowserRig", "BrowserTimeout", "BrowserUnavailable", "Exchange",
-           "Observation", "PageTrace", "canonical", "find_browser", "open_browser", "page_screenshot"]
+__all__ = ["BROWSER_ENV", "Browser", "BrowserNotFound", "BrowserRig", "BrowserTimeout", "BrowserUnavailable",
+           "Exchange", "Observation", "PageTrace", "canonical", "find_browser", "open_browser", "page_screenshot"]
 
 BROWSER_ENV = "SSE_HARNESS_BROWSER"
 PAGE_PATH = "/__sse-harness__/probe.html"
@@ -199,7 +199,10 @@ function note(o) {
     const td = document.createElement("td"); td.textContent = text; if (i === 1) td.className = "s" + o.rs; return td;
   }));
 }
-window.__sources = cfg.streams.map((url, s) => {
+// Streams open at load, or (with "defer") when the harness calls __go(streams): then a slow page
+// load does not eat into the jobs it is about to follow.
+window.__go = (streams) => { cfg.streams = streams; window.__sources = streams.map(follow); };
+function follow(url, s) {
   const el = document.createElement("tr"); document.getElementById("t").appendChild(el);
   rows.push({el, n: 0});
   const es = new EventSource(url);
@@ -214,7 +217,8 @@ window.__sources = cfg.streams.map((url, s) => {
   }
   setInterval(() => { if (es.readyState !== rs) { rs = es.readyState; note({k: "state", s, rs}); } }, 10);
   return es;
-});
+}
+if (!cfg.defer) window.__go(cfg.streams);
 </script></html>
 """
 
@@ -276,10 +280,12 @@ class PageTrace:
 class PageHandle:
     """A page in its own browser context (own connection pool), driven from trio."""
 
-    def __init__(self, browser: Browser, rig: "BrowserRig", streams: Sequence[str], types: Sequence[str]) -> None:
+    def __init__(self, browser: Browser, rig: "BrowserRig", streams: Sequence[str] | None,
+                 types: Sequence[str]) -> None:
+        """With ``streams`` None the page loads without opening any: ``start`` opens them."""
         self.browser, self.rig = browser, rig
-        self.streams = tuple(streams)
-        config = json.dumps({"streams": list(streams), "types": list(types)})
+        self.streams = tuple(streams or ())
+        config = json.dumps({"streams": list(streams or ()), "types": list(types), "defer": streams is None})
         self.url = rig.proxy.url(PAGE_PATH) + "#" + quote(config)
         self._context: Any = None
         self._page: Any = None
@@ -292,6 +298,15 @@ class PageHandle:
             return context, page
 
         self._context, self._page = await self.browser.call(go, self.url, timeout=timeout)
+
+    async def start(self, streams: Sequence[str]) -> None:
+        """Open the streams now (a page made without them)."""
+        self.streams = tuple(streams)
+
+        async def go(_, page, paths):
+            await page.evaluate("(paths) => window.__go(paths)", paths)
+
+        await self.browser.call(go, self._page, list(streams), timeout=10)
 
     async def wait_for(self, expression: str, arg: Any = None, *, timeout: float) -> bool:
         """Wait until ``expression`` (a JS function of ``arg`` over ``__obs``) is true; False when
@@ -568,7 +583,7 @@ class BrowserRig:
     async def __aexit__(self, *exc) -> bool | None:
         return await self._stack.__aexit__(*exc)
 
-    def page(self, browser: Browser, streams: Sequence[str], types: Sequence[str]) -> PageHandle:
+    def page(self, browser: Browser, streams: Sequence[str] | None, types: Sequence[str]) -> PageHandle:
         return PageHandle(browser, self, streams, types)
 
 
