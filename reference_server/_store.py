@@ -69,6 +69,7 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self._events: list[tuple[EventLog, str, int, str, bytes]] = []
         self._dirty: dict[str, Callable[[], tuple]] = {}  # job id -> its row, made at flush time
+        self._row_written: dict[str, float] = {}  # job id -> when its row was last queued (monotonic)
         self._deletes: list[str] = []
         self._wake = trio.Event()
         self._idle = trio.Event()
@@ -131,7 +132,10 @@ class Store:
 
         def on_append(event_log: EventLog, event_id: int, event_type: str, encoded: bytes) -> None:
             self._events.append((event_log, job_id, event_id, event_type, encoded))
-            self._dirty[job_id] = row
+            # The row goes with every event but progress ticks (25 a second per job; each row is a
+            # page rewritten in the WAL): with those, at most once a second.
+            if event_type != "step-progress" or time.monotonic() - self._row_written.get(job_id, 0.0) >= 1.0:
+                self._dirty[job_id] = row
             self._wake.set()
 
         return on_append
@@ -144,6 +148,7 @@ class Store:
     def delete(self, job_id: str) -> None:
         self._deletes.append(job_id)
         self._dirty.pop(job_id, None)
+        self._row_written.pop(job_id, None)
         self._wake.set()
 
     async def flushed(self) -> None:
@@ -179,7 +184,9 @@ class Store:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 events, self._events = self._events, []
+                now = time.monotonic()
                 rows = [make() for make in self._dirty.values()]
+                self._row_written.update((job_id, now) for job_id in self._dirty)
                 self._dirty = {}
                 deletes, self._deletes = self._deletes, []
                 self._idle = trio.Event()

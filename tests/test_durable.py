@@ -213,3 +213,18 @@ async def test_a_batch_of_events_reaches_a_caught_up_subscriber_in_one_write():
             log.append("end", {}, terminal=True)
             await log.publish_sliced(6)
     assert all(live.cursor == 6 and w.taken[-1] == log.encoded[5] for live, w in zip(lives, writers))
+
+
+async def test_an_unreadable_job_row_loses_that_job_only(fresh_server, tmp_path):
+    server = fresh_server(_args(str(tmp_path)))
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        bad, _ = await _finished(http, server.base_url)
+        good, _ = await _finished(http, server.base_url)
+    _kill(server)
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        db.execute("UPDATE jobs SET state = 'not json' WHERE id = ?", (bad,))
+    again = fresh_server(_args(str(tmp_path)))
+    async with httpx.AsyncClient(base_url=again.base_url) as http:
+        assert (await http.get(f"/api/jobs/{bad}")).status_code == 404
+        assert (await http.get(f"/api/jobs/{good}")).json()["status"] == "completed"
+    assert "cannot be read back" in again.output_so_far()
