@@ -3,7 +3,7 @@ server: harness.load.SSEUser (Decoder + every invariant judged) against a plain 
 in the same run. Figures, not a test.
 
     python benchmarks/load_users.py [USERS ...] [--jobs J] [--progress-interval S] [--window S]
-    (default 250 500 1000 1500; needs '.[load]')
+    (default 500 1000 1500 2000; needs '.[load]')
 
 For each user kind and size: a fresh reference server (progress every --progress-interval s,
 jobs of 5 x --stage-seconds), one headless locust process (no --processes: it is the worker)
@@ -109,15 +109,15 @@ def one(kind: str, users: int, args) -> dict:
         tail = log.read()[-1500:]
         log.close()
         stats = {r["Name"]: r for r in rows(prefix.with_name("s_stats.csv"))}
+        failed = {}
+        for r in rows(prefix.with_name("s_failures.csv")):
+            failed[r["Name"]] = failed.get(r["Name"], 0) + int(r["Occurrences"])
         history = [r for r in rows(prefix.with_name("s_stats_history.csv")) if r["Name"] == "lag"]
-        if os.environ.get("LOAD_BENCH_DEBUG"):
-            print([(r["Timestamp"], r["User Count"], r["Total Request Count"]) for r in history], file=sys.stderr)
     # The measured window: from when every user was up (plus 2 s) to the last history row.
     full = [r for r in history if int(r["User Count"]) >= users]
     if len(full) < 3 or "lag" not in stats:
-        if os.environ.get("LOAD_BENCH_DEBUG"):
-            print(tail, file=sys.stderr)
-        return {"kind": kind, "users": users, "error": "no steady window (users never all up, or no events)"}
+        return {"kind": kind, "users": users, "error": "no steady window (users never all up, or no events)",
+                "tail": tail}
     t0, t1 = float(full[1]["Timestamp"]), float(full[-1]["Timestamp"])
     n0, n1 = int(full[1]["Total Request Count"]), int(full[-1]["Total Request Count"])
     cpu = [(t, c) for t, c in samples if t0 <= t <= t1 + 1]
@@ -133,6 +133,8 @@ def one(kind: str, users: int, args) -> dict:
         "own_p99": float(own["99%"]) if own else None, "cpu": cpu_used / cpu_span,
         "us_per_event": cpu_used / cpu_span / events * 1e6 if events else float("nan"),
         "failures": sum(int(r["Failure Count"]) for n, r in stats.items() if n != "Aggregated"),
+        "failed": ", ".join(f"{n} {c}" for n, c in sorted(failed.items())),
+        "loadavg": os.getloadavg()[0],  # the machine's 1-minute load at the window's end (2 cores)
     }
     delay = result["own_p99"] if result["own_p99"] is not None else result["lag_p99"]
     result["sustained"] = delay < 250 and result["cpu"] < 0.9
@@ -141,7 +143,7 @@ def one(kind: str, users: int, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="locust worker capacity: SSE user against an httpx-sse user")
-    parser.add_argument("users", nargs="*", type=int, default=[250, 500, 1000, 1500])
+    parser.add_argument("users", nargs="*", type=int, default=[500, 1000, 1500, 2000])
     parser.add_argument("--jobs", type=int, default=10, help="jobs the users are fanned out over")
     parser.add_argument("--progress-interval", type=float, default=0.2, help="server: seconds between progress events")
     parser.add_argument("--stage-seconds", type=float, default=8.0)
@@ -152,19 +154,19 @@ def main() -> None:
     kinds = [k for k in args.kinds.split(",") if k]
     results: dict[tuple[str, int], dict] = {}
     print("| user | users | events/s | lag p50 ms | lag p99 ms | own delay p99 ms | worker CPU | µs CPU/event | "
-          "failures | sustained |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "failures | sustained | load avg |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for users in args.users:
         for kind in kinds:
             r = one(kind, users, args)
             results[(kind, users)] = r
             if "error" in r:
-                print(f"| {kind} | {users} | {r['error']} |||||||| no |", flush=True)
+                print(f"| {kind} | {users} | {r['error']} |||||||| no | |", flush=True)
                 continue
             own = "—" if r["own_p99"] is None else f"{r['own_p99']:.0f}"
             print(f"| {kind} | {users} | {r['events_s']:.0f} | {r['lag_p50']:.0f} | {r['lag_p99']:.0f} | {own} | "
-                  f"{r['cpu'] * 100:.0f}% | {r['us_per_event']:.0f} | {r['failures']} | "
-                  f"{'yes' if r['sustained'] else 'no'} |", flush=True)
+                  f"{r['cpu'] * 100:.0f}% | {r['us_per_event']:.0f} | {r['failures']}{' (' + r['failed'] + ')' if r['failed'] else ''} | "
+                  f"{'yes' if r['sustained'] else 'no'} | {r['loadavg']:.1f} |", flush=True)
     if len(kinds) == 2:
         print("\nevents per worker CPU second, sse-harness / httpx-sse:")
         for users in args.users:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from ._cases import Outcome
+
 __all__ = ["LoadResult", "Threshold", "read_result", "write_load_reports"]
 
 SCHEMA_VERSION = 1
@@ -68,7 +70,7 @@ class LoadResult:
 
     @property
     def outcome(self) -> str:
-        return {0: "pass", 1: "fail", 2: "error"}[self.exit_code]
+        return {0: Outcome.PASS, 1: Outcome.FAIL, 2: Outcome.ERROR}[self.exit_code]
 
     def figures(self) -> dict[str, Any]:
         def count(name: str, key: str = "Request Count") -> int:
@@ -137,14 +139,19 @@ def read_result(prefix: Path, *, target: str, profile: str, started_at: str, dur
                 settings: dict[str, Any], max_lag_p99_ms: float | None, max_failure_ratio: float | None,
                 min_completed_jobs: int | None, error: str = "") -> LoadResult:
     """Read ``<prefix>_stats.csv`` and its siblings and judge the thresholds."""
-    rows = _read_csv(prefix.with_name(prefix.name + "_stats.csv"))
+    def table(kind: str) -> list[dict[str, Any]]:
+        # The end state (written by harness.load as locust quits) when there, else locust's own.
+        final = prefix.with_name(f"{prefix.name}_final_{kind}.csv")
+        return _read_csv(final if final.exists() else prefix.with_name(f"{prefix.name}_{kind}.csv"))
+
+    rows = table("stats")
     if not rows and not error:
         error = f"locust wrote no statistics ({prefix.name}_stats.csv missing or empty)"
-    exceptions = _read_csv(prefix.with_name(prefix.name + "_exceptions.csv"))
+    exceptions = table("exceptions")
     if exceptions and not error:
         error = f"the load user raised {len(exceptions)} kind(s) of exception (see {prefix.name}_exceptions.csv)"
     result = LoadResult(target, profile, started_at, duration_s, settings, rows,
-                        _read_csv(prefix.with_name(prefix.name + "_failures.csv")), exceptions,
+                        table("failures"), exceptions,
                         _read_csv(prefix.with_name(prefix.name + "_stats_history.csv")), [], error)
     figures = result.figures()
     thresholds = []
@@ -222,7 +229,7 @@ def to_html_section(result: LoadResult) -> str:
         by_name[x["Name"]] = by_name.get(x["Name"], 0) + int(x["Occurrences"])
     plots += _svg_bars("failures by name", sorted(by_name.items())) if by_name else ""
     rows = "".join(f"<tr><td>{esc(t.name)}</td><td>{esc(str(t.observed))}</td><td>{t.limit:g}</td>"
-                   f"<td class='{'pass' if t.met else 'fail'}'>{'met' if t.met else 'missed'}</td></tr>"
+                   f"<td class='{Outcome.PASS if t.met else Outcome.FAIL}'>{'met' if t.met else 'missed'}</td></tr>"
                    for t in result.thresholds)
     failures = "".join(f"<tr><td>{esc(x['Name'])}</td><td>{esc(x['Method'])}</td><td>{esc(x['Error'][:200])}</td>"
                        f"<td>{esc(x['Occurrences'])}</td></tr>" for x in result.failures)

@@ -33,6 +33,7 @@ The mix comes from the command line (``--sse-*`` options, forwarded by locust to
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
 import json
 import logging
@@ -45,7 +46,8 @@ from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from locust import FastHttpUser, between, events, task
 from locust.exception import StopUser
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from ._decoder import Decoder, Event, Violation
 from ._invariants import NO_TERMINAL, Breach, StreamJudge, blocked_during, silence_breach
@@ -251,6 +253,21 @@ def _stop_probe(environment, **_) -> None:
         _shared.probe = None
 
 
+@events.quitting.add_listener
+def _final_csv(environment, **_) -> None:
+    """locust's --csv files are rewritten once a second while it runs and not at its end, so what
+    happened in the last second (a stream judged as its user stopped) can be missing there.
+    Beside them, <prefix>_final_{stats,failures,exceptions}.csv: the state at the end."""
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if not prefix or isinstance(environment.runner, WorkerRunner):
+        return
+    writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for kind, write in (("stats", writer.requests_csv), ("failures", writer.failures_csv),
+                        ("exceptions", writer.exceptions_csv)):
+        with open(f"{prefix}_final_{kind}.csv", "w", newline="") as f:
+            write(csv.writer(f))
+
+
 # -- reading a stream as it arrives -------------------------------------------------------------
 
 def _read_some(stream, timeout: float) -> bytes:
@@ -348,6 +365,8 @@ class SSEUser(FastHttpUser):
         job.breaches += 1
         if job.failure is None:
             job.failure = name
+        if job.breaches > _MAX_BREACHES_PER_JOB:
+            return
         self._fire(request_type="invariant", name=name, response_time=0, response_length=0,
                    exception=InvariantBroken(message), context={})
 
@@ -457,7 +476,8 @@ class SSEUser(FastHttpUser):
         if resume_from is not None and reply.status_code in (200, 204):
             self._sample("reconnect", (time.perf_counter() - resume_from) * 1000)
         if reply.status_code == 204:  # the job is over and we hold its last event
-            reply.stream.release() if reply.stream is not None else None
+            if reply.stream is not None:
+                reply.stream.release()
             self._judge_end(plan, job, server_closed=True, ended_at=time.perf_counter(), how="204")
             return "done"
         if reply.status_code != 200:
