@@ -1,6 +1,7 @@
 """Family 11 against restart-recovery faults: each broken variant is caught by exactly the restart
-cases aimed at it, and the correct variant passes them all. The variant server is restarted by a
-shell command in its profile, as a user's server would be (a pid file, the same port and data)."""
+cases aimed at it (the other restart cases pass). The variant server is restarted by a shell
+command in its profile, as a user's server would be (a pid file, the same port and data). The
+correct server passing the family is tests/test_restart.py (the embedded reference server)."""
 
 import os
 import signal
@@ -117,11 +118,3 @@ async def test_restart_fault_is_caught_by_exactly_its_cases(fault):
     failed = {case for case, outcome in got.items() if outcome == "fail"}
     details = {r.id: (r.outcome, [f"{f.message} ({f.observed!r:.80})" for f in r.findings][:2]) for r in report.results}
     assert failed == DETECTION[fault], f"{fault}: failing {sorted(failed)}: {details}"
-
-
-async def test_correct_variant_passes_family_11_through_a_restart_command():
-    report, log = await _family_11("correct")
-    bad = {r.id: (r.outcome, r.reason, [f.message for f in r.findings][:2]) for r in report.results
-           if r.outcome != "pass"}
-    assert not bad, f"{bad}\n{log[-2000:]}"
-    assert any(r.evidence.get("restartSeconds") for r in report.results)
