@@ -26,6 +26,9 @@ from . import checks
 from ._core import Context, HarnessError, Judge, Skip, TargetFault, case
 
 TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
+# A proxy connection that carried more than this carries a stream: the probe page (about 2.2 KB)
+# and a short refusal do not.
+STREAM_BYTES = 4096
 CUTS = 3
 ADVICE_SIX = ("serve HTTP/2 to browsers (one connection carries every stream), or offer one stream that "
               "multiplexes several jobs")
@@ -154,9 +157,11 @@ class _Run:
         """Every stream delivered a terminal event or was CLOSED, within the job time limit."""
         terminal = sorted(self.ctx.profile.terminal_events)
         limit = self.ctx.profile.timing["job_timeout_seconds"]
+        deadline = trio.current_time() + limit  # one limit for all the page's streams together
         ok = True
         for s in streams:
-            ok = await page.wait_for(_DONE, [s, terminal], timeout=limit) and ok
+            left = max(0.1, deadline - trio.current_time())
+            ok = await page.wait_for(_DONE, [s, terminal], timeout=left) and ok
         if not ok:
             self.steps.append(f"some stream neither ended nor closed within {limit:.0f}s")
         return ok
@@ -193,9 +198,9 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
         async def cutter() -> None:
             cut: set[int] = set()
             while len(cut_times) < CUTS and not done.is_set():
-                # Cut only a connection that carries the stream (a short refusal is not one),
-                # 0.4 s into it: never a reconnect still on its way.
-                live = [c for c in rig.proxy.connections if c.down_bytes > 2000 and c.number not in cut]
+                # Cut only a connection that carries the stream, 0.4 s after we see it does:
+                # never a reconnect still on its way.
+                live = [c for c in rig.proxy.connections if c.down_bytes > STREAM_BYTES and c.number not in cut]
                 if not live:
                     await trio.sleep(0.01)
                     continue
@@ -224,7 +229,7 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: st
         done = trio.Event()
 
         async def offline() -> None:
-            while not any(c.down_bytes > 0 for c in rig.proxy.connections) and not done.is_set():
+            while not any(c.down_bytes > STREAM_BYTES for c in rig.proxy.connections) and not done.is_set():
                 await trio.sleep(0.01)
             await trio.sleep(0.6)
             if done.is_set():
