@@ -5,13 +5,15 @@ restart. Appends are queued on the loop (a list append); one writer task writes 
 that was appended since its last turn) as one transaction, then publishes the batch's events to
 their logs. A client therefore only ever sees events that are on disk.
 
-Where the batch is written: on the loop. In WAL mode with synchronous=NORMAL a commit is a
-write() into the WAL, no fsync, a few tens of microseconds; the slow part of SQLite, the
-checkpoint (copying the WAL into the database, with fsync), is turned off on the writing
-connection and done by another connection in a worker thread every second. Deletes (retention)
-go to a worker thread too. The first version sent every batch to a worker thread: under load the
-thread waited for the GIL behind the busy loop and back, twice per batch, and delivery p50 went
-from 3 to 40 ms at 1,000 streams (benchmarks/streams.py, docs/reference-server.md).
+Where the batch is written: in a worker thread (``trio.to_thread``), so that a write that waits
+for the disk stalls only publication, never the loop. Measured on this (shared) machine, a
+commit in WAL mode with synchronous=NORMAL (no fsync) takes 40-70 us on average but now and
+then 20-30 ms when the kernel throttles writers; written on the loop, those stalls stopped
+every stream and request of the server. The price of the thread is the GIL: the worker waits
+for the busy loop's thread to let it go, twice per batch, so the server's command sets Python's
+switch interval to 0.5 ms (the default 5 ms added up to 10 ms to every event's delivery). The
+checkpoint (WAL into the database, with fsync) is off on the writing connection and done by a
+second connection in another worker thread every second, so no batch waits for an fsync.
 """
 
 from __future__ import annotations
@@ -191,10 +193,7 @@ class Store:
                 deletes, self._deletes = self._deletes, []
                 self._idle = trio.Event()
                 try:
-                    if deletes:
-                        await trio.to_thread.run_sync(self._write, events, rows, deletes)
-                    else:
-                        self._write(events, rows, ())
+                    await trio.to_thread.run_sync(self._write, events, rows, deletes)
                 except Exception:  # disk full, I/O error: the live service goes on, in memory only
                     self.failed_writes += 1
                     log.exception("writing %d events to the event log failed; they are kept in memory only",
