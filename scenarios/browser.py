@@ -203,14 +203,14 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
         async def cutter() -> None:
             cut: set[int] = set()
             while len(cut_times) < CUTS and not done.is_set():
-                # Cut only a connection that carries the stream, 0.4 s after we see it does:
+                # Cut only a connection that carries the stream, 0.3 s after we see it does:
                 # never a reconnect still on its way.
                 live = [c for c in rig.proxy.connections if c.down_bytes > STREAM_BYTES and c.number not in cut]
                 if not live:
                     await trio.sleep(0.01)
                     continue
                 cut.add(live[0].number)
-                await trio.sleep(0.4)
+                await trio.sleep(0.3)
                 if not done.is_set() and rig.proxy.cut():
                     cut_times.append(trio.current_time())
 
@@ -228,7 +228,7 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
 async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: str) -> Session:
     run = _Run(ctx, "outage")
     ids = [job_id]
-    outage = 1.5
+    outage = 1.0
     async with BrowserRig(port) as rig, trio.open_nursery() as nursery:
         page = rig.page(browser, run.paths(ids), types)
         done = trio.Event()
@@ -236,7 +236,7 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: st
         async def offline() -> None:
             while not any(c.down_bytes > STREAM_BYTES for c in rig.proxy.connections) and not done.is_set():
                 await trio.sleep(0.01)
-            await trio.sleep(0.6)
+            await trio.sleep(0.4)
             if done.is_set():
                 return
             rig.proxy.refuse(outage)
