@@ -107,7 +107,7 @@ async def test_cancel_from_the_page_shows_the_canceled_state_and_its_cleanup(ref
 
 async def test_the_page_reconnects_by_itself_after_a_cut_with_no_gap_or_repeat(reference_server):
     async def begin(page):
-        job = await start(page, "Browser test: a cut", stage_seconds="0.8")
+        job = await start(page, "Browser test: a cut", stage_seconds="0.6")
         await page.wait_for_function(f"window.__page.jobs.get('{job}').ids.length > 15", timeout=WAIT)
         return job
 
@@ -130,7 +130,7 @@ async def test_the_page_reconnects_by_itself_after_a_cut_with_no_gap_or_repeat(r
 
 async def test_three_jobs_at_once_share_one_stream(reference_server):
     async def script(page):
-        jobs = [await start(page, f"Browser test: job {i + 1} of 3", stage_seconds="0.5") for i in range(3)]
+        jobs = [await start(page, f"Browser test: job {i + 1} of 3", stage_seconds="0.3") for i in range(3)]
         for job in jobs:
             await page.wait_for_selector(f".job[data-job-id='{job}'][data-status=completed]", timeout=WAIT)
         streams = await page.evaluate("performance.getEntriesByType('resource').filter(e => "
