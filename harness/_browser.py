@@ -608,20 +608,22 @@ async def page_screenshot(report: Any, profile: Any, directory: Any, explicit: s
             if home.status_code != 200 or "text/html" not in home.headers.get("content-type", ""):
                 raise BrowserUnavailable(f"the target serves no HTML page at / (HTTP {home.status_code})")
             api = ApiClient(profile, http)
-            stage_seconds = {s: 0.8 for s in profile.stages} if profile.knobs else None
-            created = await (api.create(stageSeconds=stage_seconds) if stage_seconds else api.create())
-            job_id = (created.json or {}).get("jobId") if isinstance(created.json, dict) else None
-            if not job_id:
-                raise BrowserUnavailable(f"could not start a job for the picture: {created.describe()}")
             async with open_browser(path) as browser:
-                async def open_page(pw, url):
+                async def new_page(pw):
                     context = await pw.new_context(viewport={"width": 1200, "height": 800})
-                    page = await context.new_page()
-                    await page.goto(url, timeout=15_000)
-                    return context, page
+                    return context, await context.new_page()
 
-                context, page = await browser.call(open_page, profile.base_url.rstrip("/") + f"/#jobs={job_id}",
-                                                   timeout=20)
+                async def go(_, url):
+                    await page.goto(url, timeout=15_000)
+
+                # The browser first, then the job: the picture is taken while the job runs.
+                context, page = await browser.call(new_page, timeout=20)
+                stage_seconds = {s: 0.8 for s in profile.stages} if profile.knobs else None
+                created = await (api.create(stageSeconds=stage_seconds) if stage_seconds else api.create())
+                job_id = (created.json or {}).get("jobId") if isinstance(created.json, dict) else None
+                if not job_id:
+                    raise BrowserUnavailable(f"could not start a job for the picture: {created.describe()}")
+                await browser.call(go, profile.base_url.rstrip("/") + f"/#jobs={job_id}", timeout=20)
                 with trio.move_on_after(limit):
                     while True:  # the job's own progress, asked of the API (the page is not ours to read)
                         progress = await api.progress(job_id)
