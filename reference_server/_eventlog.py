@@ -19,9 +19,10 @@ FANOUT_SLICE = 256
 # Events offered joined to a listener in one write, at most this many bytes (a subscriber's write bound).
 MAX_JOINED = 64 * 1024
 
-# Called with (log, event id, type, encoded bytes) when an event is appended to a durable log;
-# the store calls ``log.publish_through(event_id)`` once the event is on disk.
-Sink = Callable[["EventLog", int, str, bytes], None]
+# Called with (log, event id, type, encoded bytes) when an event is appended to a durable log,
+# once the event is on disk; True: publish it now. Otherwise the store publishes it later
+# (``publish_through`` / ``publish_sliced``), in order with whatever else is pending.
+Sink = Callable[["EventLog", int, str, bytes], bool]
 
 
 class EventLog:
@@ -39,7 +40,7 @@ class EventLog:
     ``unlisten`` (also from inside the call).
 
     With a ``sink`` (the durable store) an appended event is *published* (put in ``encoded``,
-    offered to listeners, the log closed by a terminal one) only once the store says it is on
+    offered to listeners, the log closed by a terminal one) only once the store has it on
     disk: no client ever sees an event that a crash could take back, so after a restart ids
     go on from the last one anyone saw. Without a sink, append publishes at once.
     """
@@ -74,12 +75,19 @@ class EventLog:
         event_id = self.next_id
         encoded = encode_event(event_id, event_type, data)
         self.size += len(encoded)
-        if self._sink is None:
+        if self._sink is None or self._sink(self, event_id, event_type, encoded):
             self._publish(event_type, encoded, terminal)
         else:
-            self._pending.append((event_type, encoded, terminal))
-            self._sink(self, event_id, event_type, encoded)
+            self._pending.append((event_type, encoded, terminal))  # the store publishes it
         return event_id
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)
 
     def publish_through(self, event_id: int) -> None:
         """The store has every event up to ``event_id`` on disk: publish them, in order."""

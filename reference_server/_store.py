@@ -1,19 +1,23 @@
-"""The durable event log: jobs and their events in SQLite (WAL), written in batches.
+"""The durable event log: jobs and their events in SQLite (WAL), written as they are appended.
 
 The in-memory ``EventLog`` stays the fast path for live subscribers; this is the truth after a
-restart. Appends are queued on the loop (a list append); one writer task writes each batch (all
-that was appended since its last turn) as one transaction, then publishes the batch's events to
-their logs. A client therefore only ever sees events that are on disk.
+restart. ``append`` writes the event (and, but for progress ticks, the job's row) in one
+transaction before it publishes the event, so a client only ever sees events that are on disk,
+and ids after a restart go on from the last one anyone saw.
 
-Where the batch is written: in a worker thread (``trio.to_thread``), so that a write that waits
-for the disk stalls only publication, never the loop. Measured on this (shared) machine, a
-commit in WAL mode with synchronous=NORMAL (no fsync) takes 40-70 us on average but now and
-then 20-30 ms when the kernel throttles writers; written on the loop, those stalls stopped
-every stream and request of the server. The price of the thread is the GIL: the worker waits
-for the busy loop's thread to let it go, twice per batch, so the server's command sets Python's
-switch interval to 0.5 ms (the default 5 ms added up to 10 ms to every event's delivery). The
-checkpoint (WAL into the database, with fsync) is off on the writing connection and done by a
-second connection in another worker thread every second, so no batch waits for an fsync.
+Where and when: on the loop, at once. In WAL mode with synchronous=NORMAL a commit is a write()
+into the WAL, no fsync: 40-70 us on average, measured here. The checkpoint (WAL into the
+database, with fsync) is off on this connection and done by a second connection in a worker
+thread every second. Two other designs were measured and dropped (docs/reference-server.md):
+a writer task that wrote each batch and then published it added a pass of the scheduler to every
+event, and with thousands of streams a pass is long (delivery p50 at 4,000 streams 40-50 ms
+against 5); writing in a worker thread added two GIL hand-overs and two thread wake-ups per
+batch, worse on a busy machine. The price of writing on the loop: when the kernel throttles
+writers (a disk under pressure) a commit can take 20-30 ms, and the loop waits.
+
+Past FANOUT_SLICE listeners on one job, publication goes to the store's task, which offers the
+event in slices with checkpoints between them (EventLog.publish_sliced). Deletes (retention) go
+there too.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, Callable
 
 import trio
 
-from ._eventlog import EventLog
+from ._eventlog import FANOUT_SLICE, EventLog
 
 __all__ = ["StoredJob", "Store"]
 
@@ -69,9 +73,8 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
-        self._events: list[tuple[EventLog, str, int, str, bytes]] = []
-        self._dirty: dict[str, Callable[[], tuple]] = {}  # job id -> its row, made at flush time
-        self._row_written: dict[str, float] = {}  # job id -> when its row was last queued (monotonic)
+        self._fanouts: list[tuple[EventLog, int]] = []  # events whose publication is the task's
+        self._row_written: dict[str, float] = {}  # job id -> when its row was last written (monotonic)
         self._deletes: list[str] = []
         self._wake = trio.Event()
         self._idle = trio.Event()
@@ -97,7 +100,7 @@ class Store:
             return self._open_and_load()
 
     def _open_and_load(self) -> list[StoredJob]:
-        # One writer at a time (the writer task) but from worker threads: not thread-bound.
+        # Written on the loop; closed perhaps from elsewhere at shutdown: not thread-bound.
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db = db
         db.execute("PRAGMA journal_mode=WAL")
@@ -128,45 +131,61 @@ class Store:
             self._db.close()
             self._db = None
 
-    # -- on the loop: queue writes (cheap) --------------------------------------------------
+    # -- on the loop: write now ----------------------------------------------------------------
     def sink(self, job_id: str, row: Callable[[], tuple]):
-        """The EventLog sink for one job; ``row()`` gives the job's row when it is written."""
+        """The EventLog sink for one job (``row()`` gives the job's row). Writes the event, then
+        says whether the log may publish it now (False: the store's task will, in slices)."""
 
-        def on_append(event_log: EventLog, event_id: int, event_type: str, encoded: bytes) -> None:
-            self._events.append((event_log, job_id, event_id, event_type, encoded))
+        def on_append(event_log: EventLog, event_id: int, event_type: str, encoded: bytes) -> bool:
+            rows = []
             # The row goes with every event but progress ticks (25 a second per job; each row is a
             # page rewritten in the WAL): with those, at most once a second.
-            if event_type != "step-progress" or time.monotonic() - self._row_written.get(job_id, 0.0) >= 1.0:
-                self._dirty[job_id] = row
-            self._wake.set()
+            now = time.monotonic()
+            if event_type != "step-progress" or now - self._row_written.get(job_id, 0.0) >= 1.0:
+                rows.append(row())
+                self._row_written[job_id] = now
+            self._write_now([(job_id, event_id, event_type, encoded)], rows, ())
+            if event_log.has_pending or event_log.listener_count > FANOUT_SLICE:
+                self._fanouts.append((event_log, event_id))
+                self._wake.set()
+                return False
+            return True
 
         return on_append
 
     def touch(self, job_id: str, row: Callable[[], tuple]) -> None:
         """The job's state changed without an event (a process started): write its row."""
-        self._dirty[job_id] = row
-        self._wake.set()
+        self._row_written[job_id] = time.monotonic()
+        self._write_now([], [row()], ())
 
     def delete(self, job_id: str) -> None:
         self._deletes.append(job_id)
-        self._dirty.pop(job_id, None)
         self._row_written.pop(job_id, None)
         self._wake.set()
 
+    def _write_now(self, events, rows, deletes) -> None:
+        if self._db is None:
+            return
+        try:
+            self._write(events, rows, deletes)
+        except Exception:  # disk full, I/O error: the live service goes on, in memory only
+            self.failed_writes += 1
+            log.exception("writing to the event log failed; %d event(s) kept in memory only", len(events))
+
     async def flushed(self) -> None:
-        """Return once everything queued so far is written (or its write failed)."""
-        while self._events or self._dirty or self._deletes or not self._idle.is_set():
+        """Return once queued deletes are done and deferred events published."""
+        while self._fanouts or self._deletes or not self._idle.is_set():
             if self._idle.is_set():
                 self._wake.set()
             await self._idle.wait()
             await trio.lowlevel.checkpoint()
 
-    # -- the writer task --------------------------------------------------------------------
+    # -- the store's task -----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._checkpoints)
             task_status.started()
-            await self._writer()
+            await self._worker()
 
     async def _checkpoints(self) -> None:
         checkpointer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -180,40 +199,30 @@ class Store:
         finally:
             checkpointer.close()
 
-    async def _writer(self) -> None:
+    async def _worker(self) -> None:
         try:
             while True:
                 await self._wake.wait()
                 self._wake = trio.Event()
-                events, self._events = self._events, []
-                now = time.monotonic()
-                rows = [make() for make in self._dirty.values()]
-                self._row_written.update((job_id, now) for job_id in self._dirty)
-                self._dirty = {}
-                deletes, self._deletes = self._deletes, []
                 self._idle = trio.Event()
                 try:
-                    await trio.to_thread.run_sync(self._write, events, rows, deletes)
-                except Exception:  # disk full, I/O error: the live service goes on, in memory only
-                    self.failed_writes += 1
-                    log.exception("writing %d events to the event log failed; they are kept in memory only",
-                                  len(events))
+                    deletes, self._deletes = self._deletes, []
+                    if deletes:
+                        self._write_now([], [], deletes)
+                    while self._fanouts:
+                        event_log, event_id = self._fanouts.pop(0)
+                        await event_log.publish_sliced(event_id)
                 finally:
                     self._idle.set()
-                for event_log, _, event_id, _, _ in events:
-                    await event_log.publish_sliced(event_id)
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._close)
+            self._close()
 
     def _write(self, events, rows, deletes) -> None:
         db = self._db
         db.execute("BEGIN")
         try:
             if events:
-                db.executemany("INSERT OR REPLACE INTO events (job_id, id, type, body) VALUES (?, ?, ?, ?)",
-                               [(job_id, event_id, event_type, encoded)
-                                for _, job_id, event_id, event_type, encoded in events])
+                db.executemany("INSERT OR REPLACE INTO events (job_id, id, type, body) VALUES (?, ?, ?, ?)", events)
             if rows:
                 db.executemany("INSERT OR REPLACE INTO jobs (id, created_at, status, ended_at, state) "
                                "VALUES (?, ?, ?, ?, ?)", rows)
