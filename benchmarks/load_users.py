@@ -10,8 +10,10 @@ jobs of 5 x --stage-seconds), one headless locust process (no --processes: it is
 with USERS users fanned out over J jobs; statistics reset when all users are spawned
 (--reset-stats), then --window seconds are measured. Printed: events/s delivered to the
 worker, lag p50/p99 (receive time minus ts, every live event), the worker's own loop delay
-p99 (SSE user only: its probe), worker CPU share and CPU µs per event, and whether the worker
-sustained it (own delay p99 < 250 ms, or lag p99 for the peer which has no probe, and CPU < 90%).
+p99 (SSE user only: its probe), worker CPU share and CPU µs per event, whether the worker
+sustained it (own delay p99 < 250 ms, or lag p99 for the peer which has no probe, and CPU < 90%),
+the machine's load average and the share of the window the worker was ready to run but waited
+for a CPU (/proc/PID/schedstat): a starved worker's delays are the machine's, not its own work.
 Last, the ratio of events per worker CPU second, SSE user / httpx-sse user, size by size.
 
 The machine has two cores shared by the server, the worker and everything else running: the
@@ -43,6 +45,11 @@ KINDS = {
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time the process spent runnable but waiting for a CPU (schedstat, all its threads' leader)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
 def start_server(data_dir: str, progress_interval: float, jobs: int) -> tuple[subprocess.Popen, str]:
@@ -94,12 +101,12 @@ def one(kind: str, users: int, args) -> dict:
                    str(args.stage_seconds), *extra]
         log = open(os.path.join(tmp, "worker.log"), "w+")
         worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
-        samples = []  # (epoch s, worker CPU s)
+        samples = []  # (epoch s, worker CPU s, worker run-queue wait s)
         deadline = time.monotonic() + run_time + 60
         try:
             while worker.poll() is None and time.monotonic() < deadline:
                 try:
-                    samples.append((time.time(), cpu_seconds(worker.pid)))
+                    samples.append((time.time(), cpu_seconds(worker.pid), runqueue_wait_seconds(worker.pid)))
                 except (OSError, IndexError):
                     pass
                 time.sleep(0.5)
@@ -121,11 +128,12 @@ def one(kind: str, users: int, args) -> dict:
                 "tail": tail}
     t0, t1 = float(full[1]["Timestamp"]), float(full[-1]["Timestamp"])
     n0, n1 = int(full[1]["Total Request Count"]), int(full[-1]["Total Request Count"])
-    cpu = [(t, c) for t, c in samples if t0 <= t <= t1 + 1]
+    cpu = [sample for sample in samples if t0 <= sample[0] <= t1 + 1]
     if len(cpu) < 2 or t1 <= t0:
         return {"kind": kind, "users": users, "error": "window too short"}
     cpu_used = cpu[-1][1] - cpu[0][1]
     cpu_span = cpu[-1][0] - cpu[0][0]
+    waited = (cpu[-1][2] - cpu[0][2]) / cpu_span  # share of the window it was ready to run but had no CPU
     events = (n1 - n0) / (t1 - t0)
     lag = stats["lag"]
     own = stats.get("own delay")
@@ -136,6 +144,7 @@ def one(kind: str, users: int, args) -> dict:
         "failures": sum(int(r["Failure Count"]) for n, r in stats.items() if n != "Aggregated"),
         "failed": ", ".join(f"{n} {c}" for n, c in sorted(failed.items())),
         "loadavg": os.getloadavg()[0],  # the machine's 1-minute load at the window's end (2 cores)
+        "runqueue": waited,
     }
     delay = result["own_p99"] if result["own_p99"] is not None else result["lag_p99"]
     result["sustained"] = delay < 250 and result["cpu"] < 0.9
@@ -156,21 +165,21 @@ def main() -> None:
     kinds = [k for k in args.kinds.split(",") if k]
     results: dict[tuple[str, int], list[dict]] = {}
     print("| user | users | events/s | lag p50 ms | lag p99 ms | own delay p99 ms | worker CPU | µs CPU/event | "
-          "failures | sustained | load avg |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "failures | sustained | load avg | waited for a CPU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for _ in range(args.repeat):
         for users in args.users:
             for kind in kinds:  # the two kinds alternate, so that both see the same machine
                 r = one(kind, users, args)
                 results.setdefault((kind, users), []).append(r)
                 if "error" in r:
-                    print(f"| {kind} | {users} | {r['error']} |||||||| no | |", flush=True)
+                    print(f"| {kind} | {users} | {r['error']} |||||||| no | | |", flush=True)
                     continue
                 own = "—" if r["own_p99"] is None else f"{r['own_p99']:.0f}"
                 print(f"| {kind} | {users} | {r['events_s']:.0f} | {r['lag_p50']:.0f} | {r['lag_p99']:.0f} | {own} | "
                       f"{r['cpu'] * 100:.0f}% | {r['us_per_event']:.0f} | {r['failures']}"
                       f"{' (' + r['failed'] + ')' if r['failed'] else ''} | "
-                      f"{'yes' if r['sustained'] else 'no'} | {r['loadavg']:.1f} |", flush=True)
+                      f"{'yes' if r['sustained'] else 'no'} | {r['loadavg']:.1f} | {r['runqueue'] * 100:.0f}% |", flush=True)
     if len(kinds) == 2:
         print("\nevents per worker CPU second, sse-harness / httpx-sse (medians of the runs):")
         for users in args.users:
