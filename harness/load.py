@@ -229,7 +229,7 @@ def _health(user: "SSEUser", profile: Profile) -> dict[str, Any]:
 
 
 def _probe(environment) -> None:
-    """How late this process's loop wakes up: the load generator's own delay, fired as
+    """How late this process's loop wakes up: the load generator's own delay, logged as
     ``own delay`` and kept (bounded) so that a keep-alive silence it explains is excused."""
     while True:
         asked = time.perf_counter()
