@@ -127,6 +127,12 @@ def probe_child(base: str, stream_path: str, job_path: str, seconds: float) -> N
     print the samples as JSON. job_path "-": a peer with only streams."""
     port = int(base.rsplit(":", 1)[1])
     samples: dict[str, list[float]] = {"healthz": [], "snapshot": [], "cancel": [], "stream-open": []}
+    try:
+        os.nice(-5)  # ahead of the load client for the CPU: we time the server, not our own wait for a core
+    except OSError:
+        pass
+    print("ready", flush=True)
+    sys.stdin.readline()  # go
     until = time.monotonic() + seconds
     with httpx.Client(base_url=base, timeout=10) as http:
         while time.monotonic() < until:
@@ -150,13 +156,22 @@ def probe_child(base: str, stream_path: str, job_path: str, seconds: float) -> N
 
 
 def start_probe(base: str, stream_path: str, job_path: str, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--probe-child", base, stream_path, job_path, str(seconds)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+    """Started before the streams are opened (its imports out of the way); it waits for ``go``."""
+    proc = subprocess.Popen([sys.executable, __file__, "--probe-child", base, stream_path, job_path, str(seconds)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc.stdout.readline()  # ready
+    return proc
+
+
+def go(proc: subprocess.Popen) -> None:
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
 
 
 def probe_result(proc: subprocess.Popen) -> dict:
     try:
-        out, _ = proc.communicate(timeout=30)
+        out = proc.stdout.read()
+        proc.wait(timeout=30)
         samples = json.loads(out or b"{}")
     except (subprocess.TimeoutExpired, ValueError):
         proc.kill()
@@ -175,6 +190,7 @@ def probe_result(proc: subprocess.Popen) -> dict:
 
 def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
                  probe: tuple[str, str] | None = None) -> dict:
+    prober = start_probe(f"http://127.0.0.1:{port}", paths[0], probe[1], SETTLE + window) if probe else None
     socks = open_streams(port, paths, live_only=True)
     connected = len(socks)
     poller = select.epoll()
@@ -199,11 +215,17 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
         dropped = 0
         while len(answered) < len(socks) and time.monotonic() < deadline:
             dropped += pump(socks, poller, min(deadline, time.monotonic() + 0.5), settle)
-        prober = start_probe(f"http://127.0.0.1:{port}", paths[0], probe[1], SETTLE + window) if probe else None
+        if prober:
+            go(prober)
         dropped += pump(socks, poller, time.monotonic() + SETTLE, settle)
         cpu_before, started = cpu_seconds(server_pid), time.monotonic()
         dropped += pump(socks, poller, started + window, measure)
         server_cpu = (cpu_seconds(server_pid) - cpu_before) / (time.monotonic() - started)
+    except BaseException:
+        if prober:
+            prober.kill()  # it may still wait for "go"
+            prober.wait()
+        raise
     finally:
         for sock in socks.values():
             sock.close()
