@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = {
     "sse-harness": (ROOT / "harness" / "_locustfile.py", "--sse-subscribers", "--sse-stage-seconds",
-                    ["--sse-scenes", "1"]),
+                    ["--sse-scenes", "1", "--sse-cancel-share", "0", "--sse-cut-share", "0"]),
     "httpx-sse": (ROOT / "benchmarks" / "peers" / "httpx_sse_locustfile.py", "--peer-subscribers",
                   "--peer-stage-seconds", []),
 }

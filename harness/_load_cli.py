@@ -68,9 +68,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     load.add_argument("--max-failure-ratio", type=float)
     load.add_argument("--min-completed-jobs", type=int)
     load.add_argument("--subscribers", type=_positive_int, default=1, help="users following each job (fan-out)")
-    load.add_argument("--cancel-share", type=_share, default=0.0, help="share of jobs cancelled at a random stage")
-    load.add_argument("--cut-share", type=_share, default=0.0,
-                      help="share of jobs cut once at a random moment and resumed with Last-Event-ID")
+    load.add_argument("--cancel-share", type=_share, default=0.2,
+                      help="share of jobs cancelled at a random stage (default 0.2)")
+    load.add_argument("--cut-share", type=_share, default=0.2,
+                      help="share of jobs cut once at a random moment and resumed with Last-Event-ID (default 0.2)")
     load.add_argument("--cut-within", type=float, default=3.0, help="cuts come within this many seconds of connecting")
     load.add_argument("--stage-seconds", type=float, help="job knob stageSeconds for every stage")
     load.add_argument("--stall-seconds", type=float, help="job knob stallSeconds in the first stage")

@@ -78,8 +78,8 @@ def _options(parser) -> None:
     group = parser.add_argument_group("sse-harness", "SSE job-stream users (harness.load.SSEUser)")
     group.add_argument("--sse-profile", default="", help="target profile TOML (default: the contract)")
     group.add_argument("--sse-subscribers", type=int, default=1, help="users following each job (fan-out)")
-    group.add_argument("--sse-cancel-share", type=float, default=0.0, help="share of jobs cancelled at a random stage")
-    group.add_argument("--sse-cut-share", type=float, default=0.0,
+    group.add_argument("--sse-cancel-share", type=float, default=0.2, help="share of jobs cancelled at a random stage")
+    group.add_argument("--sse-cut-share", type=float, default=0.2,
                        help="share of jobs whose stream is cut once at a random moment and resumed with Last-Event-ID")
     group.add_argument("--sse-cut-within", type=float, default=3.0, help="cuts happen this many seconds into a stream at most")
     group.add_argument("--sse-stage-seconds", type=float, default=-1.0, help="job knob: least seconds per stage")
@@ -143,7 +143,7 @@ class LoadPlan:
         scenes = int(opt("sse_scenes", 0))
         if scenes:
             body["scenes"] = scenes
-        shares = {name: float(opt(f"sse_{name}_share", 0.0)) for name in ("cancel", "cut")}
+        shares = {name: float(opt(f"sse_{name}_share", 0.2)) for name in ("cancel", "cut")}
         for name, value in shares.items():
             if not 0 <= value <= 1:
                 raise ValueError(f"--sse-{name}-share must be within [0, 1], not {value}")

@@ -22,7 +22,7 @@ from tracebuild import JOB, ev, good_job, segment
 
 PROFILE = load_profile()
 CLI = [sys.executable, "-c", "import sys; from harness._cli import main; sys.exit(main(sys.argv[1:]))", "load"]
-QUICK_JOBS = ["--stage-seconds", "0.2", "--scenes", "1"]
+QUICK_JOBS = ["--stage-seconds", "0.2", "--scenes", "1", "--cancel-share", "0", "--cut-share", "0"]
 
 
 def judged(blocks: list[bytes], job: str = JOB) -> list[str]:
