@@ -14,6 +14,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# What every contract server earns on plain HTTP/1.1, by design of the contract itself: the
+# browser's six-connection limit (10.5) and the event type named `error` (10.6) are client
+# hazards, non-strict with their advice. Family 11 needs a target the harness can restart.
+CONTRACT_HAZARDS = {"10.5", "10.6"}
+
+
+def acceptable(result, also_non_strict=frozenset()) -> bool:
+    """A correct server's result: pass, a documented hazard, or 11.x skipped for want of a restart."""
+    if result.outcome == "pass":
+        return True
+    if result.outcome == "non-strict":
+        return result.id in CONTRACT_HAZARDS or result.id in also_non_strict
+    return result.outcome == "skip" and result.id.startswith("11.") and "restart" in result.reason
+
 
 class RunningServer:
     def __init__(self, args: list[str], *, timeout: float = 30.0) -> None:
