@@ -1,5 +1,6 @@
-"""Facing a server that is down, hangs, sends garbage or closes early, the harness records
-`error` outcomes with the reason, exits 2, and still writes every report."""
+"""Facing a server that is down, sends garbage or closes early, the harness records `error`
+outcomes with the reason and exits 2; one that answers healthz and then hangs is judged (its
+fail, exit 1); every report is written either way."""
 
 import functools
 import json
@@ -64,9 +65,12 @@ async def test_garbage_and_early_close_are_errors_not_crashes(nursery, tmp_path)
         assert data["error"] or all(c["outcome"] == "error" and c["reason"] for c in data["cases"])
 
 
-async def test_a_hanging_server_gives_errors_within_the_timeouts(nursery, tmp_path):
+async def test_a_hanging_server_is_its_fail_within_the_timeouts(nursery, tmp_path):
+    """It answered healthz, then accepted and never answered: the target owed an answer, so
+    each case fails (a finding naming the request and the timeout), never a harness error."""
     with trio.fail_after(60):
         report, written = await _judge(nursery, _healthy_then_hangs, ["1.3", "3.1"], tmp_path)
-    outcomes = {r.id: (r.outcome, r.reason) for r in report.results}
-    assert all(outcome == "error" and reason for outcome, reason in outcomes.values()), outcomes
-    assert report.exit_code() == 2 and written["html"].exists()
+    outcomes = {r.id: (r.outcome, [f.message for f in r.findings]) for r in report.results}
+    assert all(outcome == "fail" for outcome, _ in outcomes.values()), outcomes
+    assert all("transport level" in messages[0] and "Timeout" in messages[0] for _, messages in outcomes.values())
+    assert report.exit_code() == 1 and written["html"].exists()
