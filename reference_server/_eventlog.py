@@ -16,6 +16,10 @@ def encode_event(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
 
 # Listeners offered an event between two checkpoints of a durable log's fan-out (about 25 us each).
 FANOUT_SLICE = 256
+# Past this many listeners on one job, a durable log's fan-out goes to the store's task, in slices.
+# Not lower: every slice waits for a whole pass of the scheduler, and at 14,000 streams (700 a job)
+# with every job's fan-out sliced, passes were so long that delivery fell 108 s behind.
+FANOUT_DEFER = 1024
 # Events offered joined to a listener in one write, at most this many bytes (a subscriber's write bound).
 MAX_JOINED = 64 * 1024
 

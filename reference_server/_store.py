@@ -15,7 +15,7 @@ against 5); writing in a worker thread added two GIL hand-overs and two thread w
 batch, worse on a busy machine. The price of writing on the loop: when the kernel throttles
 writers (a disk under pressure) a commit can take 20-30 ms, and the loop waits.
 
-Past FANOUT_SLICE listeners on one job, publication goes to the store's task, which offers the
+Past FANOUT_DEFER listeners on one job, publication goes to the store's task, which offers the
 event in slices with checkpoints between them (EventLog.publish_sliced). Deletes (retention) go
 there too.
 """
@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import trio
 
-from ._eventlog import FANOUT_SLICE, EventLog
+from ._eventlog import FANOUT_DEFER, EventLog
 
 __all__ = ["StoredJob", "Store"]
 
@@ -145,7 +145,7 @@ class Store:
                 rows.append(row())
                 self._row_written[job_id] = now
             self._write_now([(job_id, event_id, event_type, encoded)], rows, ())
-            if event_log.has_pending or event_log.listener_count > FANOUT_SLICE:
+            if event_log.has_pending or event_log.listener_count > FANOUT_DEFER:
                 self._fanouts.append((event_log, event_id))
                 self._wake.set()
                 return False
