@@ -112,10 +112,11 @@ async def test_clients_that_stop_reading_cost_bounded_memory(fresh_server):
     server = fresh_server(reference_args("--progress-interval", "0.005"))
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         job = (await http.post("/api/jobs", json={"topic": "t", "scenes": 1,
-                                                  "stageSeconds": {**QUICK, "script": 7}})).json()
+                                                  "stageSeconds": {**QUICK, "script": 9}})).json()
         path = f"/api/jobs/{job['jobId']}/events"
-        await trio.sleep(2.5)  # a history that outgrows the stuck clients' socket buffers at once
+        await trio.sleep(2.0)  # a history that outgrows the stuck clients' socket buffers at once
         before = _rss_kib(server.process.pid)
+        emitted_at = (await http.get(f"/api/jobs/{job['jobId']}")).json()["lastEventId"]
         stuck = []
         for _ in range(200):
             sock = socket.socket()
@@ -124,22 +125,19 @@ async def test_clients_that_stop_reading_cost_bounded_memory(fresh_server):
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())  # and never read
             stuck.append(sock)
         try:
-            await trio.sleep(1.0)
-            stuck_at = _rss_kib(server.process.pid)
-            emitted_at = (await http.get(f"/api/jobs/{job['jobId']}")).json()["lastEventId"]
-            await trio.sleep(2.0)
+            await trio.sleep(5.0)
             later = _rss_kib(server.process.pid)
+            emitted_to = (await http.get(f"/api/jobs/{job['jobId']}")).json()["lastEventId"]
             whole = await record(server.base_url + path, terminal_types=TERMINAL)  # beside them, to the end
             assert whole.events[-1].type == "job-completed", whole.end_detail
-            emitted = sum(len(e.raw) for e in whole.events if emitted_at < int(e.id) <= emitted_at + 400)
-            per_client = (stuck_at - before) / len(stuck)
-            growth = (later - stuck_at) / len(stuck)
+            emitted = sum(len(e.raw) for e in whole.events if emitted_at < int(e.id) <= emitted_to)
+            per_client = (later - before) / len(stuck)
             # Each holds one write (at most 64 KiB, framed once more by h11) and its connection; what the
-            # job emitted meanwhile stays in the log, shared: the memory is flat, not a queue per client.
-            assert emitted > 80_000, f"only {emitted} bytes emitted while they were stuck: proves nothing"
-            assert per_client < 200 and growth < 0.1 * emitted / 1024, (per_client, growth, emitted)
-            print(f"\n200 clients that stopped reading: {per_client:.1f} KiB each once stuck, {growth:+.1f} KiB each "
-                  f"over 2 s while the job emitted {emitted // 1024} KiB more")
+            # job emitted meanwhile (more than that, for each of them) stays in the log, shared.
+            assert emitted > 200_000, f"only {emitted} bytes emitted while they were stuck: proves nothing"
+            assert per_client < 200, (per_client, emitted)
+            print(f"\n200 clients that stopped reading: {per_client:.1f} KiB each while the job emitted "
+                  f"{emitted // 1024} KiB more")
         finally:
             for sock in stuck:
                 sock.close()
