@@ -542,6 +542,13 @@ class LiveStream:
             raise TargetFault(f"waited {within:.1f}s for {awaited} ({basis}); it did not come", awaited,
                               f"meanwhile: {describe_arrivals(self.records[started_at:])}; the stream is still open")
 
+    async def wait_for_end_after_cancel(self, awaited: str) -> Event:
+        """After a cancel's 202: a terminal event is owed within the cancel wait."""
+        ctx = self.ctx
+        return await self.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
+                                   awaited=awaited, basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, "
+                                                          f"waited {ctx.cancel_wait:.1f}s")
+
     async def finish(self) -> Segment:
         """The recording once it ends (bounded by the recorder's own limits)."""
         while self.segment is None:

@@ -34,10 +34,7 @@ async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, ex
             reply = await ctx.api.cancel(job_id)
             judge.step(f"POST cancel: HTTP {reply.status} after {(time.monotonic() - sent) * 1000:.0f} ms")
             if reply.status == 202:
-                await live.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
-                                    awaited=f"{ctx.events['cancelled']} after the cancel's 202",
-                                    basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, waited "
-                                          f"{ctx.cancel_wait:.1f}s")
+                await live.wait_for_end_after_cancel(f"{ctx.events['cancelled']} after the cancel's 202")
             segment = await live.finish()
         finally:
             nursery.cancel_scope.cancel()
@@ -142,9 +139,7 @@ async def cancel_twice(ctx: Context, judge: Judge) -> None:
         # handled, and then a server that refuses a second cancel while canceling is not seen.
         await cancel(2)
         if any(r.status == 202 for r, _ in replies.values()):
-            await live.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
-                                awaited="a terminal event after the cancel's 202",
-                                basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, waited {ctx.cancel_wait:.1f}s")
+            await live.wait_for_end_after_cancel("a terminal event after the cancel's 202")
         events = (await live.finish()).events
     ended = next((e.arrived_at for e in events if e.type == ctx.events["cancelled"]), None)
     statuses = sorted(r.status for r, _ in replies.values())

@@ -6,7 +6,7 @@ import json
 import statistics
 from typing import Any, Sequence
 
-from harness import Event, Notice, Profile, Retry, Segment
+from harness import End, Event, Notice, Profile, Retry, Segment
 from harness._invariants import (ID_NOT_DECIMAL, Breach, IdOrder, JobAndTs, ProgressOrder, TerminalWatch,
                                  blocked_during, silence_breach)
 
@@ -107,7 +107,7 @@ def check_terminal(segment: Segment, profile: Profile, *, close_within: float) -
     watch = TerminalWatch(profile.terminal_events)
     for event in segment.events:
         watch.see(event)
-    ended = watch.end(server_closed=segment.end == "server-closed", ended_at=segment.ended_at,
+    ended = watch.end(server_closed=segment.end == End.SERVER_CLOSED, ended_at=segment.ended_at,
                       close_within=close_within, how=f"{segment.end}: {segment.end_detail}")
     if watch.terminal is None:
         return [_finding(b) for b in ended]

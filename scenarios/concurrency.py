@@ -34,10 +34,7 @@ async def run_many(ctx: Context, judge: Judge, count: int, *, cancel_index: int 
                 reply = await ctx.api.cancel(ids[cancel_index])
                 judge.step(f"cancelled job {cancel_index + 1} of {count} mid-run: HTTP {reply.status}")
                 if reply.status == 202:
-                    await live.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
-                                        awaited=f"job {cancel_index + 1}'s terminal event after the cancel's 202",
-                                        basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, "
-                                              f"waited {ctx.cancel_wait:.1f}s")
+                    await live.wait_for_end_after_cancel(f"job {cancel_index + 1}'s terminal event after the cancel's 202")
                 segments[cancel_index] = await live.finish()
     return ids, segments
 

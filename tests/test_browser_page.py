@@ -16,7 +16,7 @@ try:
 except BrowserUnavailable as exc:
     BROWSER, NO_BROWSER = "", str(exc)
 
-pytestmark = pytest.mark.skipif(bool(NO_BROWSER), reason=NO_BROWSER)
+pytestmark = [pytest.mark.skipif(bool(NO_BROWSER), reason=NO_BROWSER), pytest.mark.xdist_group("heavy")]
 WAIT = 45_000  # ms: a job on this busy host, with margin
 
 

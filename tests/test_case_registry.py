@@ -65,7 +65,8 @@ def test_a_cases_file_and_a_broken_one(tmp_path):
     mine.write_text("from harness import case\n\n@case('200.1', 'my rule')\nasync def rule(ctx, judge):\n    pass\n")
     out = subprocess.run([SSE_HARNESS, "list", "--cases", str(mine)], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "COLUMNS": "200"})
-    assert out.returncode == 0 and "200.1" in out.stdout and f"file {mine}" in out.stdout, out.stdout + out.stderr
+    row = next((line for line in out.stdout.splitlines() if "200.1" in line), "")
+    assert out.returncode == 0 and "my rule" in row and "file" in row, out.stdout + out.stderr
     clash = tmp_path / "clash.py"
     clash.write_text("from harness import case\n\n@case('3.1', 'again')\nasync def again(ctx, judge):\n    pass\n")
     out = subprocess.run([SSE_HARNESS, "list", "--cases", str(clash)], capture_output=True, text=True, timeout=60)

@@ -20,6 +20,9 @@ from harness._invariants import StreamJudge, TerminalWatch, silence_breach
 from harness._load_report import read_result
 from tracebuild import JOB, ev, good_job, segment
 
+# Chromium, locust and whole-suite runs take a core each: one at a time, on one xdist worker.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 PROFILE = load_profile()
 CLI = [sys.executable, "-c", "import sys; from harness._cli import main; sys.exit(main(sys.argv[1:]))", "load"]
 QUICK_JOBS = ["--stage-seconds", "0.2", "--scenes", "1", "--cancel-share", "0", "--cut-share", "0"]

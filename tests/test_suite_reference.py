@@ -3,12 +3,15 @@
 import json
 from xml.etree import ElementTree as ET
 
+import pytest
+
 from conftest import acceptable
 from harness import load_profile
 from harness._reports import write_reports
 from harness._runner import run_suite
 
 
+@pytest.mark.xdist_group("heavy")
 async def test_reference_server_passes_every_case(reference_server, tmp_path):
     report = await run_suite(load_profile(base_url=reference_server.base_url), parallel=8)
     bad = {r.id: (r.outcome, r.reason, [f.message for f in r.findings][:3]) for r in report.results

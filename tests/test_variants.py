@@ -111,6 +111,7 @@ async def test_fault_is_caught_by_its_cases(fault):
     print(f"\n{fault}: caught by {sorted(caught)}; also failing: {others}")
 
 
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.parametrize("name", ["correct", *sorted(LEGAL_NON_STRICT)])
 async def test_correct_and_legal_variants_pass_everything(name):
     report = await run_against(name)
@@ -119,6 +120,7 @@ async def test_correct_and_legal_variants_pass_everything(name):
     assert not bad, f"{name}: {bad}"
 
 
+@pytest.mark.xdist_group("heavy")
 async def test_a_server_nobody_here_wrote_passes():
     """The minimal Starlette implementation in examples/: the harness does not lean on the
     reference server's quirks. It shows no resources, so cleanup is judged on its claims."""

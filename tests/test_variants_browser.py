@@ -6,6 +6,9 @@ import pytest
 from harness._browser import BrowserUnavailable, find_browser
 from test_variants import outcomes, run_against
 
+# Chromium, locust and whole-suite runs take a core each: one at a time, on one xdist worker.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 try:
     find_browser()
     NO_BROWSER = ""
