@@ -46,7 +46,7 @@ async def main() -> None:
     for name, times, only in plan:
         seen = await runs(name, times, only)
         unstable = {case: outs for case, outs in seen.items() if len(set(outs)) > 1}
-        verdicts = sorted({o for outs in seen.values() for o in outs})
+        verdicts = sorted({str(o) for outs in seen.values() for o in outs})
         print(f"{name:<16} {times} runs x {len(seen)} cases: "
               f"{'identical every time' if not unstable else 'UNSTABLE ' + str(unstable)}; outcomes seen {verdicts}",
               flush=True)
