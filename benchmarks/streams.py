@@ -12,6 +12,13 @@ keep answering: healthz, a job's snapshot, a job created and cancelled (referenc
 the first bytes of a new stream (both). Lateness spread: p99/p50 and the share of deliveries
 more than 5 s late (past saturation lateness should grow evenly, not starve a few).
 
+Lateness over deliveries cannot see a subscriber that gets nothing, so each stream is also
+judged at the end of the window: how far behind it is, in seconds = the end time minus the ts
+of the newest event it has received (before any, the time its response head arrived). A job
+emits on a fixed cadence, so this is the events it is owed, divided by RATE (an up-to-date
+stream is 0 to 1/RATE s behind). Printed: p50/p99/max over streams (dropped ones included),
+how many are more than 5 s behind, and events received per stream in the window, min/p50/max.
+
 The load client is one thread over plain non-blocking sockets and epoll (not httpx, not even
 an event loop): on a 2-core machine it shares the CPU with the server, so it must cost far
 less per event than the server does, or it measures itself. Every loop is bounded: WINDOW
@@ -40,7 +47,7 @@ RATE = 5.0  # events per second per job
 WINDOW = 10.0
 SETTLE = 1.0
 ROOT = Path(__file__).resolve().parent.parent
-TS = re.compile(rb'"ts":(\d+)')
+TS = re.compile(rb'"ts":(\d+)[,}]')  # the terminator: a number cut by a read boundary is not a ts
 
 
 def cpu_seconds(pid: int) -> float:
@@ -197,16 +204,30 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
     answered: set[int] = set()
     lateness: list[float] = []
     counts = {"events": 0}
+    newest: dict[int, float] = {}  # per stream: ts (ms) of the newest event received, or when it was answered
+    received = dict.fromkeys(socks, 0)  # per stream: events received in the window
+    tails: dict[int, bytes] = {}  # per stream: an event cut by a read boundary, until its end arrives
+    measuring = False
 
-    def settle(fd: int, data: bytes) -> None:
-        answered.add(fd)
-
-    def measure(fd: int, data: bytes) -> None:
+    def on_data(fd: int, data: bytes) -> None:
         now = time.time() * 1000
-        for match in TS.finditer(data):
-            counts["events"] += 1
-            if len(lateness) < 2_000_000:
-                lateness.append(now - int(match[1]))
+        answered.add(fd)
+        newest.setdefault(fd, now)
+        data = tails.pop(fd, b"") + data
+        cut = data.rfind(b"\n\n") + 2
+        if cut < 2:
+            tails[fd] = data[-65536:]
+            return
+        if cut < len(data):
+            data, tails[fd] = data[:cut], data[cut:][-65536:]
+        matches = TS.findall(data)
+        if matches:
+            newest[fd] = int(matches[-1])
+            if measuring:
+                received[fd] += len(matches)
+                counts["events"] += len(matches)
+                if len(lateness) < 2_000_000:
+                    lateness.extend(now - int(ts) for ts in matches)
 
     try:
         for fd in socks:
@@ -214,13 +235,17 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
         deadline = time.monotonic() + 60
         dropped = 0
         while len(answered) < len(socks) and time.monotonic() < deadline:
-            dropped += pump(socks, poller, min(deadline, time.monotonic() + 0.5), settle)
+            dropped += pump(socks, poller, min(deadline, time.monotonic() + 0.5), on_data)
         if prober:
             go(prober)
-        dropped += pump(socks, poller, time.monotonic() + SETTLE, settle)
-        cpu_before, started = cpu_seconds(server_pid), time.monotonic()
-        dropped += pump(socks, poller, started + window, measure)
-        server_cpu = (cpu_seconds(server_pid) - cpu_before) / (time.monotonic() - started)
+        dropped += pump(socks, poller, time.monotonic() + SETTLE, on_data)
+        measuring = True
+        cpu_before, client_before, started = cpu_seconds(server_pid), time.process_time(), time.monotonic()
+        dropped += pump(socks, poller, started + window, on_data)
+        ended = time.time() * 1000
+        elapsed = time.monotonic() - started
+        server_cpu = (cpu_seconds(server_pid) - cpu_before) / elapsed
+        client_cpu = (time.process_time() - client_before) / elapsed
     except BaseException:
         if prober:
             prober.kill()  # it may still wait for "go"
@@ -234,8 +259,18 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
     lateness.sort()
     deliveries = counts["events"] / window
     p50 = statistics.median(lateness) if lateness else float("nan")
+    # A stream never answered counts as behind since the window opened (a lower bound: it waited longer).
+    behind = sorted((ended - newest.get(fd, ended - 1000 * window)) / 1000 for fd in received)
+    per_stream = sorted(received.values())
     return {
         **probed,
+        "behind_p50_s": statistics.median(behind) if behind else float("nan"),
+        "behind_p99_s": behind[int(len(behind) * 0.99)] if behind else float("nan"),
+        "behind_max_s": behind[-1] if behind else float("nan"),
+        "behind_over_5s": sum(1 for x in behind if x > 5),
+        "unanswered": sum(1 for fd in received if fd not in answered),  # not a byte, not even a response head
+        "received_min_p50_max": (per_stream[0], statistics.median(per_stream), per_stream[-1]) if per_stream else (0, 0, 0),
+        "client_cpu": client_cpu,
         "spread": (lateness[int(len(lateness) * 0.99)] / max(p50, 0.1)) if lateness else float("nan"),
         "over_5s": sum(1 for x in lateness if x > 5000) / len(lateness) if lateness else float("nan"),
         "connected": connected,
@@ -484,6 +519,13 @@ def main() -> None:
                   f"cancel {_ms(r, 'cancel')}, stream open {_ms(r, 'stream-open')}"
                   + (f" ({r['probe_errors']} probe errors)" if r.get("probe_errors") else "")
                   + f"; lateness p99/p50 {r['spread']:.1f}, over 5 s {100 * r['over_5s']:.2f}%")
+        for name, r in (("reference", ours), ("starlette", theirs)):
+            low, mid, high = r["received_min_p50_max"]
+            print(f"{n:>7} {name:<10} behind at the window's end, s p50/p99/max: {r['behind_p50_s']:.2f}/"
+                  f"{r['behind_p99_s']:.2f}/{r['behind_max_s']:.2f} (p99/p50 {r['behind_p99_s'] / max(r['behind_p50_s'], 0.01):.1f}), "
+                  f"{r['behind_over_5s']} of {r['connected']} streams over 5 s ({r['unanswered']} never answered); "
+                  f"events received per stream "
+                  f"min/p50/max {low}/{mid:.0f}/{high} (offered {RATE * WINDOW:.0f}); load client CPU {r['client_cpu']:.2f}")
         print(f"{n:>7} ratio ref/peer: deliveries {ours['deliveries_per_s'] / max(1, theirs['deliveries_per_s']):.2f}, "
               f"p99 {ours['p99_ms'] / max(0.1, theirs['p99_ms']):.2f}, "
               f"CPU per event {ours['us_per_event'] / theirs['us_per_event']:.2f}; "
