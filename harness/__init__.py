@@ -6,8 +6,8 @@ from ._decoder import Comment, Decoder, Event, Line, Notice, Record, Retry, Viol
 from ._profile import Profile, ProfileError, load_profile
 from ._proxy import FaultProxy
 from ._version import VERSION
-from ._cases import (Case, CaseResult, Context, Finding, HarnessError, Judge, LiveStream, Outcome, Plot, Severity,
-                     Skip, TargetFault, case, parse_data)
+from ._cases import (Case, CaseResult, Context, Finding, HarnessError, Judge, LiveStream, Measure, Outcome, Plot,
+                     Severity, Skip, TargetFault, case, parse_data)
 from ._client import End
 
 __all__ = [
@@ -16,7 +16,8 @@ __all__ = [
     "ProfileError", "ReconnectPolicy", "Record", "Reply", "Retry", "Segment", "Stream", "StreamError", "Trace",
     "Violation", "follow", "load_profile", "record", "stream",
     # writing a case of one's own (docs/writing-cases.md); the pure checks are scenarios.checks
-    "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream", "Outcome", "Plot", "Severity",
+    "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream", "Measure", "Outcome", "Plot",
+    "Severity",
     "Skip", "TargetFault", "case", "parse_data",
 ]
 __version__ = VERSION

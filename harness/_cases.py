@@ -29,7 +29,7 @@ from ._decoder import Event
 from ._profile import Profile
 
 __all__ = ["OUTCOMES", "REGISTRY", "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream",
-           "Outcome", "Plot", "Registry", "Severity", "Skip", "TargetFault", "case", "load_cases", "overdue",
+           "Measure", "Outcome", "Plot", "Registry", "Severity", "Skip", "TargetFault", "case", "load_cases", "overdue",
            "parse_data", "run_case"]
 
 
@@ -95,6 +95,36 @@ class Plot:
 
 
 @dataclasses.dataclass(frozen=True)
+class Measure:
+    """A figure a case declares over its evidence, carried in report.json (``figures``) so that
+    `sse-harness diff` can say what moved without knowing any case's evidence keys.
+
+    ``path`` leads to a number in the evidence (``("latenessMs", "p95")``); with
+    ``largest`` it leads to a list and the largest number counts. Lower is better. Changes
+    under ``floor`` are noise, whatever the percentage.
+    """
+
+    name: str
+    unit: str
+    path: tuple[str, ...]
+    floor: float
+    largest: bool = False
+
+    def read(self, evidence: dict[str, Any]) -> float | None:
+        value: Any = evidence
+        for key in self.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if self.largest:
+            numbers = [v for v in value if _is_number(v)] if isinstance(value, list) else []
+            value = max(numbers) if numbers else None
+        return float(value) if _is_number(value) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
 class CaseResult:
     id: str
     title: str
@@ -107,6 +137,16 @@ class CaseResult:
     reason: str = ""  # for error and skip
     origin: str = "built-in"  # where the case came from: built-in, a package's entry point, a --cases module
     plots: tuple[Plot, ...] = ()
+    measures: tuple[Measure, ...] = ()
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """The declared figures this run measured: ``{name: {value, unit, floor}}``."""
+        out = {}
+        for measure in self.measures:
+            value = measure.read(self.evidence)
+            if value is not None:
+                out[measure.name] = {"value": value, "unit": measure.unit, "floor": measure.floor}
+        return out
 
 
 class Judge:
@@ -167,6 +207,7 @@ class Case:
     timeout: float = 60.0
     plots: tuple[Plot, ...] = ()
     module: str = ""  # the module that registered it (its origin is looked up by the registry)
+    measures: tuple[Measure, ...] = ()
 
     def title_for(self, profile: Profile) -> str:
         """The title with the values in force: a title may name the profile's timing
@@ -224,12 +265,12 @@ REGISTRY = Registry()
 
 
 def case(case_id: str, title: str, *, invariants: tuple[str, ...] = (), exclusive: bool = False,
-         timeout: float = 60.0, plots: Sequence[Plot] = ()):
+         timeout: float = 60.0, plots: Sequence[Plot] = (), measures: Sequence[Measure] = ()):
     """Register a scenario function as a numbered case (``N.M``, or ``N.Ma`` for a variant)."""
 
     def register(func):
         REGISTRY.add(Case(case_id, title, tuple(invariants), func, exclusive, timeout, tuple(plots),
-                          getattr(func, "__module__", "") or ""))
+                          getattr(func, "__module__", "") or "", tuple(measures)))
         return func
 
     return register
@@ -629,7 +670,7 @@ async def run_case(case_: Case, ctx: Context, *, registry: Registry = REGISTRY) 
         id=case_.id, title=case_.title_for(ctx.profile), invariants=case_.invariants, outcome=outcome,
         duration_ms=int((time.monotonic() - started) * 1000), findings=tuple(judge.findings),
         evidence=judge.evidence, steps=tuple(judge.steps), reason=reason, origin=registry.origin(case_),
-        plots=case_.plots,
+        plots=case_.plots, measures=case_.measures,
     )
 
 

@@ -53,37 +53,8 @@ class Figure:
     floor: float  # changes smaller than this never count, whatever the percentage
 
 
-def _path(*keys: str) -> Callable[[dict[str, Any]], Any]:
-    def read(evidence: dict[str, Any]) -> Any:
-        value: Any = evidence
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        return value
-
-    return read
-
-
-def _largest(key: str) -> Callable[[dict[str, Any]], Any]:
-    def read(evidence: dict[str, Any]) -> Any:
-        listed = evidence.get(key)
-        values = [v for v in listed if _number(v) is not None] if isinstance(listed, list) else []
-        return max(values) if values else None
-
-    return read
-
-
-# Where the figures live in report.json (schema 1, see docs/report-schema.md). Lower is better
-# for every one of them.
-FIGURES = (
-    Figure("cancel latency", "ms", _path("cancelLatencyMs"), 5.0),
-    Figure("lateness p50", "ms", _path("latenessMs", "p50"), 5.0),
-    Figure("lateness p95", "ms", _path("latenessMs", "p95"), 5.0),
-    Figure("lateness max", "ms", _path("latenessMs", "max"), 10.0),
-    Figure("keep-alive spacing max", "s", _largest("commentSpacing"), 0.05),
-    Figure("longest silence", "s", _path("longestSilence"), 0.05),
-    Figure("close after terminal", "ms", _path("closeAfterTerminalMs"), 20.0),
-    Figure("replay time", "ms", _path("replayMs"), 20.0),
-)
+# The figures a report carries are those its cases declared (harness.Measure), each case's
+# under "figures" in report.json: the diff knows no case's evidence keys. Lower is better.
 SUITE_DURATION = Figure("suite duration", "s", lambda report: (_number(report.get("durationMs")) or 0) / 1000 or None,
                         1.0)  # read from the report itself
 
@@ -178,6 +149,17 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _figures(case: dict[str, Any]) -> dict[str, tuple[float, str, float]]:
+    """A case's declared figures as (value, unit, noise floor); anything malformed is left out."""
+    out = {}
+    declared = case.get("figures")
+    for name, figure in (declared.items() if isinstance(declared, dict) else ()):
+        value = _number(figure.get("value")) if isinstance(figure, dict) else None
+        if value is not None:
+            out[str(name)] = (value, str(figure.get("unit", "")), _number(figure.get("floor")) or 0.0)
+    return out
+
+
 def _first(case: dict[str, Any]) -> str:
     if case.get("reason"):
         return str(case["reason"])
@@ -221,11 +203,12 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], *, threshold: float =
 
     figures: list[FigureChange] = []
     for case_id in sorted(old_cases.keys() & new_cases.keys(), key=id_key):
-        old_ev, new_ev = old_cases[case_id].get("evidence") or {}, new_cases[case_id].get("evidence") or {}
-        for figure in FIGURES:
-            a, b = _number(figure.read(old_ev)), _number(figure.read(new_ev))
-            if a is not None and b is not None and _moved(figure, a, b, threshold):
-                figures.append(FigureChange(case_id, figure.name, figure.unit, a, b))
+        old_figures, new_figures = _figures(old_cases[case_id]), _figures(new_cases[case_id])
+        for name in sorted(old_figures.keys() & new_figures.keys()):
+            (a, unit, floor), (b, _, _) = old_figures[name], new_figures[name]
+            figure = Figure(name, unit, lambda _: None, floor)
+            if _moved(figure, a, b, threshold):
+                figures.append(FigureChange(case_id, name, unit, a, b))
     a, b = SUITE_DURATION.read(old), SUITE_DURATION.read(new)
     if a is not None and b is not None and _moved(SUITE_DURATION, a, b, threshold):
         figures.append(FigureChange("", SUITE_DURATION.name, SUITE_DURATION.unit, a, b))

@@ -56,7 +56,8 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "cases": [
             {"id": r.id, "title": r.title, "invariants": list(r.invariants), "outcome": r.outcome,
              "durationMs": r.duration_ms, "reason": r.reason or None, "steps": list(r.steps),
-             "findings": [_finding(f) for f in r.findings], "evidence": r.evidence, "origin": r.origin,
+             "findings": [_finding(f) for f in r.findings], "evidence": r.evidence, "figures": r.figures(),
+             "origin": r.origin,
              "expected": report.expected.get(r.id), "stale": report.stale.get(r.id)}
             for r in report.results
         ],

@@ -9,13 +9,14 @@ import trio
 from harness import Event
 
 from . import checks
-from ._core import Context, Judge, Plot, Skip, case, parse_data
+from ._core import Context, Judge, Measure, Plot, Skip, case, parse_data
 from ._queue import queued_job
 from ._shared import ResourceWatcher, lifecycle, verify_cleanup
 from .transport import expect_problem
 
 CONTRACT_STAGES = ("script", "tts", "visuals", "compose", "render")
 LATENCY = Plot("across", "cancelLatencyMs", "cancel latency per case (ms)", unit=" ms", limit=("deadlineMs",))
+CANCEL_LATENCY = (Measure("cancel latency", "ms", ("cancelLatencyMs",), 5.0),)
 
 
 async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, expect_stage: str | None,
@@ -80,7 +81,7 @@ def _in_stage(ctx: Context, stage: str):
 
 def _stage_case(number: int, name: str):
     @case(f"6.{number}", f"cancel during stage {number} ({name}): ends within the deadline, cleaned up",
-          invariants=("7", "3"), plots=(LATENCY,))
+          invariants=("7", "3"), plots=(LATENCY,), measures=CANCEL_LATENCY)
     async def cancel_in_stage(ctx: Context, judge: Judge) -> None:
         if number > len(ctx.profile.stages):
             raise Skip(f"the target has {len(ctx.profile.stages)} stages")
@@ -97,7 +98,7 @@ for _number, _name in enumerate(CONTRACT_STAGES, start=1):
     _stage_case(_number, _name)
 
 
-@case("6.6", "cancel while queued", invariants=("7",), exclusive=True, plots=(LATENCY,))
+@case("6.6", "cancel while queued", invariants=("7",), exclusive=True, plots=(LATENCY,), measures=CANCEL_LATENCY)
 async def cancel_queued(ctx: Context, judge: Judge) -> None:
     async with queued_job(ctx, judge) as job_id:
         # The queued job's stored events (its status) are owed at once on connecting.
@@ -107,7 +108,8 @@ async def cancel_queued(ctx: Context, judge: Judge) -> None:
                                between_events=ctx.job_timeout)
 
 
-@case("6.7", "cancel during a stall (no events flowing)", invariants=("7",), plots=(LATENCY,))
+@case("6.7", "cancel during a stall (no events flowing)", invariants=("7",), plots=(LATENCY,),
+      measures=CANCEL_LATENCY)
 async def cancel_in_stall(ctx: Context, judge: Judge) -> None:
     stage = ctx.profile.stages[min(3, len(ctx.profile.stages) - 1)]
     job_id = await ctx.create_job(judge, **ctx.knobs(stallSeconds={stage: 20}, stageSeconds=ctx.quick()))

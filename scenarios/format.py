@@ -7,7 +7,7 @@ import statistics
 from harness import Decoder, Event, Notice
 
 from . import checks
-from ._core import Context, Judge, case
+from ._core import Context, Judge, Measure, case
 from ._shared import lifecycle
 
 
@@ -33,7 +33,10 @@ async def utf8(ctx: Context, judge: Judge) -> None:
         judge.non_strict("lone CR line endings: legal, but httpx-sse delays dispatch on a trailing CR", "LF", notices["cr"])
 
 
-@case("2.3", "delivery is not buffered: events arrive right after their ts", invariants=("4", "delivery"))
+@case("2.3", "delivery is not buffered: events arrive right after their ts", invariants=("4", "delivery"),
+      measures=(Measure("lateness p50", "ms", ("latenessMs", "p50"), 5.0),
+                Measure("lateness p95", "ms", ("latenessMs", "p95"), 5.0),
+                Measure("lateness max", "ms", ("latenessMs", "max"), 10.0)))
 async def not_buffered(ctx: Context, judge: Judge) -> None:
     recording = await lifecycle(ctx)
     values = sorted(checks.lateness_ms(recording.segment))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness import Segment
 
 from . import checks
-from ._core import Context, Judge, Plot, TargetFault, case
+from ._core import Context, Judge, Measure, Plot, TargetFault, case
 from ._queue import queued_job
 
 
@@ -45,9 +45,12 @@ def judge_silences(ctx: Context, judge: Judge, segment: Segment, min_comments: i
 
 SPACING = Plot("bars", "commentSpacing", "spacing of keep-alive comments (s)", unit=" s",
                limit=("keepaliveSeconds", "toleranceSeconds"))
+SILENCES = (Measure("keep-alive spacing max", "s", ("commentSpacing",), 0.05, largest=True),
+            Measure("longest silence", "s", ("longestSilence",), 0.05))
 
 
-@case("5.1", "keep-alive comments during a stall, no silence past the interval", invariants=("5",), plots=(SPACING,))
+@case("5.1", "keep-alive comments during a stall, no silence past the interval", invariants=("5",), plots=(SPACING,),
+      measures=SILENCES)
 async def during_stall(ctx: Context, judge: Judge) -> None:
     job_id, segment, stall = await stalled_stream(ctx)
     judge.step(f"job {job_id} stalls {stall:.1f}s in stage 3; recorded its stream to the end")
@@ -55,7 +58,7 @@ async def during_stall(ctx: Context, judge: Judge) -> None:
 
 
 @case("5.2", "keep-alive comments while the job waits in the queue", invariants=("5",), exclusive=True,
-      plots=(SPACING,))
+      plots=(SPACING,), measures=SILENCES)
 async def while_queued(ctx: Context, judge: Judge) -> None:
     async with queued_job(ctx, judge) as job_id:
         window = max(3 * ctx.keepalive, 2.5)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import checks
-from ._core import Context, Judge, Plot, case, overdue, parse_data
+from ._core import Context, Judge, Measure, Plot, case, overdue, parse_data
 from ._shared import data_of, lifecycle, probe_mp4
 
 
@@ -35,7 +35,8 @@ async def job_and_ts(ctx: Context, judge: Judge) -> None:
     judge.add(checks.check_job_and_ts(recording.segment.events, recording.job_id))
 
 
-@case("3.4", "exactly one terminal event, the last, and the stream ends within {terminal_close_seconds:g} s", invariants=("3",))
+@case("3.4", "exactly one terminal event, the last, and the stream ends within {terminal_close_seconds:g} s", invariants=("3",),
+      measures=(Measure("close after terminal", "ms", ("closeAfterTerminalMs",), 20.0),))
 async def terminal(ctx: Context, judge: Judge) -> None:
     segment = (await lifecycle(ctx)).segment
     events = segment.events

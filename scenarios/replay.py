@@ -10,7 +10,7 @@ import trio
 from harness import FaultProxy, Notice, ReconnectPolicy, Segment, record
 
 from . import checks
-from ._core import Context, HarnessError, Judge, Plot, Skip, TargetFault, case, overdue
+from ._core import Context, HarnessError, Judge, Measure, Plot, Skip, TargetFault, case, overdue
 from ._shared import lifecycle
 
 
@@ -203,7 +203,8 @@ async def no_content(ctx: Context, judge: Judge) -> None:
                  segment.status)
 
 
-@case("4.8", "a full replay of a finished job equals the live stream, byte for byte", invariants=("6", "3"))
+@case("4.8", "a full replay of a finished job equals the live stream, byte for byte", invariants=("6", "3"),
+      measures=(Measure("replay time", "ms", ("replayMs",), 20.0),))
 async def full_replay(ctx: Context, judge: Judge) -> None:
     recording = await lifecycle(ctx)
     started = time.monotonic()

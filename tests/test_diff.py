@@ -11,11 +11,29 @@ from harness._cli import main
 from harness._diff import DiffError, diff_reports, id_key, load_report, to_markdown
 
 
-def case(case_id: str, outcome: str = "pass", evidence: dict | None = None, message: str = "") -> dict:
+def figures(**named: tuple[float, str, float]) -> dict:
+    """report.json's per-case figures (what the case declared with harness.Measure)."""
+    return {name.replace("_", " "): {"value": value, "unit": unit, "floor": floor}
+            for name, (value, unit, floor) in named.items()}
+
+
+def case(case_id: str, outcome: str = "pass", figures: dict | None = None, message: str = "") -> dict:
     return {"id": case_id, "title": f"title of {case_id}", "invariants": [], "outcome": outcome, "durationMs": 10,
             "reason": message if outcome in ("error", "skip") else None, "steps": [],
             "findings": [{"message": message, "severity": outcome}] if message and outcome not in ("error", "skip") else [],
-            "evidence": evidence or {}}
+            "evidence": {}, "figures": figures or {}}
+
+
+def lateness(p50: float, p95: float, top: float) -> dict:
+    return figures(lateness_p50=(p50, "ms", 5.0), lateness_p95=(p95, "ms", 5.0), lateness_max=(top, "ms", 10.0))
+
+
+def spacing(top: float) -> dict:
+    return figures(**{"keep-alive_spacing_max": (top, "s", 0.05)})
+
+
+def latency(ms: float) -> dict:
+    return figures(cancel_latency=(ms, "ms", 5.0))
 
 
 def report(*cases: dict, duration_ms: int = 20_000, error: str | None = None, target: str = "http://127.0.0.1:8080") -> dict:
@@ -31,9 +49,9 @@ def write(tmp_path, name: str, data: dict):
 
 
 OLD = report(
-    case("1.1"), case("2.3", evidence={"latenessMs": {"p50": 1.2, "p95": 9.0, "max": 12.0, "n": 70}}),
-    case("4.3"), case("4.10", "fail", message="ids repeat"), case("5.1", evidence={"commentSpacing": [1.0, 1.01]}),
-    case("5.3"), case("6.1", evidence={"cancelLatencyMs": 6.0}), case("6.2", "non-strict", message="late"),
+    case("1.1"), case("2.3", figures=lateness(1.2, 9.0, 12.0)),
+    case("4.3"), case("4.10", "fail", message="ids repeat"), case("5.1", figures=spacing(1.01)),
+    case("5.3"), case("6.1", figures=latency(6.0)), case("6.2", "non-strict", message="late"),
     case("7.1", "skip", message="no knobs"),
 )
 
@@ -99,9 +117,9 @@ def test_new_and_removed_cases_in_natural_order() -> None:
 
 
 def test_figures_that_moved_past_the_threshold_and_the_noise_floor() -> None:
-    new = new_run(**{"2_3": {"evidence": {"latenessMs": {"p50": 1.6, "p95": 30.0, "max": 12.5, "n": 70}}},
-                     "5_1": {"evidence": {"commentSpacing": [1.0, 1.6]}},
-                     "6_1": {"evidence": {"cancelLatencyMs": 700.0}}})
+    new = new_run(**{"2_3": {"figures": lateness(1.6, 30.0, 12.5)},
+                     "5_1": {"figures": spacing(1.6)},
+                     "6_1": {"figures": latency(700.0)}})
     new["durationMs"] = 12_000
     diff = diff_reports(OLD, new)
     moved = {(f.case_id, f.figure): (f.old, f.new, f.worse) for f in diff.figures}
@@ -114,14 +132,14 @@ def test_figures_that_moved_past_the_threshold_and_the_noise_floor() -> None:
     assert not diff.figures[-1].worse  # worse first
     assert diff.exit_code() == 0  # figures inform; outcomes gate
     assert [(f.case_id, f.figure) for f in diff_reports(OLD, new, threshold=10.0).figures] == [("6.1", "cancel latency")]
-    # Evidence of another shape than expected is no figure, not a crash.
-    odd = new_run(**{"5_1": {"evidence": {"commentSpacing": 3, "longestSilence": "long"}}})
+    # Figures of another shape than expected are no figures, not a crash.
+    odd = new_run(**{"5_1": {"figures": {"keep-alive spacing max": "long", "x": {"value": "3"}}}, "6_1": {"figures": 3}})
     assert diff_reports(OLD, odd).figures == ()
 
 
 def test_markdown_and_the_command(tmp_path, capsys) -> None:
     new = new_run(**{"1_1": {"outcome": "fail", "findings": [{"message": "a | pipe"}]},
-                     "6_1": {"evidence": {"cancelLatencyMs": 700.0}}})
+                     "6_1": {"figures": latency(700.0)}})
     old_dir, new_dir = write(tmp_path, "old", OLD), write(tmp_path, "new", new)
     assert main(["diff", str(old_dir), str(new_dir / "report.json"), "--format", "md"]) == 1
     out = capsys.readouterr().out

@@ -25,7 +25,11 @@ async def test_reference_server_passes_every_case(reference_server, tmp_path):
     summary = data["summary"]
     assert summary["total"] == len(report.results) and summary["failed"] == summary["errors"] == 0
     assert summary["passed"] + summary["nonStrict"] + summary["skipped"] == summary["total"]
-    assert set(data["cases"][0]) >= {"id", "title", "invariants", "outcome", "durationMs", "findings", "evidence"}
+    assert set(data["cases"][0]) >= {"id", "title", "invariants", "outcome", "durationMs", "findings", "evidence",
+                                     "figures", "origin"}
+    by_id = {c["id"]: c for c in data["cases"]}
+    assert by_id["6.1"]["figures"]["cancel latency"]["value"] == by_id["6.1"]["evidence"]["cancelLatencyMs"]
+    assert set(by_id["2.3"]["figures"]) == {"lateness p50", "lateness p95", "lateness max"}
     suite = ET.parse(written["junit"]).getroot()
     assert suite.get("tests") == str(len(report.results)) and suite.get("failures") == "0"
     page = written["html"].read_text()
