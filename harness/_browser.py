@@ -32,6 +32,7 @@ import trio
 from ._client import END_CLIENT, END_RESET, END_SERVER, END_STATUS, Segment
 from ._decoder import Decoder, Event
 from ._proxy import FaultProxy
+from ._tasks import background_nursery
 
 __all__ = ["BROWSER_ENV", "Browser", "BrowserNotFound", "BrowserRig", "BrowserTimeout", "BrowserUnavailable",
            "Exchange", "Observation", "PageTrace", "canonical", "find_browser", "open_browser", "page_screenshot"]
@@ -158,8 +159,7 @@ async def open_browser(path: str, *, launch_timeout: float = 25.0) -> AsyncItera
     browser = Browser(path)
     started = trio.Event()
     failure: list[BaseException] = []
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
+    async with background_nursery() as nursery:  # the block's own exception leaves as itself
         nursery.start_soon(trio.to_thread.run_sync, browser._thread_main, started, failure)
         try:
             with trio.fail_after(launch_timeout):
@@ -168,12 +168,8 @@ async def open_browser(path: str, *, launch_timeout: float = 25.0) -> AsyncItera
                 raise BrowserUnavailable(f"the browser at {path} did not start: "
                                          f"{failure[0] if failure else 'no reason given'}")
             yield browser
-        except BaseException as exc:  # re-raised as itself below, not wrapped by the nursery
-            body_error = exc
         finally:
-            browser._request_stop()
-    if body_error is not None:
-        raise body_error
+            browser._request_stop()  # the thread ends, so the nursery can close
 
 
 # -- the probe page -----------------------------------------------------------------------
@@ -409,22 +405,20 @@ class Tap:
         self.exchanges: list[Exchange] = []
         self.port = 0
         self._count = 0
-        self._manager: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> "Tap":
-        self._manager = trio.open_nursery()
-        nursery = await self._manager.__aenter__()
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        self._nursery = nursery
-        nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+        async with contextlib.AsyncExitStack() as stack:
+            self._nursery = await stack.enter_async_context(background_nursery())
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            self.port = listeners[0].socket.getsockname()[1]
+            self._nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+            self._stack = stack.pop_all()
         return self
 
-    async def __aexit__(self, *exc) -> bool:
-        # The block's own exception leaves as itself (not wrapped by our nursery).
-        self._nursery.cancel_scope.cancel()
-        await self._manager.__aexit__(None, None, None)
-        return False
+    async def __aexit__(self, *exc) -> bool | None:
+        # The block's own exception leaves as itself (background_nursery unwraps it).
+        return await self._stack.__aexit__(*exc)
 
     async def _handle(self, client: trio.SocketStream) -> None:
         self._count += 1

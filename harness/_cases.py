@@ -8,6 +8,7 @@ registers cases through the ``sse_harness.cases`` entry point, or a module named
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import enum
 import importlib
@@ -27,6 +28,7 @@ from ._api import ApiClient, Reply
 from ._client import End, Limits, ReconnectPolicy, Segment, Trace, follow, record
 from ._decoder import Event
 from ._profile import Profile
+from ._tasks import background_nursery
 
 __all__ = ["OUTCOMES", "REGISTRY", "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream",
            "Measure", "Outcome", "Plot", "Registry", "Severity", "Skip", "TargetFault", "case", "load_cases", "overdue",
@@ -531,7 +533,7 @@ class LiveStream:
         self.records: list = []
         self.segment: Segment | None = None
         self._changed = trio.Event()
-        self._nursery_manager: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     @property
     def events(self) -> list[Event]:
@@ -552,15 +554,16 @@ class LiveStream:
         self._wake()
 
     async def __aenter__(self) -> "LiveStream":
-        self._nursery_manager = trio.open_nursery()
-        nursery = await self._nursery_manager.__aenter__()
-        self._scope = nursery.cancel_scope
-        nursery.start_soon(self._run)
+        async with contextlib.AsyncExitStack() as stack:
+            # The recording serves the block and ends with it; the block's own exception
+            # (a TargetFault from wait_for, say) leaves as itself.
+            nursery = await stack.enter_async_context(background_nursery())
+            nursery.start_soon(self._run)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: Any) -> Any:
-        self._scope.cancel()  # the recording serves the block and ends with it
-        return await self._nursery_manager.__aexit__(*exc)
+        return await self._stack.__aexit__(*exc)
 
     async def wait_for(self, predicate: Callable[[Event], bool], *, within: float, awaited: str,
                        basis: str) -> Event:

@@ -13,6 +13,8 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 import trio
 
+from ._tasks import background_nursery
+
 __all__ = ["ServerProcess", "reference_server_args", "server_process"]
 
 
@@ -66,7 +68,7 @@ async def server_process(args: Sequence[str] | None = None, *, start_timeout: fl
             args = reference_server_args(data_dir)
         args = list(args)
         output: list[str] = []
-        async with trio.open_nursery() as nursery:
+        async with background_nursery() as nursery:  # the block's own exception leaves as itself
 
             async def launch(argv: list[str]) -> tuple[trio.Process, str]:
                 process: trio.Process = await nursery.start(partial(
@@ -128,4 +130,3 @@ async def server_process(args: Sequence[str] | None = None, *, start_timeout: fl
             finally:
                 with trio.CancelScope(shield=True):
                     await stop(server.process, signal.SIGTERM, 5)
-                nursery.cancel_scope.cancel()

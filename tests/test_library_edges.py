@@ -136,3 +136,29 @@ async def test_following_stops_when_events_are_overdue():
                 async for _ in s:
                     pass
         nursery.cancel_scope.cancel()
+
+
+async def test_a_callers_exception_leaves_the_other_context_managers_as_itself():
+    """Every context manager of ours that runs tasks around the caller's block: the live
+    recording, the embedded server process, the browser tap."""
+    import sys
+
+    import httpx
+
+    from harness import Context, load_profile
+    from harness._browser import Tap
+    from harness._server_process import server_process
+
+    port = await _free_port()
+    async with httpx.AsyncClient() as http:
+        ctx = Context(load_profile(base_url=f"http://127.0.0.1:{port}"), http, same_host=True)
+        with pytest.raises(KeyError):
+            async with ctx.live("abc"):
+                raise KeyError("mine")
+    script = "print('listening on http://127.0.0.1:1', flush=True); import time; time.sleep(30)"
+    with trio.fail_after(20), pytest.raises(KeyError):
+        async with server_process([sys.executable, "-c", script]):
+            raise KeyError("mine")
+    with pytest.raises(KeyError):
+        async with Tap(port):
+            raise KeyError("mine")
