@@ -96,14 +96,18 @@ def _pid_state(pid: int) -> str:
     return "zombie" if state == "Z" else "alive"
 
 
-def verify_cleanup(ctx: Context, judge: Judge, watcher: ResourceWatcher | None, cleanup: Any) -> None:
-    """The harness's own check of what the terminal event's ``cleanup`` claims."""
+def verify_cleanup(ctx: Context, judge: Judge, watcher: ResourceWatcher | None, cleanup: Any, *,
+                   after: str = "after the terminal event", zombie_is_gone: bool = False) -> None:
+    """The harness's own check of what the terminal event's ``cleanup`` claims. After a
+    restart (``zombie_is_gone``), a dead process left unreaped belongs to whoever inherited it."""
     if isinstance(cleanup, dict):
         judge.evidence["cleanupClaimed"] = cleanup
         judge.expect(cleanup.get("workdirRemoved") is True, "cleanup does not claim the folder removed", True,
                      cleanup.get("workdirRemoved"))
         judge.expect(cleanup.get("processesKilled") is True, "cleanup does not claim the processes killed", True,
                      cleanup.get("processesKilled"))
+    elif cleanup is not None:
+        judge.fail("cleanup is not an object", {"workdirRemoved": True, "processesKilled": True}, cleanup)
     if watcher is None or not ctx.same_host:
         judge.step("cleanup not checked first-hand: the target is not on this host")
         return
@@ -112,11 +116,11 @@ def verify_cleanup(ctx: Context, judge: Judge, watcher: ResourceWatcher | None, 
         return
     judge.evidence["resourcesSeen"] = {"workdirs": sorted(watcher.workdirs), "pids": sorted(watcher.pids)}
     for workdir in watcher.workdirs:
-        judge.expect(not os.path.exists(workdir), "the job's folder still exists after its terminal event",
-                     "removed", workdir)
+        judge.expect(not os.path.exists(workdir), f"the job's folder still exists {after}", "removed", workdir)
     for pid in watcher.pids:
         state = _pid_state(pid)
-        judge.expect(state == "gone", f"process {pid} is {state} after the terminal event", "gone", state)
+        gone = state == "gone" or (zombie_is_gone and state == "zombie")
+        judge.expect(gone, f"process {pid} is {state} {after}", "gone", state)
     judge.step(f"checked first-hand: {len(watcher.workdirs)} folder(s), {len(watcher.pids)} pid(s)")
 
 

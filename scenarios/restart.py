@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import time
 from typing import Any
 
@@ -22,7 +21,7 @@ from harness import Event, Segment
 
 from . import checks
 from ._core import Context, HarnessError, Judge, Skip, TargetFault, case, parse_data
-from ._shared import Lifecycle, ResourceWatcher, _pid_state
+from ._shared import Lifecycle, ResourceWatcher, verify_cleanup
 
 # After the target answers again, the interrupted job's stream must reach its terminal event
 # within this many seconds (it has nothing left to do but say how the job ended).
@@ -231,31 +230,8 @@ async def kill_cleanup(ctx: Context, judge: Judge) -> None:
     r = await killed(ctx)
     _describe(judge, r)
     terminal = [e for e in r.events if e.type in ctx.profile.terminal_events]
-    if terminal:
-        cleanup = (parse_data(terminal[-1]) or {}).get("cleanup")
-        if cleanup is not None:
-            judge.evidence["cleanupClaimed"] = cleanup
-            judge.expect(isinstance(cleanup, dict) and cleanup.get("workdirRemoved") is True
-                         and cleanup.get("processesKilled") is True,
-                         "the terminal event after the restart does not claim the folder removed and the "
-                         "processes killed", {"workdirRemoved": True, "processesKilled": True}, cleanup)
-    watcher = r.watcher
-    if not ctx.same_host:
-        judge.step("not checked first-hand: the target is not on this host")
-        return
-    if not watcher.exposed:
-        judge.step("not checked first-hand: the target shows no resources (diagnostics off)")
-        return
-    judge.evidence["resourcesSeen"] = {"workdirs": sorted(watcher.workdirs), "pids": sorted(watcher.pids)}
-    for workdir in watcher.workdirs:
-        judge.expect(not os.path.exists(workdir), "the interrupted job's folder is still there after the restart",
-                     "removed", workdir)
-    for pid in watcher.pids:
-        # A zombie is dead: after a restart its reaping belongs to whoever inherited it.
-        state = _pid_state(pid)
-        judge.expect(state != "alive", f"process {pid} of the interrupted job is alive after the restart",
-                     "gone", state)
-    judge.step(f"checked first-hand: {len(watcher.workdirs)} folder(s), {len(watcher.pids)} pid(s)")
+    cleanup = (parse_data(terminal[-1]) or {}).get("cleanup") if terminal else None
+    verify_cleanup(ctx, judge, r.watcher, cleanup, after="after the restart", zombie_is_gone=True)
 
 
 @case("11.4", "a job finished before a SIGKILL keeps its history (replay, 204) and its artifact",
