@@ -12,7 +12,12 @@ Why: with thousands of event streams the cost per event is the server's whole bu
    HTTP/1.1 connection: a synchronous "frame this with h11 and give it to the kernel now".
    The route uses it from the event log's append, so a live event reaches a caught-up
    subscriber without waking that subscriber's task or passing hypercorn's ASGI layers.
-3. A write that must wait (the kernel's buffer for that client is full) waits at most
+3. Connections are accepted in batches: as many as the kernel has queued (up to ACCEPT_BATCH)
+   each time the listening socket is readable. trio's ``serve_listeners`` accepts one per pass
+   of the scheduler; past saturation a pass takes hundreds of milliseconds, and a burst of
+   thousands of new streams waited minutes in the kernel's queue while the streams already
+   open were served (docs/reference-server.md, "Past the knee").
+4. A write that must wait (the kernel's buffer for that client is full) waits at most
    ``patience`` seconds without progress, or until shutdown: then the connection is closed.
    Hypercorn shields such a write without limit, so a client that stops reading would hold
    its task, its socket and the server's shutdown forever. Closed, it reconnects with
@@ -25,7 +30,9 @@ which this server does not use; the version range in pyproject.toml pins what th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+import errno
 import logging
+import socket
 from functools import partial
 
 import h11
@@ -42,6 +49,15 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 __all__ = ["BodyWriter", "Connections", "serve"]
 
 _log = logging.getLogger("reference_server")
+
+# Connections taken from the kernel's queue per wake of the listening socket.
+ACCEPT_BATCH = 512
+# accept() errors that concern one connection only (as trio's SocketListener ignores them).
+_IGNORABLE_ACCEPT = {getattr(errno, name) for name in (
+    "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+    "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH") if hasattr(errno, name)}
+# accept() errors that say the process or the system is out of something: wait and retry.
+_ACCEPT_CAPACITY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 class BodyWriter:
@@ -183,22 +199,54 @@ async def serve(app: Callable, config: Config, connections: Connections, *,
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as server_nursery:
-            listeners, binds = [], []
+            binds = []
             for sock in sockets.insecure_sockets:
                 sock.listen(config.backlog)
-                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                sock.setblocking(False)
                 binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
             task_status.started(binds)
             try:
                 async with trio.open_nursery() as nursery:
                     handler = partial(_DirectWriteTCPServer, connections, app, config, context,
                                       ConnectionState(state.copy()))
-                    nursery.start_soon(partial(trio.serve_listeners, handler, listeners,
-                                               handler_nursery=server_nursery))
+                    for sock in sockets.insecure_sockets:
+                        nursery.start_soon(_accept_batches, sock, handler, server_nursery)
                     await shutdown_trigger()
                     nursery.cancel_scope.cancel()
             finally:
+                for sock in sockets.insecure_sockets:
+                    sock.close()
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
+
+
+async def _accept_batches(listening: socket.socket, handler: Callable, handler_nursery: trio.Nursery) -> None:
+    """Accept connections on ``listening`` for ever, each served by ``handler(stream)`` in
+    ``handler_nursery``: every time the socket is readable, everything queued (at most
+    ACCEPT_BATCH) in one go, then back to the scheduler."""
+    while True:
+        await trio.lowlevel.wait_readable(listening)
+        for _ in range(ACCEPT_BATCH):
+            try:
+                connection, _ = listening.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in _IGNORABLE_ACCEPT:
+                    continue
+                if exc.errno not in _ACCEPT_CAPACITY:
+                    raise
+                _log.error("accept failed: %s; retrying in 0.1 s", exc)
+                await trio.sleep(0.1)
+                break
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(connection))
+            handler_nursery.start_soon(_run_handler, handler, stream)
+
+
+async def _run_handler(handler: Callable, stream: trio.SocketStream) -> None:
+    try:
+        await handler(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
