@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from ._config import DEFAULT_STAGE_SECONDS, STAGE_RANGES, STAGES, ServerConfig
-from ._eventlog import EventLog
+from ._eventlog import EventLog, Fanout
 from ._pipeline import STAGE_WORK, StageFailure, Workspace, single_errors
 from ._store import Store, StoredJob
 from ._validation import JobRequest
@@ -65,14 +65,14 @@ def pid_start(pid: int) -> int | None:
 
 class Job:
     def __init__(self, request: JobRequest, config: ServerConfig, store: Store | None = None,
-                 job_id: str | None = None, history=(), closed: bool = False) -> None:
+                 job_id: str | None = None, history=(), closed: bool = False, fanout: Fanout | None = None) -> None:
         self.id = job_id or secrets.token_urlsafe(16)  # 128 random bits
         self.correlation_id = secrets.token_hex(8)
         self.request = request
         self.config = config
         self.store = store
         sink = store.sink(self.id, self.row) if store is not None else None
-        self.log = EventLog(sink, history, closed)
+        self.log = EventLog(sink, history, closed, fanout)
         self.cancel_scope = trio.CancelScope()
         self.status = "queued"
         self.stage: str | None = None
@@ -129,11 +129,11 @@ class Job:
             self.store.touch(self.id, self.row)
 
     @classmethod
-    def restore(cls, stored: StoredJob, config: ServerConfig, store: Store) -> "Job":
+    def restore(cls, stored: StoredJob, config: ServerConfig, store: Store, fanout: Fanout | None = None) -> "Job":
         state = stored.state
         request = JobRequest(**state["request"])
         job = cls(request, config, store, job_id=stored.id, history=stored.events,
-                  closed=state["status"] in TERMINAL)
+                  closed=state["status"] in TERMINAL, fanout=fanout)
         job.correlation_id = state["correlationId"]
         job.status, job.stage, job.percent = state["status"], state["stage"], state["percent"]
         job.stage_percent, job.message = state["stagePercent"], state["message"]
@@ -221,12 +221,14 @@ class JobManager:
         self.work_root = Path(config.data_dir) / "work"
         self.artifact_root = Path(config.data_dir) / "artifacts"
         self.store = Store(Path(config.data_dir) / "events.db") if config.event_log == "sqlite" else None
+        self.fanout = Fanout()  # large fan-outs, every job's, under one time budget (see Fanout)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.work_root.mkdir(parents=True, exist_ok=True)
         self.artifact_root.mkdir(parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self.fanout.run)
             if self.store is not None:
                 stored = self.store.open()
                 await nursery.start(self.store.run)
@@ -243,7 +245,7 @@ class JobManager:
         interrupted = []
         for record in stored:
             try:
-                job = Job.restore(record, self.config, self.store)
+                job = Job.restore(record, self.config, self.store, self.fanout)
             except (KeyError, TypeError, ValueError) as exc:
                 log.error("job %s in the event log cannot be read back (%s); dropped", record.id, exc)
                 self.store.delete(record.id)
@@ -282,7 +284,7 @@ class JobManager:
     def create(self, request: JobRequest) -> Job:
         if self._nursery is None or self.closing.is_set():
             raise RuntimeError("the job manager is not running")
-        job = Job(request, self.config, self.store)
+        job = Job(request, self.config, self.store, fanout=self.fanout)
         self.jobs[job.id] = job
         job.emit("job-status", status="queued", stage=None, percent=0.0, message=job.message)
         self._nursery.start_soon(self._run_job, job)
@@ -307,6 +309,7 @@ class JobManager:
         with trio.move_on_after(grace):
             for job in live:
                 await job.done.wait()
+            await self.fanout.flushed()
             if self.store is not None:
                 await self.store.flushed()
 

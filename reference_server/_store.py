@@ -15,9 +15,7 @@ against 5); writing in a worker thread added two GIL hand-overs and two thread w
 batch, worse on a busy machine. The price of writing on the loop: when the kernel throttles
 writers (a disk under pressure) a commit can take 20-30 ms, and the loop waits.
 
-Past FANOUT_DEFER listeners on one job, publication goes to the store's task, which offers the
-event in slices with checkpoints between them (EventLog.publish_sliced). Deletes (retention) go
-there too.
+Deletes (retention) go to the store's task.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from typing import Any, Callable
 
 import trio
 
-from ._eventlog import FANOUT_DEFER, EventLog
+from ._eventlog import EventLog
 
 __all__ = ["StoredJob", "Store"]
 
@@ -73,7 +71,6 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
-        self._fanouts: list[tuple[EventLog, int]] = []  # events whose publication is the task's
         self._row_written: dict[str, float] = {}  # job id -> when its row was last written (monotonic)
         self._deletes: list[str] = []
         self._wake = trio.Event()
@@ -133,10 +130,10 @@ class Store:
 
     # -- on the loop: write now ----------------------------------------------------------------
     def sink(self, job_id: str, row: Callable[[], tuple]):
-        """The EventLog sink for one job (``row()`` gives the job's row). Writes the event, then
-        says whether the log may publish it now (False: the store's task will, in slices)."""
+        """The EventLog sink for one job (``row()`` gives the job's row): writes the event, and
+        the job's row with it, before the log publishes the event."""
 
-        def on_append(event_log: EventLog, event_id: int, event_type: str, encoded: bytes) -> bool:
+        def on_append(event_log: EventLog, event_id: int, event_type: str, encoded: bytes) -> None:
             rows = []
             # The row goes with every event but progress ticks (25 a second per job; each row is a
             # page rewritten in the WAL): with those, at most once a second.
@@ -145,11 +142,6 @@ class Store:
                 rows.append(row())
                 self._row_written[job_id] = now
             self._write_now([(job_id, event_id, event_type, encoded)], rows, ())
-            if event_log.has_pending or event_log.listener_count > FANOUT_DEFER:
-                self._fanouts.append((event_log, event_id))
-                self._wake.set()
-                return False
-            return True
 
         return on_append
 
@@ -173,8 +165,8 @@ class Store:
             log.exception("writing to the event log failed; %d event(s) kept in memory only", len(events))
 
     async def flushed(self) -> None:
-        """Return once queued deletes are done and deferred events published."""
-        while self._fanouts or self._deletes or not self._idle.is_set():
+        """Return once queued deletes are done."""
+        while self._deletes or not self._idle.is_set():
             if self._idle.is_set():
                 self._wake.set()
             await self._idle.wait()
@@ -209,9 +201,6 @@ class Store:
                     deletes, self._deletes = self._deletes, []
                     if deletes:
                         self._write_now([], [], deletes)
-                    while self._fanouts:
-                        event_log, event_id = self._fanouts.pop(0)
-                        await event_log.publish_sliced(event_id)
                 finally:
                     self._idle.set()
         finally:

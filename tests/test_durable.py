@@ -37,16 +37,14 @@ async def _finished(http: httpx.AsyncClient, base_url: str, **body) -> tuple[str
 
 
 async def test_an_event_is_published_only_once_the_store_has_it():
-    written: list[int] = []
-    log = EventLog(sink=lambda _log, event_id, _type, _bytes: written.append(event_id))
+    """The sink (the store's write) runs before anyone can see the event."""
+    seen_at_write: list[tuple[int, int, int]] = []  # (event id, published ids, events heard)
     heard: list[bytes] = []
+    log = EventLog(sink=lambda log, event_id, _type, _bytes: seen_at_write.append((event_id, log.last_id, len(heard))))
     log.listen(heard.append)
     log.append("a", {})
     log.append("b", {}, terminal=True)
-    assert written == [1, 2] and log.last_id == 0 and not heard and not log.closed
-    log.publish_through(1)
-    assert log.last_id == 1 and len(heard) == 1 and not log.closed
-    log.publish_through(2)
+    assert seen_at_write == [(1, 0, 0), (2, 1, 1)]
     assert log.last_id == 2 and log.closed and heard[1].startswith(b"id: 2\nevent: b\n")
 
 
@@ -153,52 +151,72 @@ async def test_memory_event_log_keeps_nothing_across_a_restart(fresh_server, tmp
 
 
 async def test_a_large_fan_out_yields_between_slices_and_skips_listeners_that_left():
-    from reference_server._eventlog import FANOUT_SLICE
+    from reference_server._eventlog import INLINE_LISTENERS, Fanout
 
-    log = EventLog(sink=lambda *_: None)
-    got: dict[int, list[bytes]] = {i: [] for i in range(3 * FANOUT_SLICE)}
+    fanout = Fanout(budget=0.0)  # a checkpoint after every 16 listeners
+    log = EventLog(fanout=fanout)
+    got: dict[int, list[bytes]] = {i: [] for i in range(4 * INLINE_LISTENERS)}
     listeners = {i: (lambda encoded, i=i: got[i].append(encoded)) for i in got}
     for listener in listeners.values():
         log.listen(listener)
     progress: list[int] = []  # how many listeners had the event each time another task ran
 
     async def other_task() -> None:
-        for _ in range(3):
+        for _ in range(4):
             progress.append(sum(1 for v in got.values() if v))
             if len(progress) == 1:
                 log.unlisten(listeners[len(got) - 1])  # leaves before its slice comes
             await trio.lowlevel.checkpoint()
 
     log.append("e", {})
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(log.publish_sliced, 1)
-        nursery.start_soon(other_task)
+    assert not any(got.values())  # too many listeners for append itself: the fan-out's task does it
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fanout.run)
+            nursery.start_soon(other_task)
+            await fanout.flushed()
+            nursery.cancel_scope.cancel()
     # Another task ran while the fan-out was part way (at a slice boundary), not only after it.
-    assert any(0 < p < len(got) - 1 for p in progress) and all(p % FANOUT_SLICE == 0 for p in progress[:-1]), progress
+    assert any(0 < p < len(got) - 1 for p in progress) and all(p % 16 == 0 for p in progress[:-1]), progress
     assert not got[len(got) - 1] and all(len(v) == 1 for i, v in got.items() if i != len(got) - 1)
 
 
-async def test_a_batch_of_events_reaches_a_caught_up_subscriber_in_one_write():
-    """Behind (several events per batch), each subscriber gets the run in one write, in order."""
+async def test_few_listeners_get_an_event_in_append_itself():
+    from reference_server._eventlog import INLINE_LISTENERS, Fanout
+
+    log = EventLog(fanout=Fanout())  # its task never runs here
+    heard: list[bytes] = []
+    log.listen(heard.append)
+    for _ in range(INLINE_LISTENERS - 1):
+        log.listen(lambda encoded: None)
+    log.append("e", {})
+    assert heard == [log.encoded[0]] and log.offered == 1
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.taken: list[bytes] = []
+
+    def ready(self) -> bool:
+        return True
+
+    def write_now(self, data: bytes) -> bytes:
+        self.taken.append(data)
+        return b""
+
+
+async def test_events_that_wait_for_their_turn_reach_each_subscriber_in_one_write():
+    """Behind (several events since a log's last turn), each subscriber gets the run in one write,
+    in order, and a subscriber whose task already wrote them is not offered them again."""
     import trio.testing
 
+    from reference_server._eventlog import INLINE_LISTENERS, Fanout
     from reference_server._stream import _LiveDelivery
 
-    class Writer:
-        def __init__(self) -> None:
-            self.taken: list[bytes] = []
-
-        def ready(self) -> bool:
-            return True
-
-        def write_now(self, data: bytes) -> bytes:
-            self.taken.append(data)
-            return b""
-
-    log = EventLog(sink=lambda *_: None)
+    fanout = Fanout()
+    log = EventLog(fanout=fanout)
     log.append("e", {})
-    await log.publish_sliced(1)
-    writers = [Writer() for _ in range(3)]
+    writers = [_Writer() for _ in range(INLINE_LISTENERS + 6)]
     lives = [_LiveDelivery(log, w, 1, trio.current_time()) for w in writers]
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -207,12 +225,48 @@ async def test_a_batch_of_events_reaches_a_caught_up_subscriber_in_one_write():
             await trio.testing.wait_all_tasks_blocked()
             for _ in range(4):
                 log.append("e", {})
-            await log.publish_sliced(5)
-            assert all(len(w.taken) == 1 and w.taken[0] == b"".join(log.encoded[1:5]) for w in writers)
+            assert not any(w.taken for w in writers)  # the fan-out's task has not run yet
+            lives[0].cursor = 5  # as if its own task had written them meanwhile
+            nursery.start_soon(fanout.run)
+            await fanout.flushed()
+            assert not writers[0].taken and lives[0].cursor == 5
+            assert all(len(w.taken) == 1 and w.taken[0] == b"".join(log.encoded[1:5]) for w in writers[1:])
             assert all(live.cursor == 5 and not live._wake.is_set() for live in lives)
             log.append("end", {}, terminal=True)
-            await log.publish_sliced(6)
-    assert all(live.cursor == 6 and w.taken[-1] == log.encoded[5] for live, w in zip(lives, writers))
+            await fanout.flushed()
+            assert all(live.cursor == 6 and w.taken[-1] == log.encoded[5] for live, w in zip(lives, writers))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+
+
+async def test_logs_take_turns_in_the_fan_out():
+    """A log with a long run of events does not hold back another log's subscribers: the second
+    log's events are offered after one turn of the first, not after all of its later events."""
+    from reference_server._eventlog import INLINE_LISTENERS, Fanout
+
+    fanout = Fanout(budget=0.0)
+    busy, other = EventLog(fanout=fanout), EventLog(fanout=fanout)
+    order: list[str] = []
+
+    def busy_listener(encoded: bytes) -> None:
+        order.append("busy")
+        if len(order) == 1:
+            busy.append("e", {})  # arrives during busy's first turn: offered at its next one
+
+    busy.listen(busy_listener)
+    for _ in range(INLINE_LISTENERS):
+        busy.listen(lambda encoded: order.append("busy"))
+    for _ in range(INLINE_LISTENERS + 1):
+        other.listen(lambda encoded: order.append("other"))
+    busy.append("e", {})
+    other.append("e", {})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fanout.run)
+            await fanout.flushed()
+            nursery.cancel_scope.cancel()
+    turns = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
+    assert turns == ["busy", "other", "busy"], turns
 
 
 async def test_an_unreadable_job_row_loses_that_job_only(fresh_server, tmp_path):
