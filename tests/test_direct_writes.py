@@ -216,3 +216,43 @@ async def test_under_the_reference_server_live_events_take_the_direct_path(monke
     got = ids(received)
     assert got == list(range(1, len(got) + 1)) and b"job-completed" in b"".join(received)
     assert len(offered) > len(got) / 2, f"only {len(offered)} of {len(got)} events went the direct way"
+
+
+async def test_a_burst_of_connections_is_accepted_in_one_step():
+    """Everything the kernel has queued is accepted before the accept loop yields: with one accept
+    per pass of the scheduler (trio's serve_listeners), new streams waited minutes past saturation."""
+    from reference_server._serving import _accept_batches
+
+    listening = socket.create_server(("127.0.0.1", 0), backlog=64)
+    listening.setblocking(False)
+    clients = [socket.create_connection(listening.getsockname(), timeout=5) for _ in range(40)]
+    passes = 0
+    spawned: list[int] = []  # the pass in which each connection's handler was started
+    streams: list[trio.SocketStream] = []
+
+    class Recorder:
+        def start_soon(self, fn, handler, stream) -> None:
+            spawned.append(passes)
+            streams.append(stream)
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            await trio.lowlevel.checkpoint()
+            passes += 1
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(count_passes)
+                nursery.start_soon(_accept_batches, listening, None, Recorder())
+                while len(spawned) < len(clients):
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        assert len(set(spawned)) == 1, spawned
+    finally:
+        for stream in streams:
+            await stream.aclose()
+        for client in clients:
+            client.close()
+        listening.close()
