@@ -10,7 +10,9 @@ With --jobs 1 every stream follows one job: each event is one fan-out to all N s
 While the streams are measured, a probe in its own process times what else the server must
 keep answering: healthz, a job's snapshot, a job created and cancelled (reference server), and
 the first bytes of a new stream (both). Lateness spread: p99/p50 and the share of deliveries
-more than 5 s late (past saturation lateness should grow evenly, not starve a few).
+more than 5 s late (past saturation lateness should grow evenly, not starve a few), and the same
+over the window's second half only ("steady"): a burst of thousands of connects leaves a backlog
+that a server may still be working off when the window opens.
 
 Lateness over deliveries cannot see a subscriber that gets nothing, so each stream is also
 judged at the end of the window: how far behind it is, in seconds = the end time minus the ts
@@ -203,7 +205,8 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
     poller = select.epoll()
     answered: set[int] = set()
     lateness: list[float] = []
-    counts = {"events": 0}
+    steady: list[float] = []  # lateness of what arrived in the window's second half
+    counts = {"events": 0, "half": float("inf")}  # half: when the window's second half opens (ms)
     newest: dict[int, float] = {}  # per stream: ts (ms) of the newest event received, or when it was answered
     received = dict.fromkeys(socks, 0)  # per stream: events received in the window
     tails: dict[int, bytes] = {}  # per stream: an event cut by a read boundary, until its end arrives
@@ -228,6 +231,8 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
                 counts["events"] += len(matches)
                 if len(lateness) < 2_000_000:
                     lateness.extend(now - int(ts) for ts in matches)
+                    if now >= counts["half"]:
+                        steady.extend(now - int(ts) for ts in matches)
 
     try:
         for fd in socks:
@@ -240,6 +245,7 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
             go(prober)
         dropped += pump(socks, poller, time.monotonic() + SETTLE, on_data)
         measuring = True
+        counts["half"] = time.time() * 1000 + window * 500
         cpu_before, client_before, started = cpu_seconds(server_pid), time.process_time(), time.monotonic()
         dropped += pump(socks, poller, started + window, on_data)
         ended = time.time() * 1000
@@ -257,6 +263,7 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
         poller.close()
     probed = probe_result(prober) if prober else {}
     lateness.sort()
+    steady.sort()
     deliveries = counts["events"] / window
     p50 = statistics.median(lateness) if lateness else float("nan")
     # A stream never answered counts as behind since the window opened (a lower bound: it waited longer).
@@ -273,6 +280,9 @@ def hold_streams(port: int, paths: list[str], window: float, server_pid: int,
         "client_cpu": client_cpu,
         "spread": (lateness[int(len(lateness) * 0.99)] / max(p50, 0.1)) if lateness else float("nan"),
         "over_5s": sum(1 for x in lateness if x > 5000) / len(lateness) if lateness else float("nan"),
+        "steady_p50_ms": statistics.median(steady) if steady else float("nan"),
+        "steady_p99_ms": steady[int(len(steady) * 0.99)] if steady else float("nan"),
+        "steady_over_5s": sum(1 for x in steady if x > 5000) / len(steady) if steady else float("nan"),
         "connected": connected,
         "resets": dropped,
         "deliveries_per_s": deliveries,
@@ -518,7 +528,9 @@ def main() -> None:
             print(f"{n:>7} {name:<10} probe ms p50/p99: healthz {_ms(r, 'healthz')}, snapshot {_ms(r, 'snapshot')}, "
                   f"cancel {_ms(r, 'cancel')}, stream open {_ms(r, 'stream-open')}"
                   + (f" ({r['probe_errors']} probe errors)" if r.get("probe_errors") else "")
-                  + f"; lateness p99/p50 {r['spread']:.1f}, over 5 s {100 * r['over_5s']:.2f}%")
+                  + f"; lateness p99/p50 {r['spread']:.1f}, over 5 s {100 * r['over_5s']:.2f}%"
+                  + f"; steady (second half) p50/p99 {r['steady_p50_ms']:.1f}/{r['steady_p99_ms']:.1f} ms, "
+                    f"over 5 s {100 * r['steady_over_5s']:.2f}%")
         for name, r in (("reference", ours), ("starlette", theirs)):
             low, mid, high = r["received_min_p50_max"]
             print(f"{n:>7} {name:<10} behind at the window's end, s p50/p99/max: {r['behind_p50_s']:.2f}/"
