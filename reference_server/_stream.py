@@ -178,13 +178,19 @@ class _LiveDelivery:
     def offer_many(self, joined: bytes, first: int, count: int) -> None:
         """Events ``first`` .. ``first + count - 1`` of the log, joined: one write for all of them
         (the Fanout offers all a log got since its last turn at once; see _eventlog.Fanout)."""
-        if self.cursor >= first + count:
+        end = first + count
+        if self.cursor >= end:
             return  # our task wrote these from the log while the fan-out was on its way to us
-        if self.cursor != first or not self.writer.ready():
-            self._stop()
+        if self.cursor < first or not self.writer.ready():
+            self._stop()  # events before these are missing here, or a write is under way
             return
+        if self.cursor > first:
+            # Our task wrote the first few from the log and listened again (it is ahead of the
+            # fan-out whenever the fan-out is behind): write the rest, rather than hand back to
+            # the task, which would write them, listen, and be handed back again at the next turn.
+            joined = joined[sum(len(e) for e in self.log.encoded[first:self.cursor]):]
         self.rest = self.writer.write_now(joined)
-        self.cursor += count
+        self.cursor = end
         self._written()
         if self.rest or self.log.closed:
             self._stop()
