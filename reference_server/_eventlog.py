@@ -127,10 +127,10 @@ class EventLog:
     so an event appended while a replay is being written is picked up by the next pass:
     no gap and no duplicate by construction.
 
-    A caught-up subscriber may instead ``listen`` with a plain callable: ``append`` calls it
-    with the new event's bytes before returning, so the event can be written without waking
-    the subscriber's task. A listener must not raise and must not block; it leaves with
-    ``unlisten`` (also from inside the call).
+    A caught-up subscriber may instead ``listen`` with a plain callable: ``append`` (or, for
+    a log with many listeners, the Fanout's task) calls it with the new event's bytes, so the
+    event can be written without waking the subscriber's task. A listener must not raise and
+    must not block; it leaves with ``unlisten`` (also from inside the call).
 
     A ``sink`` (the durable store) is called with each event before it is published (put in
     ``encoded``, offered to listeners, the log closed by a terminal one): no client ever sees

@@ -138,7 +138,8 @@ class EventStreamRoute:
 
 
 class _LiveDelivery:
-    """A caught-up subscriber's live events, written from the log's append: no task switch per event.
+    """A caught-up subscriber's live events, written from the log's append or its Fanout: no task
+    switch per event.
 
     The subscriber's task sleeps in ``run`` meanwhile and wakes only when an event could not
     be written whole at once (the client is slow: the task finishes the write, waiting for
@@ -180,7 +181,10 @@ class _LiveDelivery:
         (the Fanout offers all a log got since its last turn at once; see _eventlog.Fanout)."""
         end = first + count
         if self.cursor >= end:
-            return  # our task wrote these from the log while the fan-out was on its way to us
+            # Our task wrote these from the log while the fan-out was on its way to us.
+            if self.log.closed and self.cursor == len(self.log.encoded):
+                self._stop()
+            return
         if self.cursor < first or not self.writer.ready():
             self._stop()  # events before these are missing here, or a write is under way
             return
