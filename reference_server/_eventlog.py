@@ -163,10 +163,6 @@ class EventLog:
         """The last published id (what a client can have seen)."""
         return len(self.encoded)
 
-    @property
-    def listener_count(self) -> int:
-        return len(self._listeners)
-
     def append(self, event_type: str, data: dict[str, Any], *, terminal: bool = False) -> int:
         if self.closed:
             raise RuntimeError("event after the terminal event")
