@@ -256,3 +256,42 @@ async def test_a_burst_of_connections_is_accepted_in_one_step():
         for client in clients:
             client.close()
         listening.close()
+
+
+async def test_a_busy_subscriber_is_never_woken_by_its_keep_alive_timer(autojump_clock):
+    """Events every 0.3 s, keep-alive 1 s: the subscriber's task sleeps throughout. Its timer used
+    to fire once per interval anyway (set when it began to listen), and on a busy job every
+    subscriber woke at once, only to go back to sleep: 4,000 of them held the loop for 0.4 s."""
+    steps = {"count": 0}
+    subscriber: dict[str, object] = {}
+
+    class CountSteps(trio.abc.Instrument):
+        def before_task_step(self, task) -> None:
+            if task is subscriber.get("task"):
+                steps["count"] += 1
+
+    log = EventLog()
+    writer = FakeWriter()
+    live = _LiveDelivery(log, writer, 0, trio.current_time())
+
+    async def follow(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        subscriber["task"] = trio.lowlevel.current_task()
+        task_status.started()
+        await live.run(1.0)
+
+    instrument = CountSteps()
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(follow)
+                await trio.testing.wait_all_tasks_blocked()
+                asleep = steps["count"]
+                for _ in range(20):
+                    await trio.sleep(0.3)
+                    log.append("e", {})
+                assert live.cursor == 20 and steps["count"] == asleep
+                log.append("end", {}, terminal=True)
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    assert live.cursor == 21
