@@ -319,6 +319,14 @@ class PageHandle:
 
         return await self.browser.call(wait, self._page, timeout=timeout + 5)
 
+    async def evaluate(self, expression: str, arg: Any = None, *, timeout: float = 10.0) -> Any:
+        """The value of ``expression`` (a JS function of ``arg`` over ``__obs``) now."""
+
+        async def run(_, page):
+            return await page.evaluate(expression, arg)
+
+        return await self.browser.call(run, self._page, timeout=timeout)
+
     async def wait_for_events(self, stream: int, types: Sequence[str], *, timeout: float) -> bool:
         return await self.wait_for("([s, types]) => __obs.some(o => o.k === 'ev' && o.message && o.s === s "
                                    "&& types.includes(o.type))", [stream, list(types)], timeout=timeout)

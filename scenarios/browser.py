@@ -7,13 +7,20 @@ connections): ``plain`` (a job to its end and after), ``cut`` (three cuts mid-jo
 (plain and cut follow the same one), and ``seven`` (seven jobs from one page).
 Each case then judges its part with the same pure checks as everywhere (``checks``), the
 browser's deliveries compared field for field with a Python recording of the same stream.
+
+A session's wait on the target ends at the contract's deadlines, as a Python recording's does
+(``stream_overdue``): no event on the open stream for longer than the events deadline while the
+job is not queued, or no reconnect within the advertised retry after a connection ended mid-job.
+The wait then ends with a finding that the cases judging that session report as a ``fail``; the
+profile's job time limit only bounds the whole wait for the terminal event.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Any, Awaitable, Callable
+import time
+from typing import Any, Awaitable, Callable, Collection, Sequence
 from urllib.parse import urlsplit
 
 import trio
@@ -21,15 +28,18 @@ import trio
 from harness import Segment
 from harness._browser import (BrowserNotFound, BrowserRig, BrowserTimeout, BrowserUnavailable, PageHandle,
                               PageTrace, canonical, find_browser, open_browser)
+from harness._cases import describe_arrivals
+from harness._decoder import Event
 
 from . import checks
-from ._core import Context, HarnessError, Judge, Skip, TargetFault, case
+from ._core import Context, Finding, HarnessError, Judge, Skip, TargetFault, case
 
 TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
 # A proxy connection that carried more than this carries a stream: the probe page (about 2.2 KB)
 # and a short refusal do not.
 STREAM_BYTES = 4096
 CUTS = 3
+POLL = 0.2  # how often a session looks at its page and its tap while it waits on the target
 ADVICE_SIX = ("serve HTTP/2 to browsers (one connection carries every stream), or offer one stream that "
               "multiplexes several jobs")
 ADVICE_NAMES = ("rename the event type, or have pages tell a server's event (a MessageEvent with data) from "
@@ -71,6 +81,61 @@ def _retry_seconds(segments: list[Segment]) -> float:
     """The stream's own retry; without one a browser waits its default (about 3 s in Chromium)."""
     retry = next((s.retry_ms for s in segments if s.retry_ms is not None), None)
     return (3000 if retry is None else retry) / 1000
+
+
+OVERDUE_SILENT, OVERDUE_RECONNECT, OVERDUE_LIMIT = "silent", "reconnect", "limit"
+
+
+def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: float, *, deadline: float,
+                   reconnect_within: float, terminal: Collection[str],
+                   patient: Callable[[Event], bool]) -> tuple[str, Finding] | None:
+    """Whether the target is overdue on one of a page's streams at ``now`` (pure: the tap's record).
+
+    ``segments`` are the stream's connections as the tap saw them, in order (an open one has end
+    ``open``); ``tries`` the times the browser's connections were refused at the harness's proxy
+    (an outage: the browser did try). Two deadlines, as for a Python recording:
+
+    - ``silent``: the stream was open for more than ``deadline`` (the events deadline) in all
+      since its last event (since the first request, before any), keep-alive comments not
+      counting. Time between connections does not count: the target owes events on a connection.
+    - ``reconnect``: the last connection ended without the terminal event and the browser has not
+      tried again for more than ``reconnect_within``: the stream's ``retry`` told it to wait
+      longer than the target promised (a browser that gave up for good is CLOSED: no wait).
+
+    None while nothing is owed: no request yet (a browser's own queue, six connections per
+    origin), a terminal event seen, or the last event says the job is queued (``patient``).
+    """
+    events = [e for s in segments for e in s.events]
+    if not segments or any(e.type in terminal for e in events):
+        return None
+    last = events[-1] if events else None
+    if last is not None and patient(last):
+        return None
+    since = last.arrived_at if last is not None else segments[0].started_at
+    open_for = sum(max(0.0, (now if s.end == "open" else s.ended_at) - max(s.started_at, since)) for s in segments)
+    after = [r for s in segments for r in s.records if getattr(r, "arrived_at", since) > since]
+    latest = segments[-1]
+    if open_for > deadline:
+        what = f"event {last.id} ({last.type})" if last is not None else "the first request"
+        return OVERDUE_SILENT, Finding(
+            f"waited {deadline:.1f}s (the events deadline) for the job's next event on the browser's stream; "
+            "it did not come", f"an event within {deadline:.1f}s while the job is not queued",
+            f"{open_for:.1f}s of open stream since {what}, over {len(segments)} connection(s): "
+            f"{describe_arrivals(after)}; "
+            + ("the stream is still open" if latest.end == "open" else f"then {latest.end}: {latest.end_detail}"))
+    if latest.end == "open":
+        return None
+    tried = max([latest.ended_at, *(t for t in tries if t >= latest.ended_at)])
+    gap = now - tried
+    if gap <= reconnect_within:
+        return None
+    retry = next((s.retry_ms for s in reversed(segments) if s.retry_ms is not None), None)
+    told = (f"the stream's retry: {retry} ms (the browser waits {retry / 1000:g}s)" if retry is not None
+            else "the stream sent no retry (the browser waits its own default)")
+    return OVERDUE_RECONNECT, Finding(
+        f"waited {reconnect_within:.1f}s for the browser to reconnect after its connection ended mid-job; "
+        f"it did not", f"a reconnect within {reconnect_within:.1f}s (the advertised retry, at least the events "
+        "deadline)", f"no request for {gap:.1f}s after {latest.end} ({latest.end_detail}); {told}")
 
 
 async def recording(ctx: Context) -> Recording:
@@ -130,8 +195,9 @@ async def _record(ctx: Context) -> Recording:
 
 # -- the sessions --------------------------------------------------------------------------
 
-_DONE = ("([s, types]) => __obs.some(o => o.s === s && ((o.k === 'ev' && o.message && types.includes(o.type)) "
-         "|| o.rs === 2))")
+# Of the streams asked about, those that delivered a terminal event or were CLOSED.
+_DONE_ALL = ("([streams, types]) => streams.filter(s => __obs.some(o => o.s === s && ((o.k === 'ev' && o.message "
+             "&& types.includes(o.type)) || o.rs === 2)))")
 
 
 class _Run:
@@ -153,18 +219,58 @@ class _Run:
     def paths(self, ids: list[str]) -> list[str]:
         return [self.ctx.profile.paths["events"].format(id=i) for i in ids]
 
-    async def until_done(self, page: PageHandle, streams: range) -> bool:
-        """Every stream delivered a terminal event or was CLOSED, within the job time limit."""
-        terminal = sorted(self.ctx.profile.terminal_events)
-        limit = self.ctx.profile.timing["job_timeout_seconds"]
-        deadline = trio.current_time() + limit  # one limit for all the page's streams together
-        ok = True
+    def reconnect_within(self) -> float:
+        """How long a browser may take to reconnect after a connection ended mid-job: the retry
+        the target advertises (healthz retryMs) with its tolerance, at least the events deadline."""
+        ctx = self.ctx
+        advertised = ctx.health.get("retryMs")
+        if not isinstance(advertised, (int, float)) or isinstance(advertised, bool) or advertised < 0:
+            return ctx.event_deadline
+        return max(ctx.event_deadline, advertised / 1000 + ctx.tolerance(advertised / 1000))
+
+    def overdue(self, page: PageHandle, streams: Sequence[int]) -> tuple[str, Finding] | None:
+        """The first of ``streams`` on which the target is overdue now (``stream_overdue``)."""
+        ctx = self.ctx
+        tries = [e.at for e in page.rig.proxy.log if e.action == "refused"]
+        now = time.monotonic()
         for s in streams:
-            left = max(0.1, deadline - trio.current_time())
-            ok = await page.wait_for(_DONE, [s, terminal], timeout=left) and ok
-        if not ok:
-            self.steps.append(f"some stream neither ended nor closed within {limit:.0f}s")
-        return ok
+            path = page.streams[s]
+            found = stream_overdue([x.segment() for x in page.rig.tap.exchanges if x.target == path], tries, now,
+                                   deadline=ctx.event_deadline, reconnect_within=self.reconnect_within(),
+                                   terminal=ctx.profile.terminal_events, patient=ctx.is_queued)
+            if found is not None and len(page.streams) > 1:
+                kind, finding = found
+                found = kind, dataclasses.replace(finding, message=f"stream {s + 1} of {len(page.streams)}: "
+                                                                   f"{finding.message}")
+            if found is not None:
+                return found
+        return None
+
+    async def until_done(self, page: PageHandle, streams: range) -> bool:
+        """Every stream delivered a terminal event or was CLOSED. The wait ends sooner, with the
+        finding in ``notes["overdue"]``, as soon as the target is overdue on a stream still
+        awaited (``stream_overdue``); the job time limit bounds the whole."""
+        terminal = sorted(self.ctx.profile.terminal_events)
+        limit = self.ctx.job_timeout
+        outer = trio.current_time() + limit  # one limit for all the page's streams together
+        pending = list(streams)
+        while True:
+            done = set(await page.evaluate(_DONE_ALL, [pending, terminal]))
+            pending = [s for s in pending if s not in done]
+            if not pending:
+                return True
+            found = self.overdue(page, pending)
+            if found is None and trio.current_time() >= outer:
+                found = OVERDUE_LIMIT, Finding(
+                    f"the job's terminal event did not reach the browser within the job time limit ({limit:.0f}s)",
+                    f"a terminal event within {limit:.0f}s (job_timeout_seconds)",
+                    f"{len(pending)} of {len(streams)} stream(s) neither ended nor closed; events kept coming")
+            if found is not None:
+                kind, finding = found
+                self.notes.update(overdue=finding, overdueKind=kind)
+                self.steps.append(f"the wait on the target ended: {finding.message}")
+                return False
+            await trio.sleep(POLL)
 
     def session(self, trace: PageTrace, ids: list[str]) -> Session:
         return Session(self.name, trace, tuple(ids), None, tuple(self.steps), self.notes)
@@ -212,7 +318,7 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
                 cut.add(live[0].number)
                 await trio.sleep(0.3)
                 if not done.is_set() and rig.proxy.cut():
-                    cut_times.append(trio.current_time())
+                    cut_times.append(time.monotonic())  # the tap's clock
 
         await page.open()
         nursery.start_soon(cutter)
@@ -220,7 +326,7 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
         done.set()
         await trio.sleep(0.3)
         trace = await page.finish()
-    run.notes["cuts"] = len(cut_times)
+    run.notes.update(cuts=len(cut_times), cutTimes=tuple(cut_times))
     run.steps.append(f"{len(cut_times)} cut(s) at the proxy while the job ran")
     return run.session(trace, ids)
 
@@ -285,6 +391,16 @@ def _begin(judge: Judge, rec: Recording, session: Session) -> None:
         judge.step(step)
 
 
+def _overdue(judge: Judge, session: Session, *kinds: str) -> bool:
+    """The session's wait on the target ended at a deadline (of ``kinds``, any when none given):
+    its finding is this case's fail. True when it did."""
+    finding = session.notes.get("overdue")
+    if finding is None or (kinds and session.notes.get("overdueKind") not in kinds):
+        return False
+    judge.add([finding])
+    return True
+
+
 def _reference(session: Session, ctx: Context) -> list:
     ref = session.reference
     if ref is None or not any(e.type in ctx.profile.terminal_events for e in ref.events):
@@ -298,16 +414,47 @@ def _delivered_before(trace: PageTrace, stream: int, moment: float) -> str | Non
     return ids[-1] if ids else None
 
 
+def _cuts_mid_job(ctx: Context, session: Session) -> list[float]:
+    """The cuts that landed before the terminal event reached the tap: each owes a reconnect."""
+    ended = min((e.arrived_at for s in session.trace.segments(0) for e in s.events
+                 if e.type in ctx.profile.terminal_events), default=float("inf"))
+    return [t for t in session.notes.get("cutTimes", ()) if t < ended]
+
+
+def _no_cut(session: Session, what: str) -> HarnessError:
+    """No cut landed while the job ran: the harness's proxy did not do its part."""
+    sizes = [x.size for x in session.trace.exchanges if x.target == session.trace.streams[0]]
+    return HarnessError(
+        f"the harness's proxy made no cut while the job ran ({session.notes.get('cuts', 0)} cut(s) in all; a cut "
+        f"needs a connection that carried more than {STREAM_BYTES} bytes, and the stream's largest response "
+        f"carried {max(sizes, default=0)} over {len(sizes)} connection(s) before the job's end): no {what}")
+
+
+def _never_reconnected(judge: Judge, session: Session, cuts: list[float]) -> None:
+    """A cut mid-job and no request after it: the browser waits what the stream told it to, or
+    the target's answer stopped it. The target's doing."""
+    segments = session.trace.segments(0)
+    retry = next((s.retry_ms for s in reversed(segments) if s.retry_ms is not None), None)
+    states = session.trace.of(0, "state")
+    judge.fail("the browser never reconnected after a cut mid-job", "a reconnect after the stream's retry",
+               f"{len(cuts)} cut(s) mid-job, {len(segments)} connection(s) in all; the stream's retry: "
+               f"{retry if retry is not None else 'none sent'} ms; readyState at the end: "
+               f"{states[-1].ready_state if states else '?'}")
+
+
 @case("10.1", "a browser follows a job to its end: every event once, in order, as a Python client saw it",
       invariants=("1", "3", "6"), timeout=TIMEOUT)
 async def browser_follows(ctx: Context, judge: Judge) -> None:
     rec = await recording(ctx)
     session = rec.session("plain")
     _begin(judge, rec, session)
-    reference = _reference(session, ctx)
     events = session.trace.events(0)
-    judge.evidence.update(delivered=len(events), pythonRecording=len(reference),
+    judge.evidence.update(delivered=len(events),
                           types={t: sum(1 for e in events if e.type == t) for t in sorted({e.type for e in events})})
+    if _overdue(judge, session):
+        return  # what the browser awaited never came: nothing more to compare
+    reference = _reference(session, ctx)
+    judge.evidence["pythonRecording"] = len(reference)
     judge.expect(any(e.type in ctx.profile.terminal_events for e in events),
                  "the browser never delivered a terminal event", sorted(ctx.profile.terminal_events),
                  [e.type for e in events[-3:]])
@@ -321,14 +468,21 @@ async def browser_reconnects(ctx: Context, judge: Judge) -> None:
     rec = await recording(ctx)
     session = rec.session("cut")
     _begin(judge, rec, session)
-    reference = _reference(session, ctx)
+    overdue = _overdue(judge, session)
     trace = session.trace
     segments = trace.segments(0)
-    if not session.notes.get("cuts") or len(segments) < 2:
-        raise HarnessError("no cut landed while the job ran: nothing to judge")
+    cuts = _cuts_mid_job(ctx, session)
+    if not cuts:
+        if overdue:
+            return
+        raise _no_cut(session, "reconnect to judge")
     judge.evidence["connections"] = [
         {"atSeconds": round(s.started_at - segments[0].started_at, 3), "lastEventIdSent": s.last_event_id_sent,
          "status": s.status, "events": len(s.events), "end": s.end} for s in segments]
+    if not any(s.started_at > cuts[0] for s in segments):
+        if not overdue:
+            _never_reconnected(judge, session, cuts)
+        return
     for before, after in zip(segments, segments[1:]):
         delivered = _delivered_before(trace, 0, after.started_at)
         judge.expect(after.last_event_id_sent == (delivered or None),
@@ -338,7 +492,9 @@ async def browser_reconnects(ctx: Context, judge: Judge) -> None:
             judge.expect(after.status == 200, "a reconnect mid-job was refused", 200, after.status)
     events = trace.events(0)
     judge.add(checks.check_ids(events))
-    judge.add(checks.check_replay(events, reference))
+    if overdue:
+        return  # the job's end never came: the replay cannot be compared whole
+    judge.add(checks.check_replay(events, _reference(session, ctx)))
     closed = trace.closed_at(0)
     if closed is not None and not any(e.type in ctx.profile.terminal_events and e.arrived_at <= closed for e in events):
         last = max((s for s in segments if s.started_at <= closed), key=lambda s: s.started_at)
@@ -353,6 +509,9 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
     _begin(judge, rec, session)
     segments = session.trace.segments(0)
     retry_ms = next((s.retry_ms for s in segments if s.retry_ms is not None), None)
+    judge.evidence.update(retryMs=retry_ms, advertisedRetryMs=ctx.health.get("retryMs"))
+    # A reconnect that never came is this case's subject; a stream that fell silent is 10.2's.
+    overdue = _overdue(judge, session, OVERDUE_RECONNECT)
     # From the moment the page learned the connection was gone (its error event, where the browser
     # starts its reconnect timer) to the reconnect's arrival at the tap.
     errors = [o.at for o in session.trace.of(0, "error")]
@@ -365,9 +524,16 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
         own.append(checks.blocked_during(list(ctx.lag.samples), since, after.started_at))
         delays.append(after.started_at - since - own[-1])
     if not delays:
-        raise HarnessError("the browser never reconnected: no delay to measure")
-    judge.evidence.update(retryMs=retry_ms, advertisedRetryMs=ctx.health.get("retryMs"),
-                          delaysMs=[round(d * 1000) for d in delays], ownDelayMs=[round(d * 1000) for d in own])
+        cuts = _cuts_mid_job(ctx, session)
+        if overdue:
+            return
+        if not cuts:
+            if _overdue(judge, session):
+                return  # the stream fell silent before any cut could land: 10.2 says so too
+            raise _no_cut(session, "delay to measure")
+        _never_reconnected(judge, session, cuts)
+        return
+    judge.evidence.update(delaysMs=[round(d * 1000) for d in delays], ownDelayMs=[round(d * 1000) for d in own])
     if retry_ms is None:
         judge.fail("the stream sent no retry field: the browser fell back on its own default",
                    "retry: <ms> first in the stream", f"reconnects after {', '.join(f'{d:.2f}s' for d in delays)}")
@@ -391,11 +557,14 @@ async def browser_stops(ctx: Context, judge: Judge) -> None:
     rec = await recording(ctx)
     session = rec.session("plain")
     _begin(judge, rec, session)
+    overdue = _overdue(judge, session)
     trace = session.trace
     segments = trace.segments(0)
     ending = next((i for i, s in enumerate(segments) if any(e.type in ctx.profile.terminal_events for e in s.events)),
                   None)
     if ending is None:
+        if overdue:
+            return  # the wait for the end ended at its deadline: its finding says what came instead
         raise TargetFault("no connection carried a terminal event to the browser")
     judge.add(checks.check_terminal(segments[ending], ctx.profile,
                                     close_within=ctx.profile.timing["terminal_close_seconds"]))
@@ -423,6 +592,7 @@ async def browser_seven(ctx: Context, judge: Judge) -> None:
     rec = await recording(ctx)
     session = rec.session("seven")
     _begin(judge, rec, session)
+    overdue = _overdue(judge, session)
     trace = session.trace
     for s, job_id in enumerate(session.job_ids):
         events = trace.events(s)
@@ -430,6 +600,8 @@ async def browser_seven(ctx: Context, judge: Judge) -> None:
                      f"job {s + 1} ({job_id}): the browser never delivered its terminal event",
                      "a terminal event", f"{len(events)} events")
         judge.add(checks.check_ids(events))
+    if overdue:
+        return  # the streams the target left hanging hold the browser's connections: no limit to measure
     firsts = [min((x for x in trace.exchanges if x.target == p), key=lambda x: x.started_at, default=None)
               for p in trace.streams]
     if any(f is None for f in firsts):
@@ -461,9 +633,12 @@ async def browser_seven(ctx: Context, judge: Judge) -> None:
                          f"browser opens at most 6 connections per origin); {len(waits)} waited for another to "
                          f"end, so a page following 7 jobs hangs on the 7th: {ADVICE_SIX}", "7 streams at once",
                          f"stream {waits[-1][0] + 1} reached the target {worst:.2f}s after the first")
-    else:
-        raise HarnessError(f"the seven streams were never all wanted at once (at most {peak} open, none waited): "
-                           "the jobs ended too soon to judge")
+    elif judge.outcome() != "fail":
+        # Nothing the target did: the harness's jobs were over before the browser had asked for
+        # every stream, so its connection limit was never reached.
+        raise HarnessError(f"the harness's seven jobs ended too soon to judge the browser's connection limit: at "
+                           f"most {peak} stream connections were open at once and no stream waited for another "
+                           f"to end (first requests {max(f.started_at for f in firsts) - start:.2f}s apart)")
 
 
 @case("10.6", "event types named like EventSource's own events (error, open) get the browser's too",
@@ -488,6 +663,7 @@ async def browser_names(ctx: Context, judge: Judge) -> None:
                 else:
                     counts[o.type] += 1
     if not used:
+        rec.session("cut")  # raises what stopped it: the target's fault, the harness's trouble or a skip
         raise HarnessError("neither the cut nor the outage session was recorded")
     judge.step(f"browser: {rec.browser}; sessions {', '.join(used)}: {drops} connection error(s) seen by onerror")
     judge.evidence.update(contractTypesColliding=colliding, browserEventsToTypeListener=counts,
@@ -507,15 +683,25 @@ async def browser_outage(ctx: Context, judge: Judge) -> None:
     rec = await recording(ctx)
     session = rec.session("outage")
     _begin(judge, rec, session)
-    reference = _reference(session, ctx)
+    overdue = _overdue(judge, session)
     trace = session.trace
     refused = sum(1 for e in trace.proxy_log if e.action == "refused")
     segments = trace.segments(0)
     judge.evidence.update(refusedConnections=refused, connections=[
         {"lastEventIdSent": s.last_event_id_sent, "status": s.status, "events": len(s.events), "end": s.end}
         for s in segments])
-    if "outageSeconds" not in session.notes or not refused:
-        raise HarnessError("the outage did not happen: no connection attempt was refused")
+    if overdue:
+        return  # the wait on the target ended at its deadline: its finding says what came instead
+    if "outageSeconds" not in session.notes:
+        sizes = [x.size for x in trace.exchanges if x.target == trace.streams[0]]
+        raise HarnessError(f"the harness's proxy never took the network down: a connection must carry more than "
+                           f"{STREAM_BYTES} bytes of the stream first, and the largest carried {max(sizes, default=0)} "
+                           f"over {len(sizes)} connection(s) before the job's end")
+    if not refused:
+        raise HarnessError(f"the harness's outage refused no connection: the browser did not try while the proxy "
+                           f"kept the network down ({session.notes['outageSeconds']}s, kept down up to 10s more "
+                           f"until a try)")
+    reference = _reference(session, ctx)
     events = trace.events(0)
     closed = trace.closed_at(0)
     if closed is not None and not any(e.type in ctx.profile.terminal_events and e.arrived_at <= closed for e in events):

@@ -21,6 +21,15 @@ DETECTION = {
     "reconnect-503": {"10.2", "10.7"},  # a 503 on the first reconnect: the browser gives up for good
     "no-retry": {"10.3"},  # (from the main corpus) no retry field: the browser waits its own default
     "id-skip": {"10.1", "10.2", "10.5", "10.7"},  # (main corpus) an id skipped: what the browser delivers has a gap
+    # Waits on the target end at the contract's deadlines, as fails, never at the job time limit:
+    "retry-hour": {"10.2", "10.3", "10.4", "10.7"},  # retry: one hour: after a cut the browser waits an hour
+    # (main corpus) job-completed withheld, keep-alives only after the job's other events
+    "no-terminal-event": {"10.1", "10.2", "10.4", "10.5", "10.7"},
+}
+# What the finding of a wait that ended at its deadline must say (case -> words), per fault.
+SAYS = {
+    "retry-hour": {"10.3": ("reconnect", "3600000 ms")},
+    "no-terminal-event": {"10.1": ("events deadline", "comment(s)"), "10.4": ("events deadline", "comment(s)")},
 }
 
 
@@ -34,5 +43,13 @@ async def test_browser_fault_is_caught_by_its_cases(fault):
     assert {c for c in targets if got.get(c) == "fail"} == targets, f"{fault}: {details}"
     errors = {r.id: r.reason for r in report.results if r.outcome in ("error", "skip")}
     assert not errors, f"{fault}: the harness erred or skipped instead of judging: {errors}"
+    for case_id, words in SAYS.get(fault, {}).items():
+        text = [f"{f.message} {f.expected} {f.observed}" for r in report.results if r.id == case_id for f in r.findings]
+        assert any(all(w in t for w in words) for t in text), f"{fault}, {case_id} should say {words}: {text}"
+    # The family's cases all wait on one recording: its longest wait on the target shows in
+    # every case's duration. Two jobs of 3.5 s, a browser, at most an events deadline (5 s) past
+    # the target's last event: well under the job time limit (60 s) a wait once ran to.
+    slowest = max(r.duration_ms for r in report.results) / 1000
+    assert slowest < 30, f"{fault}: family 10 took {slowest:.1f}s"
     others = sorted(c for c, o in got.items() if o == "fail" and c not in targets)
     print(f"\n{fault}: caught by {sorted(targets)}; also failing: {others}")

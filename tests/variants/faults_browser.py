@@ -12,7 +12,8 @@ import reference_server._stream as stream
 from reference_server._problems import problem_bytes
 
 FAULT = sys.argv[1] if len(sys.argv) > 1 else ""
-KNOWN = {"after-end-200", "reconnect-503"}
+KNOWN = {"after-end-200", "reconnect-503", "retry-hour"}
+HOUR_MS = 3_600_000
 
 _inner = stream.EventStreamRoute._stream
 _refused: set[str] = set()
@@ -37,6 +38,18 @@ async def _stream(self, job, last_id, head_only, receive, send, scope=None):
                                 (b"content-length", str(len(body)).encode()), (b"retry-after", b"1")]})
         await send({"type": "http.response.body", "body": body})
         return
+    if FAULT == "retry-hour":
+        # Every stream opens with retry: one hour (healthz still says retryMs 200): after a cut a
+        # browser's EventSource waits an hour before it reconnects.
+        opening = f"retry: {self.manager.config.retry_ms}\n".encode()
+
+        async def send_hour(message):
+            body = message.get("body", b"")
+            if message["type"] == "http.response.body" and body.startswith(opening):
+                message = {**message, "body": f"retry: {HOUR_MS}\n".encode() + body[len(opening):]}
+            await send(message)
+
+        return await _inner(self, job, last_id, head_only, receive, send_hour, scope)
     return await _inner(self, job, last_id, head_only, receive, send, scope)
 
 

@@ -1,0 +1,142 @@
+"""Family 10's waits and whose fault, without a browser: the rule that ends a page's wait on the
+target (``stream_overdue``) on hand-built tap records, and the cases' verdicts on hand-built
+recordings (run_case): what the target did or failed to deliver is a fail, the harness's own
+trouble an error that says it was the harness."""
+
+import dataclasses
+import json
+
+import pytest
+
+import scenarios.browser as browser
+from harness import Segment, load_profile
+from harness._browser import Exchange, Observation, PageTrace
+from scenarios._core import REGISTRY, Context, Finding, run_case
+from tracebuild import ev, good_job
+
+PATH = "/api/jobs/job1/events"
+TERMINAL = frozenset({"job-completed", "job-failed", "job-cancelled"})
+
+
+def queued(event) -> bool:
+    return event.type == "job-status" and json.loads(event.data).get("status") == "queued"
+
+
+def connection(chunks, *, start, ended=None, end="client-closed", status=200, lei=None) -> Exchange:
+    """One connection as the tap records it; ``ended`` None: still open."""
+    x = Exchange(1, "GET", PATH, (("last-event-id", lei),) if lei else (), start, "HTTP/1.1", status=status)
+    x.chunks = list(chunks)
+    x.size = sum(len(d) for _, d in chunks)
+    if ended is not None:
+        x.ended_at, x.end = ended, end
+    return x
+
+
+def overdue(exchanges, now, tries=(), deadline=5.0, reconnect_within=5.0):
+    return browser.stream_overdue([x.segment() for x in exchanges], tries, now, deadline=deadline,
+                                  reconnect_within=reconnect_within, terminal=TERMINAL, patient=queued)
+
+
+JOB = good_job()
+KEEPALIVES = [(3.0 + i, b": keepalive\n\n") for i in range(5)]  # one a second, 3 to 7
+
+
+def test_an_open_stream_with_only_keepalives_is_overdue_at_the_events_deadline():
+    stream = connection([(1.0, b"retry: 200\n\n"), (1.5, JOB[0]), (2.0, JOB[1]), *KEEPALIVES], start=1.0)
+    assert overdue([stream], now=6.9) is None  # 4.9 s since the last event
+    kind, finding = overdue([stream], now=7.1)
+    assert kind == "silent" and isinstance(finding, Finding)
+    assert "5.0s (the events deadline)" in finding.message and "next event" in finding.message
+    assert "5.1s of open stream since event 2 (step-status)" in finding.observed
+    assert "no event, 5 comment(s)" in finding.observed and "still open" in finding.observed
+
+
+def test_nothing_is_owed_while_queued_before_a_request_or_after_the_end():
+    waiting = ev(1, "job-status", status="queued", percent=0, message="queued")
+    assert overdue([connection([(1.0, waiting), *KEEPALIVES], start=1.0)], now=60.0) is None
+    assert overdue([], now=60.0) is None  # no request yet: the browser's own queue, not the target
+    ended = connection([(1.0, b"".join(JOB))], start=1.0, ended=1.1, end="server-closed")
+    assert overdue([ended], now=60.0) is None
+
+
+def test_time_between_connections_is_not_the_targets_silence():
+    first = connection([(1.0, JOB[0]), (2.0, JOB[1])], start=1.0, ended=3.0)  # cut at 3.0
+    second = connection([(5.0, b": keepalive\n\n")], start=4.5, lei="2")  # reconnected 1.5 s later
+    assert overdue([first, second], now=8.4) is None  # open 1.0 + 3.9 s since event 2
+    kind, finding = overdue([first, second], now=8.6)
+    assert kind == "silent" and "over 2 connection(s)" in finding.observed
+
+
+def test_a_reconnect_that_does_not_come_is_overdue_and_names_the_streams_retry():
+    cut = connection([(1.0, b"retry: 3600000\n\n"), (1.5, JOB[0])], start=1.0, ended=2.0)
+    assert overdue([cut], now=6.9) is None
+    kind, finding = overdue([cut], now=7.1)
+    assert kind == "reconnect" and "reconnect" in finding.message
+    assert "no request for 5.1s" in finding.observed and "retry: 3600000 ms (the browser waits 3600s)" in finding.observed
+    # A try refused at the harness's proxy (its outage) is the browser trying: the clock restarts there.
+    assert overdue([cut], now=7.1, tries=[4.0]) is None
+    assert overdue([cut], now=7.1, reconnect_within=8.0) is None  # a long retry that healthz advertised
+
+
+# -- the cases' verdicts on hand-built recordings --------------------------------------------
+
+def _reference() -> Segment:
+    return connection([(0.5, b"".join(JOB))], start=0.5, ended=0.6, end="server-closed").segment()
+
+
+def _trace(exchanges, observations=()) -> PageTrace:
+    return PageTrace(tuple(observations), tuple(exchanges), (PATH,), ())
+
+
+def _context(session_name: str, session: browser.Session) -> Context:
+    ctx = Context(load_profile(base_url="http://127.0.0.1:9"), None, same_host=True)
+    ctx.health = {"retryMs": 200}
+    sessions = {name: session if name == session_name else RuntimeError("not recorded")
+                for name in ("plain", "cut", "outage", "seven")}
+    ctx._shared["browser-family"] = ("ok", browser.Recording("chromium (test)", sessions))
+    return ctx
+
+
+async def _verdict(case_id: str, session_name: str, session: browser.Session):
+    case_ = next(c for c in REGISTRY if c.id == case_id)
+    return await run_case(case_, _context(session_name, session))
+
+
+def _cut_session(notes) -> browser.Session:
+    before_cut = connection([(1.0, b"retry: 3600000\n\n" + b"".join(JOB[:8]))], start=1.0, ended=2.0)
+    seen = [Observation("ev", 0, 1.0, "OPEN", "job-status", "1", "{}", True), Observation("error", 0, 2.0, "CONNECTING")]
+    return browser.Session("cut", _trace([before_cut], seen), ("job1",), _reference(), (), notes)
+
+
+@pytest.mark.parametrize("case_id", ["10.2", "10.3"])
+async def test_a_browser_that_never_reconnects_after_a_cut_is_the_targets_fail(case_id):
+    finding = Finding("waited 5.0s for the browser to reconnect after its connection ended mid-job; it did not",
+                      "a reconnect within 5.0s", "no request for 5.1s ...; the stream's retry: 3600000 ms")
+    told = await _verdict(case_id, "cut", _cut_session({"cuts": 1, "cutTimes": (2.0,), "overdue": finding,
+                                                        "overdueKind": "reconnect"}))
+    assert told.outcome == "fail" and told.findings[0] == finding, told
+    # Without the session's own deadline finding the case still sees the cut and no reconnect.
+    bare = await _verdict(case_id, "cut", _cut_session({"cuts": 1, "cutTimes": (2.0,)}))
+    assert bare.outcome == "fail", bare
+    assert "never reconnected after a cut" in bare.findings[0].message and "3600000" in bare.findings[0].observed
+
+
+@pytest.mark.parametrize("case_id", ["10.2", "10.3"])
+async def test_no_cut_by_the_harnesss_proxy_is_an_error_that_says_so(case_id):
+    result = await _verdict(case_id, "cut", _cut_session({"cuts": 0, "cutTimes": ()}))
+    assert result.outcome == "error", result
+    assert result.reason.startswith("the harness's proxy made no cut while the job ran"), result.reason
+    assert f"more than {browser.STREAM_BYTES} bytes" in result.reason
+
+
+async def test_an_outage_session_whose_wait_ended_at_a_deadline_is_a_fail_not_an_error():
+    finding = Finding("waited 5.0s (the events deadline) for the job's next event on the browser's stream; "
+                      "it did not come", "an event within 5.0s", "6.0s of open stream since event 8")
+    stalled = connection([(1.0, b"".join(JOB[:8])), *KEEPALIVES], start=1.0)
+    session = browser.Session("outage", _trace([stalled]), ("job1",), _reference(), (),
+                              {"overdue": finding, "overdueKind": "silent"})
+    result = await _verdict("10.7", "outage", session)
+    assert result.outcome == "fail" and result.findings == (finding,), result
+    plain = await _verdict("10.1", "plain", dataclasses.replace(session, name="plain"))
+    assert plain.outcome == "fail" and plain.findings == (finding,), plain
+
