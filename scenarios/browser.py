@@ -120,7 +120,7 @@ def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: flo
         return OVERDUE_SILENT, Finding(
             f"waited {deadline:.1f}s (the events deadline) for the job's next event on the browser's stream; "
             "it did not come", f"an event within {deadline:.1f}s while the job is not queued",
-            f"{open_for:.1f}s of open stream since {what}, over {len(segments)} connection(s): "
+            f"{open_for:.2f}s of open stream since {what}, over {len(segments)} connection(s): "
             f"{describe_arrivals(after)}; "
             + ("the stream is still open" if latest.end == "open" else f"then {latest.end}: {latest.end_detail}"))
     if latest.end == "open":
@@ -135,7 +135,7 @@ def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: flo
     return OVERDUE_RECONNECT, Finding(
         f"waited {reconnect_within:.1f}s for the browser to reconnect after its connection ended mid-job; "
         f"it did not", f"a reconnect within {reconnect_within:.1f}s (the advertised retry, at least the events "
-        "deadline)", f"no request for {gap:.1f}s after {latest.end} ({latest.end_detail}); {told}")
+        "deadline)", f"no request for {gap:.2f}s since the connection ended ({latest.end}); {told}")
 
 
 async def recording(ctx: Context) -> Recording:

@@ -47,7 +47,7 @@ def test_an_open_stream_with_only_keepalives_is_overdue_at_the_events_deadline()
     kind, finding = overdue([stream], now=7.1)
     assert kind == "silent" and isinstance(finding, Finding)
     assert "5.0s (the events deadline)" in finding.message and "next event" in finding.message
-    assert "5.1s of open stream since event 2 (step-status)" in finding.observed
+    assert "5.10s of open stream since event 2 (step-status)" in finding.observed
     assert "no event, 5 comment(s)" in finding.observed and "still open" in finding.observed
 
 
@@ -72,7 +72,7 @@ def test_a_reconnect_that_does_not_come_is_overdue_and_names_the_streams_retry()
     assert overdue([cut], now=6.9) is None
     kind, finding = overdue([cut], now=7.1)
     assert kind == "reconnect" and "reconnect" in finding.message
-    assert "no request for 5.1s" in finding.observed and "retry: 3600000 ms (the browser waits 3600s)" in finding.observed
+    assert "no request for 5.10s since the connection ended" in finding.observed and "retry: 3600000 ms (the browser waits 3600s)" in finding.observed
     # A try refused at the harness's proxy (its outage) is the browser trying: the clock restarts there.
     assert overdue([cut], now=7.1, tries=[4.0]) is None
     assert overdue([cut], now=7.1, reconnect_within=8.0) is None  # a long retry that healthz advertised
