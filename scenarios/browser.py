@@ -25,11 +25,10 @@ from urllib.parse import urlsplit
 
 import trio
 
-from harness import Segment
+from harness import Event, Segment
 from harness._browser import (BrowserNotFound, BrowserRig, BrowserTimeout, BrowserUnavailable, PageHandle,
                               PageTrace, canonical, find_browser, open_browser)
 from harness._cases import describe_arrivals
-from harness._decoder import Event
 
 from . import checks
 from ._core import Context, Finding, HarnessError, Judge, Skip, TargetFault, case
