@@ -2,7 +2,8 @@
 one run; print deliveries/s, delivery lateness p50/p99 (receive time minus ts), server RSS and
 CPU per delivered event.
 
-    python benchmarks/streams.py [N ...] [--jobs J]   (default 100 1000 4000, 20 jobs; needs '.[bench]')
+    python benchmarks/streams.py [N ...] [--jobs J] [--rate R]   (default 100 1000 4000, 20 jobs,
+                                                                 5 events/s each; needs '.[bench]')
     python benchmarks/streams.py --hostile            (slowloris, idle sockets, a 1 MiB head, stuck readers)
 
 With --jobs 1 every stream follows one job: each event is one fan-out to all N subscribers.
@@ -501,7 +502,7 @@ def _ms(r: dict, key: str) -> str:
 
 
 def main() -> None:
-    global JOBS
+    global JOBS, RATE
     if len(sys.argv) == 6 and sys.argv[1] == "--probe-child":
         probe_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
         return
@@ -511,8 +512,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="stream benchmark: reference server against a peer")
     parser.add_argument("sizes", nargs="*", type=int, default=[100, 1000, 4000])
     parser.add_argument("--jobs", type=int, default=JOBS)
+    parser.add_argument("--rate", type=float, default=RATE, help="events per second per job (2 to 20)")
     args = parser.parse_args()
-    sizes, JOBS = args.sizes, args.jobs
+    if not 2 <= args.rate <= 20:
+        parser.error("--rate must be in [2, 20] (the reference server's progress interval is at most 0.5 s)")
+    sizes, JOBS, RATE = args.sizes, args.jobs, args.rate
     print(f"{JOBS} jobs at {RATE:g} events/s each; {WINDOW:g} s measured per run; client: one thread on epoll")
     print(f"{'streams':>7} {'server':<10} {'deliv/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU':>5} {'us/event':>8} "
           f"{'RSS MiB':>8} {'idle KiB/stream':>15}")
