@@ -32,10 +32,10 @@ store.Store.open = _open
 _original_restore = jobs.Job.restore.__func__
 
 
-def _restore(cls, stored, config, job_store):
-    job = _original_restore(cls, stored, config, job_store)
+def _restore(cls, stored, config, job_store, fanout=None):
+    job = _original_restore(cls, stored, config, job_store, fanout)
     if FAULT == "restart-ids-from-1" and not job.terminal:
-        job.log = eventlog.EventLog(job_store.sink(job.id, job.row))  # numbering starts over
+        job.log = eventlog.EventLog(job_store.sink(job.id, job.row), fanout=fanout)  # numbering starts over
     return job
 
 
