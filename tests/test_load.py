@@ -193,7 +193,7 @@ def test_own_locustfile_outside_the_repo_in_distributed_mode(tmp_path, reference
     locust = [sys.executable, "-m", "locust", "-f", "locustfile.py"]
     master = subprocess.Popen(
         [*locust, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--expect-workers", "2",
-         "--headless", "-u", "4", "-r", "10", "--run-time", "3s", "--host", reference_server.base_url, "--csv", "dist",
+         "--headless", "-u", "4", "-r", "10", "--run-time", "6s", "--host", reference_server.base_url, "--csv", "dist",
          "--only-summary", "--stop-timeout", "0", "--sse-stage-seconds", "0.2", "--sse-scenes", "1"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     workers = [subprocess.Popen([*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
