@@ -24,6 +24,7 @@ class Conn:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.out = bytearray()
+        self.arrivals: list[tuple[float, int]] = []  # (when, len(out) after) for each write
         self.busy = False
         self.gone = False
         self.disconnected = trio.Event()
@@ -36,7 +37,7 @@ class Conn:
         if self.gone:
             return data
         taken = len(data) if self.rng.random() < 0.85 else self.rng.randrange(0, len(data) + 1)
-        self.out += data[:taken]
+        self._received(data[:taken])
         return data[taken:]
 
     async def _waiting_write(self, data: bytes) -> None:
@@ -44,9 +45,27 @@ class Conn:
         try:
             await trio.sleep(self.rng.choice([0, 0, 0.001, 0.02]))
             if not self.gone:
-                self.out += data
+                self._received(data)
         finally:
             self.busy = False
+
+    def _received(self, data: bytes) -> None:
+        self.out += data
+        self.arrivals.append((trio.current_time(), len(self.out)))
+
+    def arrived(self) -> dict[int, float]:
+        """When each complete event arrived, by id."""
+        when: dict[int, float] = {}
+        offset, writes = 0, iter(self.arrivals)
+        at, upto = 0.0, -1
+        for block in bytes(self.out).split(b"\n\n")[:-1]:
+            offset += len(block) + 2
+            while upto < offset:
+                at, upto = next(writes)
+            for line in block.split(b"\n"):
+                if line.startswith(b"id: "):
+                    when[int(line[4:])] = at
+        return when
 
     async def send_rest(self, rest: bytes) -> None:
         await self._waiting_write(rest)
@@ -86,17 +105,19 @@ async def _random_run(seed: int, logs_count: int = 3, subscribers: int = 24, eve
     rng = random.Random(seed)
     fanout = Fanout(budget=0.0)  # a checkpoint every 16 listeners
     logs = [EventLog(fanout=fanout) for _ in range(logs_count)]
-    route, conns = make_route(keepalive=rng.choice([0.005, 0.05, 1.0]))
+    keepalive = rng.choice([0.005, 0.05, 5.0, 5.0])
+    route, conns = make_route(keepalive=keepalive)
+    appended: dict[tuple[int, int], float] = {}  # (log, id) -> when
     problems: list[str] = []
     finished: list[tuple[int, int]] = []
 
-    async def job(log: EventLog) -> None:
+    async def job(n: int, log: EventLog) -> None:
         for _ in range(events):
             await trio.sleep(rng.choice([0, 0, 0.001, 0.003, 0.01]))
             for _ in range(rng.choice([1, 1, 1, 3])):  # bursts: several events per turn
-                log.append("e", {"pad": "x" * rng.randrange(0, 200)})
+                appended[n, log.append("e", {"pad": "x" * rng.randrange(0, 200)})] = trio.current_time()
         await trio.sleep(rng.choice([0, 0.001]))
-        log.append("end", {}, terminal=True)
+        appended[n, log.append("end", {}, terminal=True)] = trio.current_time()
 
     async def subscriber(n: int, index: int, log: EventLog) -> None:
         last_id = None if rng.random() < 0.5 else 0
@@ -106,6 +127,7 @@ async def _random_run(seed: int, logs_count: int = 3, subscribers: int = 24, eve
             name = f"{n}-{index}-{attempt}"
             conns[name] = conn
             ended = False
+            opened = trio.current_time()
             async with trio.open_nursery() as nursery:
                 if rng.random() < 0.4:
                     async def cut() -> None:
@@ -116,11 +138,23 @@ async def _random_run(seed: int, logs_count: int = 3, subscribers: int = 24, eve
                                     {"client": name})
                 ended = not conn.gone
                 nursery.cancel_scope.cancel()
+            closed_at = trio.current_time()
             ids = complete_ids(bytes(conn.out))
             start = got + 1
             if ids != list(range(start, start + len(ids))):
                 problems.append(f"subscriber {n}/{index} connection {attempt} from {got}: ids {ids}")
                 return
+            if keepalive >= 5.0:
+                # Delivery without waiting for a keep-alive timer: an event appended while this
+                # connection was open (and well before it closed) arrived within 2 s (virtual), far under the 5 s timer.
+                for event_id, at in conn.arrived().items():
+                    born = appended[n, event_id]
+                    if born >= opened and born + 2.0 <= closed_at and at - born > 2.0:
+                        problems.append(f"subscriber {n}/{index}: event {event_id} {at - born:.2f} s late")
+                        return
+                if ended and closed_at - max(opened, appended[n, len(log.encoded)]) > 2.0:
+                    problems.append(f"subscriber {n}/{index}: stream ended {closed_at - opened:.2f} s after opening")
+                    return
             if ids:
                 got = ids[-1]
             if ended:
@@ -140,7 +174,7 @@ async def _random_run(seed: int, logs_count: int = 3, subscribers: int = 24, eve
                     for index in range(subscribers):
                         nursery.start_soon(subscriber, n, index, log)
                 for log in logs:
-                    nursery.start_soon(job, log)
+                    nursery.start_soon(job, logs.index(log), log)
             outer.cancel_scope.cancel()
     assert not problems, problems[:5]
     assert len(finished) == logs_count * subscribers
