@@ -102,6 +102,9 @@ class Fanout:
                     end += 1
                 joined = log.encoded[start] if end == start + 1 else b"".join(log.encoded[start:end])
                 for index, listener in enumerate(listeners):
+                    if index & 15 == 15 and time.perf_counter() >= self._slice_ends:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        self._slice_ends = time.perf_counter() + self.budget
                     if listener not in log._listeners:
                         continue
                     many = getattr(getattr(listener, "__self__", None), "offer_many", None)
@@ -110,9 +113,6 @@ class Fanout:
                     else:
                         for encoded in log.encoded[start:end]:
                             listener(encoded)
-                    if index & 15 == 15 and time.perf_counter() >= self._slice_ends:
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                        self._slice_ends = time.perf_counter() + self.budget
                 start = end
         finally:
             log.fanning = False

@@ -181,7 +181,9 @@ class _LiveDelivery:
         (the Fanout offers all a log got since its last turn at once; see _eventlog.Fanout)."""
         end = first + count
         if self.cursor >= end:
-            # Our task wrote these from the log while the fan-out was on its way to us.
+            # Our task wrote these from the log while the fan-out was on its way to us. A safety net,
+            # not reached today (a task does not listen on a closed log): should a listener ever
+            # already have a closed log's last event here, its task still ends the stream.
             if self.log.closed and self.cursor == len(self.log.encoded):
                 self._stop()
             return
