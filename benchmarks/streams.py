@@ -4,6 +4,8 @@ CPU per delivered event.
 
     python benchmarks/streams.py [N ...] [--jobs J] [--rate R]   (default 100 1000 4000, 20 jobs,
                                                                  5 events/s each; needs '.[bench]')
+    python benchmarks/streams.py --loop-trace FILE [N ...]  (the reference server's scheduler passes
+                                                             to FILE.N: benchmarks/loop_passes.py)
     python benchmarks/streams.py --hostile            (slowloris, idle sockets, a 1 MiB head, stuck readers)
 
 With --jobs 1 every stream follows one job: each event is one fan-out to all N subscribers.
@@ -47,6 +49,7 @@ import httpx
 
 JOBS = 20
 RATE = 5.0  # events per second per job
+LOOP_TRACE: str | None = None  # --loop-trace: run the reference server under benchmarks/loop_passes.py
 WINDOW = 10.0
 SETTLE = 1.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -315,7 +318,9 @@ def hold_idle(port: int, paths: list[str]) -> int:
 
 def reference(n: int) -> dict:
     data_dir = tempfile.mkdtemp(prefix="bench-")
-    proc, base = start([sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", data_dir,
+    server = ([sys.executable, str(ROOT / "benchmarks" / "loop_passes.py"), f"{LOOP_TRACE}.{n}"] if LOOP_TRACE
+              else [sys.executable, "-m", "reference_server"])
+    proc, base = start([*server, "--port", "0", "--data-dir", data_dir,
                         "--progress-interval", str(1 / RATE), "--max-concurrent-jobs", str(JOBS),
                         "--keepalive", "10"])
     try:
@@ -502,7 +507,7 @@ def _ms(r: dict, key: str) -> str:
 
 
 def main() -> None:
-    global JOBS, RATE
+    global JOBS, RATE, LOOP_TRACE
     if len(sys.argv) == 6 and sys.argv[1] == "--probe-child":
         probe_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
         return
@@ -513,10 +518,12 @@ def main() -> None:
     parser.add_argument("sizes", nargs="*", type=int, default=[100, 1000, 4000])
     parser.add_argument("--jobs", type=int, default=JOBS)
     parser.add_argument("--rate", type=float, default=RATE, help="events per second per job (2 to 20)")
+    parser.add_argument("--loop-trace", metavar="FILE",
+                        help="trace the reference server's scheduler passes to FILE.N (benchmarks/loop_passes.py)")
     args = parser.parse_args()
     if not 2 <= args.rate <= 20:
         parser.error("--rate must be in [2, 20] (the reference server's progress interval is at most 0.5 s)")
-    sizes, JOBS, RATE = args.sizes, args.jobs, args.rate
+    sizes, JOBS, RATE, LOOP_TRACE = args.sizes, args.jobs, args.rate, args.loop_trace
     print(f"{JOBS} jobs at {RATE:g} events/s each; {WINDOW:g} s measured per run; client: one thread on epoll")
     print(f"{'streams':>7} {'server':<10} {'deliv/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU':>5} {'us/event':>8} "
           f"{'RSS MiB':>8} {'idle KiB/stream':>15}")
