@@ -83,6 +83,18 @@ class RunningServer:
         subprocess.run(["rm", "-rf", self.data_dir], check=False)
 
 
+async def start_in_process(nursery, config) -> tuple[str, "trio.Event"]:
+    """The reference server in this process (its internals patchable), started in ``nursery``:
+    its base URL, and the event that stops it."""
+    import trio
+
+    from reference_server._app import serve
+
+    stop = trio.Event()
+    binds = await nursery.start(lambda task_status: serve(config, task_status=task_status, shutdown_trigger=stop.wait))
+    return binds[0], stop
+
+
 def reference_args(*extra: str, keepalive: float = 1.0, max_jobs: int = 12) -> list[str]:
     return [sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", "{data_dir}",
             "--keepalive", str(keepalive), "--time-scale", "0.25", "--max-concurrent-jobs", str(max_jobs),

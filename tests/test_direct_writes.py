@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from conftest import start_in_process
 from reference_server._config import ServerConfig
 from reference_server._eventlog import EventLog
 from reference_server._serving import BodyWriter
@@ -188,7 +189,6 @@ async def test_body_writer_frames_like_h11_and_a_rest_completes_the_frame():
 async def test_under_the_reference_server_live_events_take_the_direct_path(monkeypatch, tmp_path):
     """In-process, so that the fast path can be counted: else a silent fallback would pass all tests."""
     from reference_server import _stream
-    from reference_server._app import serve
 
     offered: list[int] = []
     original = _LiveDelivery.offer
@@ -200,12 +200,9 @@ async def test_under_the_reference_server_live_events_take_the_direct_path(monke
     monkeypatch.setattr(_stream._LiveDelivery, "offer", counting_offer)
     config = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path, keepalive_seconds=5.0, retry_ms=1000,
                           time_scale=0.1, max_concurrent_jobs=2, diagnostics=False, progress_interval=0.04)
-    stop = trio.Event()
     with trio.fail_after(60):  # a whole job, real ffmpeg work included
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(lambda task_status: serve(config, task_status=task_status,
-                                                                  shutdown_trigger=stop.wait))
-            base = binds[0]
+            base, stop = await start_in_process(nursery, config)
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
                 job = (await http.post("/api/jobs", json={"topic": "direct", "stageSeconds": {"script": 1}})).json()
                 received: list[bytes] = []

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from conftest import start_in_process
 from reference_server import _eventlog
 from reference_server._config import ServerConfig
 from reference_server._eventlog import EventLog, Fanout
@@ -202,7 +203,6 @@ async def test_at_shutdown_fanout_subscribers_get_the_terminal_event_and_the_lis
 
     import httpx
 
-    from reference_server._app import serve
 
     monkeypatch.setattr(_eventlog, "INLINE_LISTENERS", 1)
     runs: list[int] = []  # events per Fanout turn
@@ -215,14 +215,11 @@ async def test_at_shutdown_fanout_subscribers_get_the_terminal_event_and_the_lis
     monkeypatch.setattr(Fanout, "_offer", counting_offer)
     config = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path, keepalive_seconds=5.0,
                           time_scale=0.1, max_concurrent_jobs=2, progress_interval=0.02)
-    stop = trio.Event()
     streams = 6
     received: dict[int, bytearray] = {i: bytearray() for i in range(streams)}
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(lambda task_status: serve(config, task_status=task_status,
-                                                                  shutdown_trigger=stop.wait))
-            base = binds[0]
+            base, stop = await start_in_process(nursery, config)
             async with httpx.AsyncClient(base_url=base, timeout=20) as http:
                 job = (await http.post("/api/jobs", json={"topic": "fanout", "stallSeconds": {"tts": 30}})).json()
 
