@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -71,8 +70,5 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"listening on {bind}", flush=True)
 
     gc.set_threshold(50_000, 50, 100)
-    # The event log's writer thread waits for the GIL behind the loop twice per batch: 0.5 ms,
-    # not the default 5 ms, per wait (see _store.py).
-    sys.setswitchinterval(0.0005)
     trio.run(run)
     return 0
