@@ -29,6 +29,7 @@ from harness import Event, Segment
 from harness._browser import (BrowserNotFound, BrowserRig, BrowserTimeout, BrowserUnavailable, PageHandle,
                               PageTrace, canonical, find_browser, open_browser)
 from harness._cases import describe_arrivals
+from harness._tasks import background_nursery
 
 from . import checks
 from ._core import Context, Finding, HarnessError, Judge, Skip, TargetFault, case
@@ -301,7 +302,7 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
     run = _Run(ctx, "cut")
     ids = [job_id]
     cut_times: list[float] = []
-    async with BrowserRig(port) as rig, trio.open_nursery() as nursery:
+    async with BrowserRig(port) as rig, background_nursery() as nursery:
         page = rig.page(browser, run.paths(ids), types)
         done = trio.Event()
 
@@ -334,7 +335,7 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: st
     run = _Run(ctx, "outage")
     ids = [job_id]
     outage = 1.0
-    async with BrowserRig(port) as rig, trio.open_nursery() as nursery:
+    async with BrowserRig(port) as rig, background_nursery() as nursery:
         page = rig.page(browser, run.paths(ids), types)
         done = trio.Event()
 
@@ -523,12 +524,12 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
         own.append(checks.blocked_during(list(ctx.lag.samples), since, after.started_at))
         delays.append(after.started_at - since - own[-1])
     if not delays:
-        cuts = _cuts_mid_job(ctx, session)
-        if overdue:
+        # No reconnect to time. When the session's wait ended at a deadline (the stream fell silent:
+        # 10.2 says so too), that is what was seen; "never reconnected" only when it kept watching.
+        if overdue or _overdue(judge, session):
             return
+        cuts = _cuts_mid_job(ctx, session)
         if not cuts:
-            if _overdue(judge, session):
-                return  # the stream fell silent before any cut could land: 10.2 says so too
             raise _no_cut(session, "delay to measure")
         _never_reconnected(judge, session, cuts)
         return

@@ -140,3 +140,14 @@ async def test_an_outage_session_whose_wait_ended_at_a_deadline_is_a_fail_not_an
     plain = await _verdict("10.1", "plain", dataclasses.replace(session, name="plain"))
     assert plain.outcome == "fail" and plain.findings == (finding,), plain
 
+
+
+@pytest.mark.parametrize("case_id", ["10.2", "10.3"])
+async def test_a_stream_that_fell_silent_after_a_cut_is_reported_as_such_not_as_no_reconnect(case_id):
+    """The session's wait ended at the events deadline soon after the cut: nobody watched for a
+    reconnect for a retry's length, so "never reconnected" would be a claim; the silence is what was seen."""
+    finding = Finding("waited 5.0s (the events deadline) for the job's next event on the browser's stream; "
+                      "it did not come", "an event within 5.0s", "5.1s of open stream since event 8")
+    told = await _verdict(case_id, "cut", _cut_session({"cuts": 1, "cutTimes": (2.0,), "overdue": finding,
+                                                        "overdueKind": "silent"}))
+    assert told.outcome == "fail" and told.findings == (finding,), told

@@ -46,10 +46,9 @@ async def test_browser_fault_is_caught_by_its_cases(fault):
     for case_id, words in SAYS.get(fault, {}).items():
         text = [f"{f.message} {f.expected} {f.observed}" for r in report.results if r.id == case_id for f in r.findings]
         assert any(all(w in t for w in words) for t in text), f"{fault}, {case_id} should say {words}: {text}"
-    # The family's cases all wait on one recording: its longest wait on the target shows in
-    # every case's duration. Two jobs of 3.5 s, a browser, at most an events deadline (5 s) past
-    # the target's last event: well under the job time limit (60 s) a wait once ran to.
-    slowest = max(r.duration_ms for r in report.results) / 1000
-    assert slowest < 30, f"{fault}: family 10 took {slowest:.1f}s"
+    # The waits ended at the contract's deadlines (what SAYS checks), never at the job time limit
+    # (60 s) a wait once ran to.
+    limit = [f.message for r in report.results for f in r.findings if "job time limit" in f.message]
+    assert not limit, f"{fault}: a wait ran to the job time limit: {limit}"
     others = sorted(c for c, o in got.items() if o == "fail" and c not in targets)
     print(f"\n{fault}: caught by {sorted(targets)}; also failing: {others}")
