@@ -27,6 +27,7 @@ import trio
 from ._api import ApiClient, Reply
 from ._client import End, Limits, ReconnectPolicy, Segment, Trace, follow, record
 from ._decoder import Event
+from ._invariants import is_number
 from ._profile import Profile
 from ._tasks import background_nursery
 
@@ -117,13 +118,9 @@ class Measure:
         for key in self.path:
             value = value.get(key) if isinstance(value, dict) else None
         if self.largest:
-            numbers = [v for v in value if _is_number(v)] if isinstance(value, list) else []
+            numbers = [v for v in value if is_number(v)] if isinstance(value, list) else []
             value = max(numbers) if numbers else None
-        return float(value) if _is_number(value) else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if is_number(value) else None
 
 
 @dataclasses.dataclass(frozen=True)

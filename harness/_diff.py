@@ -8,7 +8,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -43,20 +43,11 @@ class DiffError(ValueError):
     """A report that cannot be compared; the message names the file."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Figure:
-    """A measured figure a report carries, where to find it, and how much change is noise."""
-
-    name: str
-    unit: str
-    read: Callable[[dict[str, Any]], Any]  # a case's evidence -> number or None
-    floor: float  # changes smaller than this never count, whatever the percentage
-
-
 # The figures a report carries are those its cases declared (harness.Measure), each case's
 # under "figures" in report.json: the diff knows no case's evidence keys. Lower is better.
-SUITE_DURATION = Figure("suite duration", "s", lambda report: (_number(report.get("durationMs")) or 0) / 1000 or None,
-                        1.0)  # read from the report itself
+# Beside them, the suite's own duration, read from the report itself; changes under a second
+# never count.
+SUITE_DURATION, SUITE_UNIT, SUITE_FLOOR = "suite duration", "s", 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +164,9 @@ def _label(report: dict[str, Any]) -> str:
     return f"{report.get('_source', '?')} ({report.get('target', '?')}, {report.get('startedAt', '?')})"
 
 
-def _moved(figure: Figure, old: float, new: float, threshold: float) -> bool:
-    return abs(new - old) > max(figure.floor, threshold * abs(old))
+def _moved(floor: float, old: float, new: float, threshold: float) -> bool:
+    """A change counts past ``threshold`` (a fraction of the old value), never under ``floor``."""
+    return abs(new - old) > max(floor, threshold * abs(old))
 
 
 def diff_reports(old: dict[str, Any], new: dict[str, Any], *, threshold: float = 0.2,
@@ -206,12 +198,11 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], *, threshold: float =
         old_figures, new_figures = _figures(old_cases[case_id]), _figures(new_cases[case_id])
         for name in sorted(old_figures.keys() & new_figures.keys()):
             (a, unit, floor), (b, _, _) = old_figures[name], new_figures[name]
-            figure = Figure(name, unit, lambda _: None, floor)
-            if _moved(figure, a, b, threshold):
+            if _moved(floor, a, b, threshold):
                 figures.append(FigureChange(case_id, name, unit, a, b))
-    a, b = SUITE_DURATION.read(old), SUITE_DURATION.read(new)
-    if a is not None and b is not None and _moved(SUITE_DURATION, a, b, threshold):
-        figures.append(FigureChange("", SUITE_DURATION.name, SUITE_DURATION.unit, a, b))
+    a, b = (_number(report.get("durationMs")) for report in (old, new))
+    if a and b and _moved(SUITE_FLOOR, a / 1000, b / 1000, threshold):
+        figures.append(FigureChange("", SUITE_DURATION, SUITE_UNIT, a / 1000, b / 1000))
     figures.sort(key=lambda f: not f.worse)
 
     notes = []

@@ -54,7 +54,8 @@ class Breach:
     event_id: str | None = None
 
 
-def _num(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (JSON's true is not a number)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -113,7 +114,7 @@ class ProgressOrder:
             else:
                 self._last_stage_index = index
         if percent is not None:
-            if not _num(percent) or not 0 <= percent <= 100:
+            if not is_number(percent) or not 0 <= percent <= 100:
                 return [*out, Breach(PERCENT_RANGE, "percent out of [0, 100]", "0..100", percent, event.id)]
             if percent < self.last_percent:
                 out = [*out, Breach(PERCENT_REGRESS, "percent decreased", f">= {self.last_percent}", percent, event.id)]
@@ -126,7 +127,7 @@ class ProgressOrder:
                                         percent, event.id)]
         if stage is not None and event.type == self._progress:
             value = data.get("stagePercent")
-            if not _num(value) or not 0 <= value <= 100:
+            if not is_number(value) or not 0 <= value <= 100:
                 out = [*out, Breach(STAGE_PERCENT_RANGE, "stagePercent out of [0, 100]", "0..100", value, event.id)]
             elif value < self._stage_percent.get(stage, -1):
                 out = [*out, Breach(STAGE_PERCENT_REGRESS, f"stagePercent decreased within {stage}",
@@ -154,7 +155,7 @@ class JobAndTs:
         if job != self.job_id:
             out = [Breach(OTHER_JOB, "event of another job in this stream", self.job_id, job, event.id)]
         ts = data.get("ts")
-        if _num(ts):
+        if is_number(ts):
             last = self.last_ts
             if last is None or ts >= last:
                 self.last_ts = ts

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from harness import End, Event, Notice, Profile, Retry, Segment
 from harness._invariants import (ID_NOT_DECIMAL, Breach, IdOrder, JobAndTs, ProgressOrder, TerminalWatch,
-                                 blocked_during, silence_breach)
+                                 blocked_during, is_number, silence_breach)
 
 from ._core import Finding, parse_data
 
@@ -28,10 +28,6 @@ REQUIRED = {
     "cancelled": ("status", "stage", "cleanup"),
 }
 COMMON = ("jobId", "ts", "correlationId")
-
-
-def _num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _finding(breach: Breach) -> Finding:
@@ -68,7 +64,7 @@ def check_format(events: Sequence[Event], profile: Profile) -> list[Finding]:
         missing = [f for f in (*COMMON, *REQUIRED[by_type[event.type]]) if f not in data]
         if missing:
             findings.append(Finding(f"{event.type} lacks {', '.join(missing)}", "all required fields", sorted(data), event.id))
-        if "ts" in data and not _num(data["ts"]):
+        if "ts" in data and not is_number(data["ts"]):
             findings.append(Finding("ts is not a number of epoch milliseconds", "number", data["ts"], event.id))
         if len(findings) >= 20:
             break
@@ -175,7 +171,7 @@ def lateness_ms(segment: Segment) -> list[float]:
     out = []
     for event in segment.events:
         ts = (parse_data(event) or {}).get("ts")
-        if _num(ts):
+        if is_number(ts):
             out.append(segment.wall(event.arrived_at) * 1000 - ts)
     return out
 
@@ -208,12 +204,12 @@ def check_cadence(events: Sequence[Event], profile: Profile, *, interval: float,
             working = data.get("stage") if data.get("status") == "running" else None
             last_ts = ts if working else None
             continue
-        if working and _num(ts) and last_ts is not None:
+        if working and is_number(ts) and last_ts is not None:
             gap = (ts - last_ts) / 1000
             if gap > interval + tolerance:
                 findings.append(Finding(f"no progress for {gap:.2f}s while {working} worked",
                                         f"<= {interval + tolerance:.2f}s", f"{gap:.2f}s", event.id))
-        if working and _num(ts):
+        if working and is_number(ts):
             last_ts = ts
         if len(findings) >= 20:
             break
