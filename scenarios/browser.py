@@ -246,6 +246,14 @@ class _Run:
                 return found
         return None
 
+    @staticmethod
+    def brought(page: PageHandle, stream: int) -> str:
+        """What the tap saw of one of the page's streams: its requests and what they carried."""
+        path = page.streams[stream]
+        segments = [x.segment() for x in page.rig.tap.exchanges if x.target == path]
+        records = [r for seg in segments for r in seg.records]
+        return f"stream {stream + 1}: {len(segments)} request(s), {describe_arrivals(records)}"
+
     async def until_done(self, page: PageHandle, streams: range) -> bool:
         """Every stream delivered a terminal event or was CLOSED. The wait ends sooner, with the
         finding in ``notes["overdue"]``, as soon as the target is overdue on a stream still
@@ -264,7 +272,8 @@ class _Run:
                 found = OVERDUE_LIMIT, Finding(
                     f"the job's terminal event did not reach the browser within the job time limit ({limit:.0f}s)",
                     f"a terminal event within {limit:.0f}s (job_timeout_seconds)",
-                    f"{len(pending)} of {len(streams)} stream(s) neither ended nor closed; events kept coming")
+                    f"{len(pending)} of {len(streams)} stream(s) neither ended nor closed; "
+                    + "; ".join(self.brought(page, s) for s in pending))
             if found is not None:
                 kind, finding = found
                 self.notes.update(overdue=finding, overdueKind=kind)

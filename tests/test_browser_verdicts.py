@@ -151,3 +151,14 @@ async def test_a_stream_that_fell_silent_after_a_cut_is_reported_as_such_not_as_
     told = await _verdict(case_id, "cut", _cut_session({"cuts": 1, "cutTimes": (2.0,), "overdue": finding,
                                                         "overdueKind": "silent"}))
     assert told.outcome == "fail" and told.findings == (finding,), told
+
+
+def test_what_a_stream_brought_is_read_from_the_tap_for_the_job_time_limit_finding():
+    from types import SimpleNamespace
+
+    queued_only = connection([(1.0, ev(1, "job-status", status="queued", percent=0, message="queued")),
+                              *KEEPALIVES], start=1.0)
+    page = SimpleNamespace(streams=(PATH, "/api/jobs/never/events"),
+                           rig=SimpleNamespace(tap=SimpleNamespace(exchanges=[queued_only])))
+    assert browser._Run.brought(page, 0) == "stream 1: 1 request(s), 1 event(s) (last: 1:job-status), 5 comment(s)"
+    assert browser._Run.brought(page, 1) == "stream 2: 0 request(s), no event, 0 comment(s)"
