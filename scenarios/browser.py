@@ -77,9 +77,14 @@ def _target_port(ctx: Context) -> int:
     return parts.port or 80
 
 
+def _stream_retry(segments: Sequence[Segment], *, last: bool = False) -> int | None:
+    """The ``retry`` (ms) the stream sent first (``last``: most recently), None if it sent none."""
+    return next((s.retry_ms for s in (reversed(segments) if last else segments) if s.retry_ms is not None), None)
+
+
 def _retry_seconds(segments: list[Segment]) -> float:
     """The stream's own retry; without one a browser waits its default (about 3 s in Chromium)."""
-    retry = next((s.retry_ms for s in segments if s.retry_ms is not None), None)
+    retry = _stream_retry(segments)
     return (3000 if retry is None else retry) / 1000
 
 
@@ -129,7 +134,7 @@ def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: flo
     gap = now - tried
     if gap <= reconnect_within:
         return None
-    retry = next((s.retry_ms for s in reversed(segments) if s.retry_ms is not None), None)
+    retry = _stream_retry(segments, last=True)
     told = (f"the stream's retry: {retry} ms (the browser waits {retry / 1000:g}s)" if retry is not None
             else "the stream sent no retry (the browser waits its own default)")
     return OVERDUE_RECONNECT, Finding(
@@ -430,20 +435,24 @@ def _cuts_mid_job(ctx: Context, session: Session) -> list[float]:
     return [t for t in session.notes.get("cutTimes", ()) if t < ended]
 
 
+def _carried(trace: PageTrace) -> str:
+    """How much the stream's connections carried (the proxy acts on one past STREAM_BYTES)."""
+    sizes = [x.size for x in trace.exchanges if x.target == trace.streams[0]]
+    return (f"a connection must carry more than {STREAM_BYTES} bytes of the stream first, and the largest "
+            f"carried {max(sizes, default=0)} over {len(sizes)} connection(s) before the job's end")
+
+
 def _no_cut(session: Session, what: str) -> HarnessError:
     """No cut landed while the job ran: the harness's proxy did not do its part."""
-    sizes = [x.size for x in session.trace.exchanges if x.target == session.trace.streams[0]]
-    return HarnessError(
-        f"the harness's proxy made no cut while the job ran ({session.notes.get('cuts', 0)} cut(s) in all; a cut "
-        f"needs a connection that carried more than {STREAM_BYTES} bytes, and the stream's largest response "
-        f"carried {max(sizes, default=0)} over {len(sizes)} connection(s) before the job's end): no {what}")
+    return HarnessError(f"the harness's proxy made no cut while the job ran ({session.notes.get('cuts', 0)} cut(s) "
+                        f"in all; {_carried(session.trace)}): no {what}")
 
 
 def _never_reconnected(judge: Judge, session: Session, cuts: list[float]) -> None:
     """A cut mid-job and no request after it: the browser waits what the stream told it to, or
     the target's answer stopped it. The target's doing."""
     segments = session.trace.segments(0)
-    retry = next((s.retry_ms for s in reversed(segments) if s.retry_ms is not None), None)
+    retry = _stream_retry(segments, last=True)
     states = session.trace.of(0, "state")
     judge.fail("the browser never reconnected after a cut mid-job", "a reconnect after the stream's retry",
                f"{len(cuts)} cut(s) mid-job, {len(segments)} connection(s) in all; the stream's retry: "
@@ -517,7 +526,7 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
     session = rec.session("cut")
     _begin(judge, rec, session)
     segments = session.trace.segments(0)
-    retry_ms = next((s.retry_ms for s in segments if s.retry_ms is not None), None)
+    retry_ms = _stream_retry(segments)
     judge.evidence.update(retryMs=retry_ms, advertisedRetryMs=ctx.health.get("retryMs"))
     # A reconnect that never came is this case's subject; a stream that fell silent is 10.2's.
     overdue = _overdue(judge, session, OVERDUE_RECONNECT)
@@ -527,10 +536,11 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
     # The request reaches the tap through our own proxy: the time our event loop was measurably
     # blocked meanwhile is the harness's delay, not the browser's, and is taken off.
     delays, own = [], []
+    lag = list(ctx.lag.samples)  # once: it can hold 100,000 samples
     for before, after in zip(segments, segments[1:]):
         noticed = [t for t in errors if before.started_at < t <= after.started_at]
         since = noticed[-1] if noticed else before.ended_at
-        own.append(checks.blocked_during(list(ctx.lag.samples), since, after.started_at))
+        own.append(checks.blocked_during(lag, since, after.started_at))
         delays.append(after.started_at - since - own[-1])
     if not delays:
         # No reconnect to time. When the session's wait ended at a deadline (the stream fell silent:
@@ -702,10 +712,7 @@ async def browser_outage(ctx: Context, judge: Judge) -> None:
     if overdue:
         return  # the wait on the target ended at its deadline: its finding says what came instead
     if "outageSeconds" not in session.notes:
-        sizes = [x.size for x in trace.exchanges if x.target == trace.streams[0]]
-        raise HarnessError(f"the harness's proxy never took the network down: a connection must carry more than "
-                           f"{STREAM_BYTES} bytes of the stream first, and the largest carried {max(sizes, default=0)} "
-                           f"over {len(sizes)} connection(s) before the job's end")
+        raise HarnessError(f"the harness's proxy never took the network down: {_carried(trace)}")
     if not refused:
         raise HarnessError(f"the harness's outage refused no connection: the browser did not try while the proxy "
                            f"kept the network down ({session.notes['outageSeconds']}s, kept down up to 10s more "
