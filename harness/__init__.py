@@ -9,6 +9,7 @@ from ._version import VERSION
 from ._cases import (Case, CaseResult, Context, Finding, HarnessError, Judge, LiveStream, Measure, Outcome, Plot,
                      Severity, Skip, TargetFault, case, parse_data)
 from ._client import End
+from ._starvation import Explained, Starvation
 
 __all__ = [
     # observing: the decoder, the recording client, the fault proxy, profiles, the REST client
@@ -17,7 +18,8 @@ __all__ = [
     "Violation", "follow", "load_profile", "record", "stream",
     # writing a case of one's own (docs/writing-cases.md); the pure checks are scenarios.checks
     "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream", "Measure", "Outcome", "Plot",
-    "Severity",
-    "Skip", "TargetFault", "case", "parse_data",
+    "Severity", "Skip", "TargetFault", "case", "parse_data",
+    # timing verdicts: how starved the machine was in a window (Context.starved())
+    "Explained", "Starvation",
 ]
 __version__ = VERSION

@@ -7,8 +7,8 @@ registers cases through the ``sse_harness.cases`` entry point, or a module named
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import copy
 import dataclasses
 import enum
 import importlib
@@ -29,11 +29,12 @@ from ._client import End, Limits, ReconnectPolicy, Segment, Trace, follow, recor
 from ._decoder import Event
 from ._invariants import is_number
 from ._profile import Profile
+from ._starvation import Starvation, StarvationMonitor
 from ._tasks import background_nursery
 
 __all__ = ["OUTCOMES", "REGISTRY", "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream",
-           "Measure", "Outcome", "Plot", "Registry", "Severity", "Skip", "TargetFault", "case", "load_cases", "overdue",
-           "parse_data", "run_case"]
+           "Measure", "Outcome", "Plot", "Registry", "Severity", "Skip", "TIMING_TRIES", "TargetFault", "case", "load_cases",
+           "overdue", "parse_data", "run_case"]
 
 
 class Outcome(enum.StrEnum):
@@ -55,6 +56,15 @@ class Severity(enum.StrEnum):
 
     FAIL = "fail"
     NON_STRICT = "non-strict"
+    # A timing limit was breached, but the machine's measured starvation (the harness's own
+    # stalls, the target's or browser's wait for a core) is large enough to explain it: not the
+    # target's fault as far as we can show. The case is tried again; if every try is confounded,
+    # its outcome is ``error`` with the starvation named.
+    CONFOUNDED = "confounded"
+
+
+# Tries of a case whose timing verdict the machine may have decided (the first and two more).
+TIMING_TRIES = 3
 
 
 class HarnessError(Exception):
@@ -137,6 +147,14 @@ class CaseResult:
     origin: str = "built-in"  # where the case came from: built-in, a package's entry point, a --cases module
     plots: tuple[Plot, ...] = ()
     measures: tuple[Measure, ...] = ()
+    # Earlier tries whose timing verdict the machine's starvation explained (oldest first): each
+    # {"try": n, "finding": ..., "observed": ..., "durationMs": ...}. Empty: decided at the first try.
+    retries: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def confounded(self) -> bool:
+        """Every try's timing breach was explained by the machine: an error, not the target's fail."""
+        return self.outcome == Outcome.ERROR and any(f.severity == Severity.CONFOUNDED for f in self.findings)
 
     def figures(self) -> dict[str, dict[str, Any]]:
         """The declared figures this run measured: ``{name: {value, unit, floor}}``."""
@@ -179,6 +197,8 @@ class Judge:
         severities = {f.severity for f in self.findings}
         if Severity.FAIL in severities:
             return Outcome.FAIL
+        if Severity.CONFOUNDED in severities:
+            return Outcome.ERROR  # run_case tries again, then says which starvation explained it
         if Severity.NON_STRICT in severities:
             return Outcome.NON_STRICT
         return Outcome.INFO if self.informational else Outcome.PASS
@@ -339,24 +359,6 @@ def parse_data(event: Event) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class LagProbe:
-    """Measures the harness's own event-loop delays: it asks to sleep ``period`` and notes
-    by how much the wake-up came late. Bounded: the newest ``keep`` samples."""
-
-    def __init__(self, period: float = 0.02, keep: int = 100_000) -> None:
-        self.period = period
-        self.samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
-
-    async def run(self) -> None:
-        while True:
-            before = time.monotonic()
-            await trio.sleep(self.period)
-            after = time.monotonic()
-            late = after - before - self.period
-            if late > 0.005:
-                self.samples.append((after, late))
-
-
 class Context:
     """A target as the cases know it: its profile, advertised settings and helpers."""
 
@@ -371,7 +373,30 @@ class Context:
         self._shared: dict[str, Any] = {}
         self._locks: dict[str, trio.Lock] = {}
         self.created_jobs: list[str] = []
-        self.lag = LagProbe()  # started by the runner while cases run
+        # Started by the runner while cases run: the harness's own stalls, the target's and the
+        # browser's wait for a core, the machine's CPU pressure (harness._starvation).
+        self.starvation = StarvationMonitor(remote=not same_host)
+
+    @property
+    def lag(self) -> StarvationMonitor:
+        """The harness's own loop stalls (``ctx.lag.samples``); ``ctx.starvation`` has the rest."""
+        return self.starvation
+
+    def starved(self) -> Starvation:
+        """The starvation measured so far, frozen, for a timing check to judge with."""
+        return self.starvation.snapshot()
+
+    @property
+    def timing_slack(self) -> float:
+        """The factor every timing tolerance is widened by (--timing-slack, [timing].timing_slack)."""
+        return float(self.profile.timing.get("timing_slack", 1.0)) or 1.0
+
+    def for_retry(self) -> "Context":
+        """The same target and monitors, but nothing shared from earlier tries: a case tried again
+        records afresh (a shared recording would give the same verdict)."""
+        retry = copy.copy(self)
+        retry._shared, retry._locks = {}, {}
+        return retry
 
     # -- settings -------------------------------------------------------------------------
     async def load_settings(self) -> None:
@@ -422,9 +447,17 @@ class Context:
         deadline plus as much again (at least 1 s) for our own request and read."""
         return self.cancel_deadline + max(1.0, self.cancel_deadline)
 
+    @property
+    def close_within(self) -> float:
+        """How soon after its terminal event a stream must end: the profile's
+        terminal_close_seconds, widened by the timing slack."""
+        return self.profile.timing["terminal_close_seconds"] * self.timing_slack
+
     def tolerance(self, seconds: float) -> float:
+        """The tolerance on a timing of ``seconds``: the profile's fraction of it (at least its
+        minimum), widened by the timing slack."""
         timing = self.profile.timing
-        return max(timing["tolerance_fraction"] * seconds, timing["tolerance_min_seconds"])
+        return max(timing["tolerance_fraction"] * seconds, timing["tolerance_min_seconds"]) * self.timing_slack
 
     @property
     def events(self) -> dict[str, str]:
@@ -620,7 +653,34 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-async def run_case(case_: Case, ctx: Context, *, registry: Registry = REGISTRY) -> CaseResult:
+async def run_case(case_: Case, ctx: Context, *, registry: Registry = REGISTRY, tries: int = TIMING_TRIES,
+                   pause: float = 1.0) -> CaseResult:
+    """Run a case; while its only verdict is a timing breach that the machine's measured
+    starvation explains (``confounded``), try it again, up to ``tries`` in all, ``pause`` apart.
+    A breach that starvation cannot explain is a ``fail`` at once; a try that passes is the
+    verdict (the earlier tries are kept in ``retries``); confounded every time is ``error``."""
+    earlier: list[dict[str, Any]] = []
+    for attempt in range(1, max(1, tries) + 1):
+        result = await _run_once(case_, ctx if attempt == 1 else ctx.for_retry(), registry)
+        if not result.confounded:
+            break
+        first = next(f for f in result.findings if f.severity == Severity.CONFOUNDED)
+        earlier.append({"try": attempt, "finding": first.message, "expected": first.expected,
+                        "observed": first.observed, "durationMs": result.duration_ms})
+        if attempt < tries:
+            await trio.sleep(pause)  # a burst of contention passes; a busy machine stays busy
+    if result.confounded:
+        earlier.pop()  # the last try is the result itself
+        first = next(f for f in result.findings if f.severity == Severity.CONFOUNDED)
+        result = dataclasses.replace(result, reason=(
+            f"not judged: in {len(earlier) + 1} tries the machine's measured starvation explained the timing "
+            f"breach ({first.message}: expected {first.expected}, observed {first.observed}). The machine was "
+            f"too busy to measure the target: run fewer jobs in parallel, give --timing-slack FACTOR, or use a "
+            f"bigger runner"))
+    return dataclasses.replace(result, retries=tuple(earlier)) if earlier else result
+
+
+async def _run_once(case_: Case, ctx: Context, registry: Registry) -> CaseResult:
     judge = Judge()
     started = time.monotonic()
     outcome, reason = None, ""
@@ -666,6 +726,8 @@ async def run_case(case_: Case, ctx: Context, *, registry: Registry = REGISTRY) 
                 f"ended its wait; please report it. Last step: {last}")
     if outcome is None:
         outcome = judge.outcome()
+        if outcome == Outcome.ERROR:
+            reason = "confounded"  # run_case words it, with the starvation, once no try remains
     return CaseResult(
         id=case_.id, title=case_.title_for(ctx.profile), invariants=case_.invariants, outcome=outcome,
         duration_ms=int((time.monotonic() - started) * 1000), findings=tuple(judge.findings),

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                           "fail the gate, listed cases that pass now do")
     run.add_argument("--browser", metavar="PATH", help="Chromium for family 10 (default: $SSE_HARNESS_BROWSER, "
                      "else chromium on PATH; none: family 10 skips)")
+    run.add_argument("--timing-slack", type=float, metavar="FACTOR",
+                     help="widen every timing tolerance by FACTOR (>= 1) for a runner known to be slow; "
+                          "the report's header says so (profile: [timing].timing_slack)")
     listing = sub.add_parser("list", help="list the cases")
     listing.add_argument("--cases", action="append", default=[], metavar="MODULE_OR_FILE")
     listing.add_argument("--profile", help="show titles with this profile's values")
@@ -132,7 +135,7 @@ async def _run_main(args, console: Console) -> int:
         console.print(f"[red]unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
         return 2
     try:
-        profile = load_profile(args.profile, base_url=args.target)
+        profile = load_profile(args.profile, base_url=args.target).with_timing_slack(args.timing_slack)
     except ProfileError as exc:
         console.print(f"[red]bad profile: {exc}")
         return 2

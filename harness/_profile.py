@@ -52,6 +52,14 @@ class Profile:
     def with_base_url(self, base_url: str) -> "Profile":
         return dataclasses.replace(self, base_url=base_url)
 
+    def with_timing_slack(self, factor: float | None) -> "Profile":
+        """The profile with --timing-slack in force (None: as the profile says)."""
+        if factor is None:
+            return self
+        if not factor >= 1:
+            raise ProfileError(f"--timing-slack must be a factor >= 1 (it only widens tolerances), not {factor!r}")
+        return dataclasses.replace(self, timing={**self.timing, "timing_slack": float(factor)})
+
     def headers(self) -> dict[str, str]:
         return dict([self.auth_header]) if self.auth_header else {}
 
@@ -138,6 +146,9 @@ def load_profile(path: str | Path | None = None, *, base_url: str | None = None)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ProfileError(f"[timing].{key} must be a number >= 0, not {value!r}")
         timing[key] = float(value)
+    if not timing["timing_slack"] >= 1:
+        raise ProfileError(f"[timing].timing_slack must be a factor >= 1 (it only widens tolerances), "
+                           f"not {timing['timing_slack']!r}")
     restart = data["restart"]
     if not isinstance(restart["command"], str):
         raise ProfileError("[restart].command must be a string (empty: the target cannot be restarted)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ import trio
 
 from ._cases import REGISTRY, Case, CaseResult, Context, HarnessError, Outcome, load_cases, run_case
 from ._profile import Profile
+from ._starvation import descendants, find_listening_pid, process_name
 from ._version import VERSION
 
 __all__ = ["RunReport", "run_suite", "select_cases"]
@@ -69,6 +71,33 @@ def select_cases(only: Sequence[str] = (), skip: Sequence[str] = (), *,
     return sorted(chosen, key=lambda c: c.sort_key)
 
 
+def _observe_target(ctx: Context, base_url: str, pid: int | None) -> None:
+    """Watch the target's wait for a core while cases run, when it runs on this host and its
+    process can be seen: the pid given (the embedded server), else the one listening on the
+    target's port; with its children of the same name (workers), looked up every 2 s, and found
+    again by its port when it was restarted (family 11)."""
+    if not ctx.same_host:
+        return
+    port = urlsplit(base_url).port or (443 if base_url.startswith("https") else 80)
+    how = "started by the harness" if pid is not None else f"listening on port {port}"
+    pid = pid if pid is not None else find_listening_pid(port)
+    if pid is None:
+        return  # a same-host target we cannot see: the machine's CPU pressure bounds it instead
+    name = process_name(pid)
+    found: dict[str, Any] = {"at": time.monotonic(), "pid": pid, "pids": [pid, *descendants(pid, named=name)]}
+
+    def pids() -> list[int]:
+        now = time.monotonic()
+        if now - found["at"] > 2.0:
+            found["at"] = now
+            if not os.path.exists(f"/proc/{found['pid']}"):
+                found["pid"] = find_listening_pid(port) or found["pid"]
+            found["pids"] = [found["pid"], *descendants(found["pid"], named=name)]
+        return found["pids"]
+
+    ctx.starvation.observe("target", pids, f"pid {pid} ({name or '?'}, {how})")
+
+
 def is_same_host(base_url: str, setting: str = "auto") -> bool:
     if setting in ("yes", "no"):
         return setting == "yes"
@@ -114,8 +143,9 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
                 async with limiter:
                     done(await run_case(c, ctx))
 
+            _observe_target(ctx, profile.base_url, (options or {}).get("target_pid"))
             async with trio.open_nursery() as probe:
-                probe.start_soon(ctx.lag.run)
+                probe.start_soon(ctx.starvation.run)
                 async with trio.open_nursery() as nursery:
                     for c in cases:
                         if not c.exclusive:
@@ -135,6 +165,9 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
             "cancelDeadlineSeconds": ctx.cancel_deadline,
             "jobsCreated": len(ctx.created_jobs),
             "harnessLoopDelayMaxMs": round(max((lag for _, lag in ctx.lag.samples), default=0.0) * 1000, 1),
+            "timingSlack": ctx.timing_slack,
+            "starvation": ctx.starved().figures(),
+            "retriedCases": sum(1 for r in results.values() if r.retries),
         }
     ordered = tuple(results[c.id] for c in cases if c.id in results)
     return RunReport(profile.base_url, profile.name, started_at, int((time.monotonic() - started) * 1000), ordered,

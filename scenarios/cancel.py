@@ -51,17 +51,22 @@ async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, ex
         return
     latency = cancelled[0].arrived_at - sent
     deadline = ctx.cancel_deadline
+    during = ctx.starved().explained(sent, cancelled[0].arrived_at)
     judge.evidence["cancelLatencyMs"] = round(latency * 1000, 1)
     judge.evidence["deadlineMs"] = deadline * 1000
+    judge.evidence["starvation"] = during.figures()
     # 100 ms on top of the deadline covers our own request and read on this host.
-    judge.expect(latency <= deadline + 0.1, "the job did not end within the cancel deadline",
-                 f"<= {deadline * 1000:.0f} ms", f"{latency * 1000:.0f} ms", cancelled[0].id)
+    judge.add(checks.over_limit("the job did not end within the cancel deadline", measured=latency,
+                                limit=deadline + 0.1 * ctx.timing_slack, explained=during,
+                                expected=f"<= {deadline * 1000:.0f} ms", observed=f"{latency * 1000:.0f} ms",
+                                event_id=cancelled[0].id))
     data = parse_data(cancelled[0]) or {}
     judge.expect(data.get("status") == ctx.profile.statuses["canceled"], "cancellation event status",
                  ctx.profile.statuses["canceled"], data.get("status"), cancelled[0].id)
     if expect_stage is not None:
         judge.expect(data.get("stage") == expect_stage, "cancelled in the wrong stage", expect_stage, data.get("stage"))
-    judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
+    judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.close_within,
+                                    starvation=ctx.starved()))
     judge.add(checks.check_ids(events))
     snap = await ctx.api.snapshot(job_id)
     status = snap.json.get("status") if isinstance(snap.json, dict) else snap.status

@@ -6,15 +6,16 @@ import json
 import statistics
 from typing import Any, Sequence
 
-from harness import End, Event, Notice, Profile, Retry, Segment
-from harness._invariants import (ID_NOT_DECIMAL, Breach, IdOrder, JobAndTs, ProgressOrder, TerminalWatch,
-                                 blocked_during, is_number, silence_breach)
+from harness import End, Event, Explained, Notice, Profile, Retry, Segment, Severity, Starvation
+from harness._invariants import (ID_NOT_DECIMAL, NOT_CLOSED, Breach, IdOrder, JobAndTs, ProgressOrder, TerminalWatch,
+                                 blocked_during, is_number)
 
 from ._core import Finding, parse_data
 
 __all__ = [
     "blocked_during", "check_cadence", "check_format", "check_headers", "check_ids", "check_job_and_ts", "check_keepalive",
     "check_lateness", "check_progress", "check_replay", "check_terminal", "lateness_ms", "longest_silence",
+    "outside_range", "over_limit",
 ]
 
 REQUIRED = {
@@ -97,16 +98,61 @@ def check_job_and_ts(events: Sequence[Event], job_id: str) -> list[Finding]:
     return findings
 
 
-def check_terminal(segment: Segment, profile: Profile, *, close_within: float) -> list[Finding]:
+def over_limit(message: str, *, measured: float, limit: float, explained: Explained | None, expected: Any,
+               observed: str, event_id: str | None = None) -> list[Finding]:
+    """A timing over its limit is the target's fail, unless the machine's measured starvation in
+    the measured window (``explained``) is large enough to explain the excess: then the finding
+    is ``confounded`` (the case is tried again; confounded every time, it is an ``error``).
+    Either way the starvation figure stands beside the observation."""
+    if measured <= limit:
+        return []
+    if explained is None:
+        return [Finding(message, expected, observed, event_id)]
+    if measured - explained.total <= limit:
+        return [Finding(message, expected, f"{observed}; {explained.describe()}: enough to explain it", event_id,
+                        Severity.CONFOUNDED)]
+    return [Finding(message, expected, f"{observed}; {explained.describe()}: not enough to explain it", event_id)]
+
+
+def outside_range(message: str, *, measured: float, low: float, high: float, uncertainty: float,
+                  explained: Explained | None, expected: Any, observed: str) -> list[Finding]:
+    """A timing that must lie in [low, high], measured to within +- ``uncertainty`` (our own
+    stalls can shift either end of an interval we time). Outside even with the uncertainty and
+    the starvation taken into account: the target's fail; outside only without them: confounded."""
+    if low <= measured <= high:
+        return []
+    slack = uncertainty + (explained.total if explained is not None else 0.0)
+    note = f"; {explained.describe()}" if explained is not None else ""
+    if low - slack <= measured <= high + slack:
+        return [Finding(message, expected, f"{observed} (measured to +-{uncertainty * 1000:.0f} ms){note}: "
+                                           f"enough to explain it", None, Severity.CONFOUNDED)]
+    return [Finding(message, expected, f"{observed} (measured to +-{uncertainty * 1000:.0f} ms){note}: "
+                                       f"not enough to explain it")]
+
+
+def check_terminal(segment: Segment, profile: Profile, *, close_within: float,
+                   starvation: Starvation | None = None) -> list[Finding]:
     """Invariant 3: exactly one terminal event, it is the last, and the server ends the
-    response within ``close_within`` seconds of it."""
+    response within ``close_within`` seconds of it (a late close that the machine's starvation
+    in that window explains is confounded, not the target's fail)."""
     watch = TerminalWatch(profile.terminal_events)
     for event in segment.events:
         watch.see(event)
-    ended = watch.end(server_closed=segment.end == End.SERVER_CLOSED, ended_at=segment.ended_at,
+    closed = segment.end == End.SERVER_CLOSED
+    ended = watch.end(server_closed=closed, ended_at=segment.ended_at,
                       close_within=close_within, how=f"{segment.end}: {segment.end_detail}")
     if watch.terminal is None:
         return [_finding(b) for b in ended]
+    waited = segment.ended_at - watch.terminal.arrived_at
+    if closed and waited > close_within:
+        # Timed: judged against what the machine may have cost in that window.
+        ended = [b for b in ended if b.kind != NOT_CLOSED]
+        explained = starvation.explained(watch.terminal.arrived_at, segment.ended_at) if starvation else None
+        late = over_limit("response ended too late after the terminal event", measured=waited, limit=close_within,
+                          explained=explained, expected=f"<= {close_within}s", observed=f"{waited:.3f}s",
+                          event_id=watch.terminal.id)
+    else:
+        late = []
     findings = []
     if len(watch.terminals) > 1:
         findings.append(Finding("more than one terminal event", 1, [f"{e.id}:{e.type}" for e in watch.terminals],
@@ -114,7 +160,7 @@ def check_terminal(segment: Segment, profile: Profile, *, close_within: float) -
     if watch.after:
         findings.append(Finding("events after the terminal event", "none",
                                 [f"{e.id}:{e.type}" for e in watch.after], watch.after[0].id))
-    return findings + [_finding(b) for b in ended]
+    return findings + [_finding(b) for b in ended] + late
 
 
 def check_headers(segment: Segment) -> list[Finding]:
@@ -154,35 +200,70 @@ def longest_silence(segment: Segment, *, start: float | None = None, end: float 
 
 
 def check_keepalive(segment: Segment, *, interval: float, tolerance: float, start: float | None = None,
-                    end: float | None = None, lag_samples: Sequence[tuple[float, float]] = ()) -> list[Finding]:
+                    end: float | None = None, lag_samples: Sequence[tuple[float, float]] = (),
+                    starvation: Starvation | None = None) -> list[Finding]:
     """Invariant 5: no silence on the open stream longer than interval + tolerance.
 
-    A silence is measured by when we read the bytes; the time our own event loop was
-    measurably blocked during it is the harness's delay, not the server's, and is taken off.
+    A silence is measured by when we read the bytes: our own stalls during it (``starvation``,
+    or only our loop's ``lag_samples``) and a same-host target's wait for a core may explain a
+    breach; then it is confounded, not the target's fail.
     """
     silence, at = longest_silence(segment, start=start, end=end)
-    breach = silence_breach(silence, at, interval=interval, tolerance=tolerance,
-                            own=blocked_during(lag_samples, at, at + silence), since_start=at - segment.started_at)
-    return [_finding(breach)] if breach else []
+    limit = interval + tolerance
+    if silence <= limit:
+        return []
+    starvation = starvation if starvation is not None else Starvation(own=tuple(lag_samples))
+    explained = starvation.explained(at, at + silence)
+    return over_limit("silence longer than the keep-alive interval", measured=silence, limit=limit,
+                      explained=explained, expected=f"<= {limit:.2f}s",
+                      observed=f"{silence:.2f}s starting {at - segment.started_at:.2f}s into the stream")
 
 
 def lateness_ms(segment: Segment) -> list[float]:
     """For each event: arrival (wall clock) minus its ts, in ms."""
+    return [late for _, late in _lateness(segment)]
+
+
+def _lateness(segment: Segment) -> list[tuple[Event, float]]:
     out = []
     for event in segment.events:
         ts = (parse_data(event) or {}).get("ts")
         if is_number(ts):
-            out.append(segment.wall(event.arrived_at) * 1000 - ts)
+            out.append((event, segment.wall(event.arrived_at) * 1000 - ts))
     return out
 
 
-def check_lateness(segment: Segment, *, p50_limit_ms: float, p95_limit_ms: float) -> list[Finding]:
-    """Delivery not buffered: most events arrive within p50_limit of their ts."""
-    values = sorted(lateness_ms(segment))
-    if len(values) < 5:
-        return [Finding("too few events with ts to judge delivery", ">= 5", len(values))]
-    p50 = statistics.median(values)
-    p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    values = sorted(values)
+    return statistics.median(values), values[min(len(values) - 1, int(len(values) * 0.95))]
+
+
+def check_lateness(segment: Segment, *, p50_limit_ms: float, p95_limit_ms: float,
+                   starvation: Starvation | None = None) -> list[Finding]:
+    """Delivery not buffered: most events arrive within p50_limit of their ts. Each event's
+    lateness is also taken net of what the machine may have cost between its ts and its arrival
+    (``starvation``): a breach that only the raw figures show is confounded."""
+    timed = _lateness(segment)
+    if len(timed) < 5:
+        return [Finding("too few events with ts to judge delivery", ">= 5", len(timed))]
+    p50, p95 = _percentiles([late for _, late in timed])
+    if starvation is not None and (p50 > p50_limit_ms or p95 > p95_limit_ms):
+        net = []
+        for event, late in timed:
+            stamped = event.arrived_at - late / 1000  # its ts on our monotonic clock
+            net.append(late - starvation.explained(stamped, event.arrived_at).total * 1000)
+        net50, net95 = _percentiles(net)
+        whole = starvation.explained(segment.started_at, segment.ended_at).describe()
+        findings = []
+        for name, raw, net_value, limit in (("p50", p50, net50, p50_limit_ms), ("p95", p95, net95, p95_limit_ms)):
+            if raw > limit:
+                explains = net_value <= limit
+                findings.append(Finding(
+                    "events are delivered late (buffered or batched)", f"{name} <= {limit} ms",
+                    f"{name} {raw:.0f} ms, {net_value:.0f} ms net of the starvation in each event's window "
+                    f"(over the job: {whole}): {'enough' if explains else 'not enough'} to explain it", None,
+                    Severity.CONFOUNDED if explains else Severity.FAIL))
+        return findings
     findings = []
     if p50 > p50_limit_ms:
         findings.append(Finding("events are delivered late (buffered or batched)", f"p50 <= {p50_limit_ms} ms", f"p50 {p50:.0f} ms"))
@@ -191,8 +272,11 @@ def check_lateness(segment: Segment, *, p50_limit_ms: float, p95_limit_ms: float
     return findings
 
 
-def check_cadence(events: Sequence[Event], profile: Profile, *, interval: float, tolerance: float) -> list[Finding]:
-    """step-progress at least every ``interval`` while a stage works (by the server's ts)."""
+def check_cadence(events: Sequence[Event], profile: Profile, *, interval: float, tolerance: float,
+                  starvation: Starvation | None = None, wall_offset: float = 0.0) -> list[Finding]:
+    """step-progress at least every ``interval`` while a stage works (by the server's ts). A gap
+    that the target's own wait for a core in it explains (``starvation``; ts to our monotonic
+    clock by ``wall_offset``, the recording's) is confounded, not the target's fail."""
     findings = []
     working: str | None = None
     last_ts = None
@@ -207,8 +291,12 @@ def check_cadence(events: Sequence[Event], profile: Profile, *, interval: float,
         if working and is_number(ts) and last_ts is not None:
             gap = (ts - last_ts) / 1000
             if gap > interval + tolerance:
-                findings.append(Finding(f"no progress for {gap:.2f}s while {working} worked",
-                                        f"<= {interval + tolerance:.2f}s", f"{gap:.2f}s", event.id))
+                began = last_ts / 1000 - wall_offset
+                explained = starvation.explained(began, began + gap, own=False) if starvation is not None else None
+                findings += over_limit(f"no progress for {gap:.2f}s while {working} worked", measured=gap,
+                                       limit=interval + tolerance, explained=explained,
+                                       expected=f"<= {interval + tolerance:.2f}s", observed=f"{gap:.2f}s",
+                                       event_id=event.id)
         if working and is_number(ts):
             last_ts = ts
         if len(findings) >= 20:

@@ -29,7 +29,8 @@ def _fail_case(number: int, name: str):
         types = [e.type for e in events]
         judge.evidence["lastEvents"] = types[-3:]
         judge.add(overdue(segment, f"the failure in {stage}: an error event, then {ctx.events['failed']}"))
-        judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
+        judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.close_within,
+                                        starvation=ctx.starved()))
         judge.add(checks.check_ids(events))
         errors = data_of(events, ctx.events["error"])
         failed = data_of(events, ctx.events["failed"])
@@ -77,4 +78,5 @@ async def warn_at(ctx: Context, judge: Judge) -> None:
             judge.expect(bool(warnings[0].get(key)), f"warning lacks {key}", "text", warnings[0].get(key))
     judge.expect(bool(events) and events[-1].type == ctx.events["completed"], "the job did not complete after a warning",
                  ctx.events["completed"], events[-1].type if events else None)
-    judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
+    judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.close_within,
+                                    starvation=ctx.starved()))

@@ -48,8 +48,11 @@ async def not_buffered(ctx: Context, judge: Judge) -> None:
         judge.informational = True
         judge.step("target on another host: clocks differ, lateness is shown, not judged")
         return
-    limit = ctx.profile.timing["max_lateness_ms"]
-    judge.add(checks.check_lateness(recording.segment, p50_limit_ms=limit, p95_limit_ms=4 * limit))
+    limit = ctx.profile.timing["max_lateness_ms"] * ctx.timing_slack
+    starvation = ctx.starved()
+    segment = recording.segment
+    judge.evidence["starvation"] = starvation.explained(segment.started_at, segment.ended_at).figures()
+    judge.add(checks.check_lateness(segment, p50_limit_ms=limit, p95_limit_ms=4 * limit, starvation=starvation))
 
 
 def _spec_events(raw: bytes) -> list[tuple[str, str, str]]:

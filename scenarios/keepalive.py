@@ -32,13 +32,13 @@ async def stalled_stream(ctx: Context) -> tuple[str, Segment, float]:
 def judge_silences(ctx: Context, judge: Judge, segment: Segment, min_comments: int) -> None:
     interval, tolerance = ctx.keepalive, ctx.tolerance(ctx.keepalive)
     silence, at = checks.longest_silence(segment)
-    lag = list(ctx.lag.samples)
-    own = checks.blocked_during(lag, at, at + silence)
+    starvation = ctx.starved()
+    during = starvation.explained(at, at + silence)
     judge.evidence.update(keepaliveSeconds=interval, toleranceSeconds=tolerance, longestSilence=round(silence, 3),
-                          harnessDelayDuringIt=round(own, 3), commentSpacing=comment_spacing(segment),
-                          comments=len(segment.comments))
-    judge.step(f"longest silence {silence:.2f}s ({own:.2f}s of it our own delay) against {interval}s + {tolerance:.2f}s")
-    judge.add(checks.check_keepalive(segment, interval=interval, tolerance=tolerance, lag_samples=lag))
+                          harnessDelayDuringIt=round(during.own, 3), starvation=during.figures(),
+                          commentSpacing=comment_spacing(segment), comments=len(segment.comments))
+    judge.step(f"longest silence {silence:.2f}s ({during.describe()}) against {interval}s + {tolerance:.2f}s")
+    judge.add(checks.check_keepalive(segment, interval=interval, tolerance=tolerance, starvation=starvation))
     judge.expect(len(segment.comments) >= min_comments, "too few keep-alive comments", f">= {min_comments}",
                  len(segment.comments))
 

@@ -43,8 +43,10 @@ async def terminal(ctx: Context, judge: Judge) -> None:
     judge.evidence["end"] = {"how": segment.end, "detail": segment.end_detail}
     if events and events[-1].type in ctx.profile.terminal_events:
         judge.evidence["closeAfterTerminalMs"] = round((segment.ended_at - events[-1].arrived_at) * 1000, 1)
+        judge.evidence["starvation"] = ctx.starved().explained(events[-1].arrived_at, segment.ended_at).figures()
     judge.add(overdue(segment, "the job's next event, up to its terminal event"))
-    judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
+    judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.close_within,
+                                    starvation=ctx.starved()))
     judge.expect(bool(events) and events[-1].type == ctx.events["completed"], "the job did not complete",
                  ctx.events["completed"], events[-1].type if events else None)
 
@@ -60,7 +62,10 @@ async def cadence(ctx: Context, judge: Judge) -> None:
         segment = (await lifecycle(ctx)).segment
     events = segment.events
     interval = ctx.profile.timing["progress_interval_seconds"]
-    judge.add(checks.check_cadence(events, ctx.profile, interval=interval, tolerance=ctx.tolerance(interval) / 2))
+    starvation = ctx.starved()
+    judge.add(checks.check_cadence(events, ctx.profile, interval=interval, tolerance=ctx.tolerance(interval) / 2,
+                                   starvation=starvation, wall_offset=segment.wall_offset))
+    judge.evidence["starvation"] = starvation.explained(segment.started_at, segment.ended_at, own=False).figures()
     stamps = [(parse_data(e) or {}).get("ts") for e in events]
     gaps = [b - a for a, b in zip(stamps, stamps[1:]) if isinstance(a, (int, float)) and isinstance(b, (int, float))]
     if gaps:

@@ -178,7 +178,8 @@ def _judge_resume(judge: Judge, ctx: Context, r: Restarted) -> None:
                    f"{r.after.end}: {r.after.end_detail}")
         return
     if r.after.status == 200:
-        judge.add(checks.check_terminal(r.after, ctx.profile, close_within=ctx.profile.timing["terminal_close_seconds"]))
+        judge.add(checks.check_terminal(r.after, ctx.profile, close_within=ctx.close_within,
+                                        starvation=ctx.starved()))
     last = terminal[-1]
     data = parse_data(last) or {}
     judge.evidence["terminal"] = {"id": last.id, "type": last.type, "data": {k: data.get(k) for k in ("status", "error")}}
