@@ -205,12 +205,16 @@ async def _run_main(args, console: Console) -> int:
             verdict += " [dim](expected)[/]"
         elif r.id in report.stale:
             verdict += " [bold red](stale in baseline)[/]"
+        if r.retries:
+            verdict += f" [dim](try {len(r.retries) + 1})[/]"
         table.add_row(r.id, verdict, r.title, str(r.duration_ms), first[:70])
     console.print(table)
     counts = {o: report.count(o) for o in OUTCOMES}
     console.print(f"{counts[Outcome.PASS]} passed, {counts[Outcome.FAIL]} failed, {counts[Outcome.NON_STRICT]} "
                   f"non-strict, {counts[Outcome.INFO]} info, {counts[Outcome.ERROR]} errors, "
-                  f"{counts[Outcome.SKIP]} skipped in {report.duration_ms / 1000:.1f} s")
+                  f"{counts[Outcome.SKIP]} skipped in {report.duration_ms / 1000:.1f} s"
+                  + (f"; {sum(1 for r in report.results if r.retries)} tried again (starvation explained a timing "
+                     f"breach)" if any(r.retries for r in report.results) else ""))
     if report.expected:
         console.print(f"[dim]{len(report.expected)} failure(s) expected by the baseline: "
                       f"{', '.join(sorted(report.expected))}")

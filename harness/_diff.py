@@ -30,12 +30,17 @@ def fails_gate(case: dict[str, Any], strict: bool = False) -> bool:
     return outcome in failing and not case.get("expected")
 
 
-def verdict(case: dict[str, Any]) -> str:
-    """The outcome, with what a baseline said of it."""
+def verdict(case: dict[str, Any], *, tries: bool = True) -> str:
+    """The outcome, with what a baseline said of it, or (with ``tries``) that the machine's
+    starvation made the case be tried again."""
     if case.get("stale"):
         return f"{case['outcome']} (stale in the baseline)"
     if case.get("expected"):
         return f"{case['outcome']} (expected)"
+    if case.get("confounded"):
+        return f"{case['outcome']} (confounded)"
+    if case.get("retries") and tries:
+        return f"{case['outcome']} (on try {len(case['retries']) + 1})"
     return case["outcome"]
 
 
@@ -56,7 +61,7 @@ class OutcomeChange:
     title: str
     old: str
     new: str
-    kind: str  # "regression" | "fixed" | "changed"
+    kind: str  # "regression" | "fixed" | "changed" | "unstable" (the machine, not the target, decided it)
     finding: str  # the new run's first finding or reason
 
 
@@ -94,6 +99,10 @@ class Diff:
     figures: tuple[FigureChange, ...]  # worse first
     threshold: float  # relative, 0.2 = 20 %
     notes: tuple[str, ...]  # e.g. the targets differ
+    # Cases of the new run whose timing verdict the machine's starvation explained on some try:
+    # passed on a later try, or confounded in every try (an error that is no regression of the
+    # target). Listed, never counted as regressions.
+    unstable: tuple[CaseRow, ...] = ()
 
     @property
     def regressions(self) -> tuple[OutcomeChange, ...]:
@@ -181,13 +190,15 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], *, threshold: float =
         changes.append(OutcomeChange("run", "the run as a whole", "done", "not done", "regression", str(new["error"])))
     for case_id in sorted(old_cases.keys() & new_cases.keys(), key=id_key):
         was, now = verdict(old_cases[case_id]), verdict(new_cases[case_id])
-        if was == now:
+        if verdict(old_cases[case_id], tries=False) == verdict(new_cases[case_id], tries=False):
             continue
         failed, fails = fails_gate(old_cases[case_id], strict), fails_gate(new_cases[case_id], strict)
         kind = "regression" if fails and not failed else "fixed" if failed and not fails else "changed"
+        if kind == "regression" and new_cases[case_id].get("confounded"):
+            kind = "unstable"  # not judged: the machine was too busy; no regression of the target
         changes.append(OutcomeChange(case_id, str(new_cases[case_id].get("title", "")), was, now, kind,
                                      _first(new_cases[case_id])))
-    order = {"regression": 0, "changed": 1, "fixed": 2}
+    order = {"regression": 0, "unstable": 1, "changed": 2, "fixed": 3}
     changes.sort(key=lambda c: order[c.kind])  # stable: case order within each kind
 
     def rows(ids, cases) -> tuple[CaseRow, ...]:
@@ -212,8 +223,10 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], *, threshold: float =
         notes.append(f"the profiles differ: {old.get('profile')} then {new.get('profile')}")
     if old.get("error"):
         notes.append(f"the old run could not be done: {old['error']}")
+    unstable = [i for i, c in new_cases.items() if c.get("retries") or c.get("confounded")]
     return Diff(_label(old), _label(new), tuple(changes), rows(new_cases.keys() - old_cases.keys(), new_cases),
-                rows(old_cases.keys() - new_cases.keys(), old_cases), tuple(figures), threshold, tuple(notes))
+                rows(old_cases.keys() - new_cases.keys(), old_cases), tuple(figures), threshold, tuple(notes),
+                rows(unstable, new_cases))
 
 
 # -- presentation ---------------------------------------------------------------------------------
@@ -235,7 +248,8 @@ def _summary(diff: Diff) -> str:
     kinds = [c.kind for c in diff.outcomes]
     worse = sum(1 for f in diff.figures if f.worse)
     return (f"{_n(kinds.count('regression'), 'regression')}, {kinds.count('fixed')} fixed, "
-            f"{_n(kinds.count('changed'), 'other change')}, {_n(len(diff.added), 'new case')}, "
+            f"{_n(kinds.count('changed'), 'other change')}, {len(diff.unstable)} unstable, "
+            f"{_n(len(diff.added), 'new case')}, "
             f"{len(diff.removed)} removed, {_n(len(diff.figures), 'figure')} moved beyond "
             f"{diff.threshold * 100:g} % ({worse} worse)")
 
@@ -254,7 +268,8 @@ def to_markdown(diff: Diff) -> str:
         lines += [f"| {c.case_id} | {'❌ ' if c.kind == 'regression' else '✅ ' if c.kind == 'fixed' else ''}{c.kind} "
                   f"| {c.old} | {c.new} | {_md(c.title)} | {_md(c.finding)} |" for c in diff.outcomes]
         lines.append("")
-    for heading, rows in (("New cases", diff.added), ("Removed cases", diff.removed)):
+    for heading, rows in (("New cases", diff.added), ("Removed cases", diff.removed),
+                          ("Unstable: the machine's starvation explained a timing breach (tried again)", diff.unstable)):
         if rows:
             lines += [f"## {heading}", "", "| case | outcome | title |", "| --- | --- | --- |"]
             lines += [f"| {r.case_id} | {r.outcome} | {_md(r.title)} |" for r in rows]
@@ -265,12 +280,12 @@ def to_markdown(diff: Diff) -> str:
         lines += [f"| {f.case_id or 'run'} | {f.figure} | {_fmt(f.old)} {f.unit} | {_fmt(f.new)} {f.unit} | "
                   f"{'🔺' if f.worse else '🔻'} {_change(f)} |" for f in diff.figures]
         lines.append("")
-    if not (diff.outcomes or diff.added or diff.removed or diff.figures):
+    if not (diff.outcomes or diff.added or diff.removed or diff.figures or diff.unstable):
         lines += ["Nothing changed.", ""]
     return "\n".join(lines)
 
 
-_KIND_STYLE = {"regression": "bold red", "fixed": "green", "changed": "yellow"}
+_KIND_STYLE = {"regression": "bold red", "fixed": "green", "changed": "yellow", "unstable": "magenta"}
 
 
 def print_tables(diff: Diff, console: Console) -> None:
@@ -282,7 +297,8 @@ def print_tables(diff: Diff, console: Console) -> None:
         for c in diff.outcomes:
             table.add_row(c.case_id, f"[{_KIND_STYLE[c.kind]}]{c.kind}[/]", c.old, c.new, c.title, c.finding[:70])
         console.print(table)
-    for heading, rows in (("new cases", diff.added), ("removed cases", diff.removed)):
+    for heading, rows in (("new cases", diff.added), ("removed cases", diff.removed),
+                          ("unstable (tried again: the machine's starvation explained a timing breach)", diff.unstable)):
         if rows:
             table = Table("case", "outcome", "title", title=heading)
             for r in rows:

@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 from ._cases import Outcome, Severity
 from ._runner import RunReport
 
-__all__ = ["FORMATS", "write_reports"]
+__all__ = ["FORMATS", "timing_rows", "write_reports"]
 
 FORMATS = ("json", "junit", "html", "md")
 SCHEMA_VERSION = 1
@@ -21,12 +21,58 @@ _ICON = {Outcome.PASS: "✅", Outcome.FAIL: "❌", Outcome.NON_STRICT: "⚠️",
 
 
 def _verdict(report: RunReport, r) -> str:
-    """The outcome as the gate sees it: a baseline's expected failure or stale entry says so."""
+    """The outcome as the gate sees it: a baseline's expected failure or stale entry says so, and
+    so does a verdict reached only on a later try."""
     if r.id in report.stale:
         return f"{r.outcome} (stale in the baseline: remove it)"
     if r.id in report.expected:
         return f"{r.outcome} (expected: {report.expected[r.id]})"
+    if r.retries:
+        return f"{r.outcome} ({_tries(r)})"
     return str(r.outcome)
+
+
+def _tries(r) -> str:
+    """How a case that was tried again got its verdict."""
+    n = len(r.retries) + 1
+    if r.confounded:
+        return f"confounded in all {n} tries"
+    return f"on try {n} of {n}: {len(r.retries)} earlier confounded"
+
+
+def _starvation_line(report: RunReport) -> str:
+    """The header's line on timing: the slack in force and how starved the whole run was."""
+    env = report.environment
+    slack = env.get("timingSlack", 1.0)
+    text = (f"Timing tolerances x{slack:g}" + (" (--timing-slack)" if slack != 1 else " (the contract's)"))
+    figures = env.get("starvation") or {}
+    if figures:
+        parts = [f"the harness's loop stalled at most {figures.get('ownStallMaxMs', 0):g} ms"]
+        if figures.get("targetWaitMs") is not None:
+            parts.append(f"the target waited {figures['targetWaitMs']:g} ms for a core "
+                         f"({figures.get('targetObserved', '?')})")
+        elif figures.get("targetObserved"):
+            parts.append(f"the target: {figures['targetObserved']}")
+        if figures.get("machineStallMs") is not None:
+            parts.append(f"the machine's CPU pressure {figures['machineStallMs']:g} ms")
+        text += f"; over {figures.get('windowMs', 0) / 1000:.1f} s " + ", ".join(parts)
+    retried = sum(1 for r in report.results if r.retries)
+    if retried:
+        text += f"; {retried} case(s) tried again because starvation explained a timing breach"
+    return text + "."
+
+
+def timing_rows(report: RunReport) -> list[dict[str, Any]]:
+    """Per timing case (one whose evidence carries the starvation of its measured window): its
+    tries and the starvation figures beside its verdict."""
+    rows = []
+    for r in report.results:
+        figures = r.evidence.get("starvation")
+        if not isinstance(figures, dict) and not r.retries:
+            continue
+        rows.append({"id": r.id, "outcome": str(r.outcome), "tries": len(r.retries) + 1,
+                     **(figures if isinstance(figures, dict) else {})})
+    return rows
 
 
 def summary(report: RunReport) -> dict[str, int]:
@@ -36,6 +82,8 @@ def summary(report: RunReport) -> dict[str, int]:
         "errors": report.count(Outcome.ERROR), "skipped": report.count(Outcome.SKIP),
         "expectedFailures": sum(1 for r in report.results if r.id in report.expected),
         "staleBaselineEntries": len(report.stale),
+        "retried": sum(1 for r in report.results if r.retries),
+        "confounded": sum(1 for r in report.results if r.confounded),
     }
 
 
@@ -57,7 +105,7 @@ def to_json(report: RunReport) -> dict[str, Any]:
             {"id": r.id, "title": r.title, "invariants": list(r.invariants), "outcome": r.outcome,
              "durationMs": r.duration_ms, "reason": r.reason or None, "steps": list(r.steps),
              "findings": [_finding(f) for f in r.findings], "evidence": r.evidence, "figures": r.figures(),
-             "origin": r.origin,
+             "origin": r.origin, "retries": list(r.retries), "confounded": r.confounded,
              "expected": report.expected.get(r.id), "stale": report.stale.get(r.id)}
             for r in report.results
         ],
@@ -92,8 +140,13 @@ def to_junit(report: RunReport) -> bytes:
             ET.SubElement(case, "error", message=r.reason).text = r.reason
         elif r.outcome == Outcome.SKIP:
             ET.SubElement(case, "skipped", message=r.reason)
-        if r.outcome in (Outcome.NON_STRICT, Outcome.INFO) or r.steps:
-            ET.SubElement(case, "system-out").text = "\n".join([f"outcome: {r.outcome}", *r.steps, detail])
+        if r.outcome in (Outcome.NON_STRICT, Outcome.INFO) or r.steps or r.retries:
+            tries = [f"tries: {_tries(r)}"] + [f"try {t['try']}: {t['finding']}: observed {t['observed']}"
+                                               for t in r.retries] if r.retries else []
+            starved = r.evidence.get("starvation")
+            starved = [f"starvation in the measured window: {json.dumps(starved)}"] if starved else []
+            ET.SubElement(case, "system-out").text = "\n".join([f"outcome: {r.outcome}", *tries, *starved, *r.steps,
+                                                                detail])
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
 
 
@@ -105,7 +158,10 @@ def to_markdown(report: RunReport) -> str:
         f"Profile `{report.profile}`, started {report.started_at}, {report.duration_ms / 1000:.1f} s.",
         "",
         f"**{s['passed']} passed, {s['failed']} failed**, {s['nonStrict']} non-strict, {s['informational']} info, "
-        f"{s['errors']} errors, {s['skipped']} skipped of {s['total']}.",
+        f"{s['errors']} errors, {s['skipped']} skipped of {s['total']}"
+        + (f"; {s['retried']} tried again" if s["retried"] else "") + ".",
+        "",
+        _starvation_line(report),
         "",
     ]
     if report.error:
@@ -119,7 +175,19 @@ def to_markdown(report: RunReport) -> str:
         origin = "" if r.origin == "built-in" else f" ({r.origin})"
         lines.append(f"| {r.id} | {_ICON[r.outcome]} {_verdict(report, r)} | {r.title}{origin} | "
                      f"{first.replace('|', '/')} |")
+    timed = timing_rows(report)
+    if timed:
+        lines += ["", "Timing verdicts and the starvation in each measured window (ms): the harness's own loop "
+                      "stall, the target's wait for a core, the machine's CPU pressure.", "",
+                  "| case | outcome | tries | own stall | target wait | machine | window |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for row in timed:
+            lines.append(f"| {row['id']} | {row['outcome']} | {row['tries']} | {_ms(row.get('ownStallMs'))} | "
+                         f"{_ms(row.get('targetWaitMs'))} | {_ms(row.get('machineStallMs'))} | {_ms(row.get('windowMs'))} |")
     return "\n".join(lines) + "\n"
+
+
+def _ms(value: Any) -> str:
+    return "—" if value is None else f"{value:g}"
 
 
 # -- HTML with inline SVG plots ------------------------------------------------------------
@@ -243,25 +311,41 @@ def to_html(report: RunReport) -> str:
                            f"</code>, observed <code>{esc(json.dumps(f.observed, default=str)[:400])}</code>"
                            f"{' at event ' + esc(f.event_id) if f.event_id else ''}</li>" for f in r.findings)
         steps = "".join(f"<li>{esc(t)}</li>" for t in r.steps)
+        tries = "".join(f"<li>try {t['try']} ({t['durationMs']} ms): {esc(t['finding'])} — expected "
+                        f"<code>{esc(str(t['expected']))}</code>, observed <code>{esc(str(t['observed']))}</code></li>"
+                        for t in r.retries)
         plotted = {p.key for p in getattr(r, "plots", ()) if p.kind == "line"}
         evidence = {k: v for k, v in r.evidence.items() if k not in plotted}
         details.append(
             f'<h3 id="c{esc(r.id)}">{esc(r.id)} {esc(r.title)} — <span class="{r.outcome}">{esc(r.outcome)}</span></h3>'
             f"<p>Invariants: {esc(', '.join(r.invariants) or '—')}. {esc(r.reason)}</p>"
+            + (f"<p>Tried again ({esc(_tries(r))}): the machine's starvation explained the timing breach of</p>"
+               f"<ul>{tries}</ul>" if tries else "")
             + (f"<p>Steps:</p><ol>{steps}</ol>" if steps else "")
             + (f"<p>Findings:</p><ul>{findings}</ul>" if findings else "")
             + _plots_for(r)
             + f"<details><summary>evidence</summary><pre>{esc(json.dumps(evidence, indent=1, default=str)[:20000])}</pre></details>")
     latency_plot = _plots_across(report)
+    timed = timing_rows(report)
+    timing_table = ("<h2>Timing verdicts</h2><p>The starvation in each measured window (ms): the harness's own loop "
+                    "stall, the target's wait for a core, the machine's CPU pressure.</p><table><tr><th>case</th>"
+                    "<th>outcome</th><th>tries</th><th>own stall</th><th>target wait</th><th>machine</th><th>window</th>"
+                    "</tr>" + "".join(
+                        f"<tr><td>{esc(row['id'])}</td><td class='{esc(row['outcome'])}'>{esc(row['outcome'])}</td>"
+                        f"<td>{row['tries']}</td><td>{_ms(row.get('ownStallMs'))}</td><td>{_ms(row.get('targetWaitMs'))}"
+                        f"</td><td>{_ms(row.get('machineStallMs'))}</td><td>{_ms(row.get('windowMs'))}</td></tr>"
+                        for row in timed) + "</table>") if timed else ""
     shot = report.environment.get("pageScreenshot")  # written beside the report by the CLI
     return f"""<!doctype html><html lang="en"><meta charset="utf-8"><title>SSE conformance report</title>
 <style>{_CSS}</style><h1>SSE conformance: {esc(report.target)}</h1>
 <p>Profile <code>{esc(report.profile)}</code>; started {esc(report.started_at)}; {report.duration_ms / 1000:.1f} s.</p>
 <p><b>{s['passed']} passed, {s['failed']} failed</b>, {s['nonStrict']} non-strict, {s['informational']} info,
-{s['errors']} errors, {s['skipped']} skipped of {s['total']}.</p>
+{s['errors']} errors, {s['skipped']} skipped of {s['total']}{f"; {s['retried']} tried again" if s['retried'] else ""}.</p>
+<p>{esc(_starvation_line(report))}</p>
 {f'<p class="error">The run could not be done: {esc(report.error)}</p>' if report.error else ''}
 <table><tr><th>case</th><th>outcome</th><th>title</th><th>time</th><th>first finding</th></tr>{''.join(rows)}</table>
 {latency_plot}
+{timing_table}
 {f'<p><a href="{esc(shot)}">The target&#39;s web page mid-job (screenshot)</a></p>' if shot else ''}
 <h2>Cases</h2>{''.join(details)}
 <h2>Environment</h2><pre>{esc(json.dumps(report.environment, indent=1, default=str))}</pre></html>

@@ -167,3 +167,19 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys, content, message) -> None:
     good = write(tmp_path, "good", OLD)
     assert main(["diff", str(good), str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_case_that_passed_on_a_later_try_is_unstable_not_a_regression() -> None:
+    retried = [{"try": 1, "finding": "silence longer than the keep-alive interval", "observed": "1.9s; ...",
+                "expected": "<= 1.25s", "durationMs": 3000}]
+    new = new_run(**{"5_1": {"retries": retried},                                   # passed on try 2
+                     "6_1": {"outcome": "error", "confounded": True, "retries": retried * 2,
+                             "reason": "not judged: ... starvation ..."}})          # confounded every time
+    diff = diff_reports(OLD, new)
+    assert [(c.case_id, c.kind) for c in diff.outcomes] == [("6.1", "unstable")]
+    assert [r.case_id for r in diff.unstable] == ["5.1", "6.1"]
+    assert diff.exit_code() == 0
+    text = to_markdown(diff)
+    assert "Unstable" in text and "pass (on try 2)" in text and "0 regressions" in text
+    # A real failure beside them is still a regression.
+    assert diff_reports(OLD, new_run(**{"5_1": {"outcome": "fail", "retries": retried}})).exit_code() == 1

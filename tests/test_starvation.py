@@ -218,3 +218,40 @@ async def test_the_monitor_sees_a_stall_of_its_own_loop():
     assert starved.explained(before, before + 0.3).own >= 0.25
     assert starved.series("target") is not None and len(starved.series("target").samples) >= 3
     assert starved.figures()["targetObserved"] == "this test"
+
+
+# -- what the reports say -----------------------------------------------------------------------
+def test_reports_show_tries_and_starvation_and_count_retried_cases():
+    from harness._cases import CaseResult, Finding, Severity as S
+    from harness._reports import summary, to_html, to_json, to_junit, to_markdown
+    from harness._runner import RunReport
+
+    earlier = ({"try": 1, "finding": "silence longer than the keep-alive interval", "expected": "<= 1.25s",
+                "observed": "1.90s; the target waited 700 ms for a core: enough to explain it", "durationMs": 3100},)
+    starved = {"ownStallMs": 12.0, "targetWaitMs": 700.0, "machineStallMs": 900.0, "windowMs": 1900.0,
+               "explainedMs": 712.0}
+    passed = CaseResult("5.1", "keep-alive", ("5",), Outcome.PASS, 3000, (), {"starvation": starved}, (),
+                        retries=earlier)
+    confounded = CaseResult("6.2", "cancel", ("7",), Outcome.ERROR, 2000,
+                            (Finding("the job did not end within the cancel deadline", "<= 1000 ms", "1500 ms; ...",
+                                     None, S.CONFOUNDED),), {"starvation": starved}, (),
+                            reason="not judged: in 3 tries the machine's measured starvation explained ...",
+                            retries=earlier * 2)
+    plain = CaseResult("1.1", "healthz", (), Outcome.PASS, 5, (), {}, ())
+    report = RunReport("http://127.0.0.1:1", "contract", "2026-12-02T00:00:00Z", 9000, (plain, passed, confounded),
+                       {"timingSlack": 1.5, "starvation": {"ownStallMaxMs": 40.0, "targetWaitMs": 900.0,
+                                                           "targetObserved": "pid 7 (python3)", "windowMs": 9000.0,
+                                                           "machineStallMs": 3000.0}})
+    assert summary(report)["retried"] == 2 and summary(report)["confounded"] == 1
+    data = to_json(report)
+    by_id = {c["id"]: c for c in data["cases"]}
+    assert by_id["5.1"]["retries"][0]["try"] == 1 and by_id["6.2"]["confounded"] is True
+    assert by_id["1.1"]["retries"] == [] and by_id["1.1"]["confounded"] is False
+    md = to_markdown(report)
+    assert "2 tried again" in md and "x1.5 (--timing-slack)" in md and "target waited 900 ms" in md
+    assert "pass (on try 2 of 2: 1 earlier confounded)" in md and "confounded in all 3 tries" in md
+    assert "| 5.1 | pass | 2 | 12 | 700 | 900 | 1900 |" in md  # the timing table
+    junit = to_junit(report).decode()
+    assert "tries: on try 2 of 2" in junit and "targetWaitMs" in junit
+    page = to_html(report)
+    assert "Timing verdicts" in page and "Tried again" in page
