@@ -35,10 +35,13 @@ from . import checks
 from ._core import Context, Finding, HarnessError, Judge, Skip, TargetFault, case
 
 TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
-# A proxy connection that carried more than this carries a stream: the probe page (about 2.2 KB)
-# and a short refusal do not.
-STREAM_BYTES = 4096
 CUTS = 3
+# The cut (and the outage) acts this long after the tap sees an event on an open connection of
+# the stream: after events, not bytes, so a target with terse events is cut as soon as a verbose one.
+CUT_DELAY, OUTAGE_DELAY = 0.3, 0.4
+# A stream that left less than the delay and this much more between its first event and its
+# terminal event left no room for a cut mid-job (the margin: the cutter's polling and our loop).
+ROOM_MARGIN = 0.2
 POLL = 0.2  # how often a session looks at its page and its tap while it waits on the target
 ADVICE_SIX = ("serve HTTP/2 to browsers (one connection carries every stream), or offer one stream that "
               "multiplexes several jobs")
@@ -88,7 +91,7 @@ def _retry_seconds(segments: list[Segment]) -> float:
     return (3000 if retry is None else retry) / 1000
 
 
-OVERDUE_SILENT, OVERDUE_RECONNECT, OVERDUE_LIMIT = "silent", "reconnect", "limit"
+OVERDUE_SILENT, OVERDUE_RECONNECT, OVERDUE_HELD, OVERDUE_LIMIT = "silent", "reconnect", "held", "limit"
 
 
 def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: float, *, deadline: float,
@@ -141,6 +144,51 @@ def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: flo
         f"waited {reconnect_within:.1f}s for the browser to reconnect after its connection ended mid-job; "
         f"it did not", f"a reconnect within {reconnect_within:.1f}s (the advertised retry, at least the events "
         "deadline)", f"no request for {gap:.2f}s since the connection ended ({latest.end}); {told}")
+
+
+def connection_held(segments: Sequence[Segment], now: float, *, close_within: float,
+                    terminal: Collection[str]) -> tuple[Segment, float] | None:
+    """A connection still open more than ``close_within`` after it carried a terminal event (pure:
+    the tap's record), with how long it has been held since; None when there is none."""
+    for segment in segments:
+        if segment.end != "open":
+            continue
+        ended = next((e.arrived_at for e in segment.events if e.type in terminal), None)
+        if ended is not None and now - ended > close_within:
+            return segment, now - ended
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Room:
+    """What a stream left for a cut mid-job, from the tap's record: the time from the first event
+    on a connection to the terminal event's arrival (inf when none came), the events before it
+    and the bursts (reads within 50 ms of one another) they came in."""
+
+    seconds: float
+    events: int
+    bursts: int
+    together: int = 0  # events that reached the tap with the terminal event, in the same read
+
+    def describe(self) -> str:
+        if not self.events:
+            return (f"all {self.together} event(s) reached the tap at once, with the terminal event" if self.together
+                    else "no event reached the tap")
+        span = "no terminal event came" if self.seconds == float("inf") else \
+            f"the terminal event {self.seconds:.2f}s after the first"
+        return f"{self.events} event(s) before the job's end, in {self.bursts} burst(s); {span}"
+
+
+def cut_room(segments: Sequence[Segment], terminal: Collection[str]) -> Room:
+    """How much of the job a cut could land in (pure: the tap's record of the stream)."""
+    events = sorted((e for s in segments for e in s.events), key=lambda e: e.arrived_at)
+    end = next((e.arrived_at for e in events if e.type in terminal), float("inf"))
+    before = [e.arrived_at for e in events if e.arrived_at < end and e.type not in terminal]
+    together = sum(1 for e in events if e.arrived_at == end)
+    if not before:
+        return Room(0.0, 0, 0, together)
+    bursts = 1 + sum(1 for a, b in zip(before, before[1:]) if b - a > 0.05)
+    return Room(end - before[0], len(before), bursts, together)
 
 
 async def recording(ctx: Context) -> Recording:
@@ -249,6 +297,29 @@ class _Run:
                                                                    f"{finding.message}")
             if found is not None:
                 return found
+        return self.held(page, streams, now)
+
+    def held(self, page: PageHandle, pending: Sequence[int], now: float) -> tuple[str, Finding] | None:
+        """A stream still awaited that the browser has not requested waits for a connection (six
+        per origin); a connection the target holds open past the close-after-terminal deadline
+        (``connection_held``) is then what it waits for: the target is overdue."""
+        unasked = [s for s in pending if not any(x.target == page.streams[s] for x in page.rig.tap.exchanges)]
+        if not unasked:
+            return None
+        close_within = self.ctx.limits().after_terminal
+        for s, path in enumerate(page.streams):
+            found = connection_held([x.segment() for x in page.rig.tap.exchanges if x.target == path], now,
+                                    close_within=close_within, terminal=self.ctx.profile.terminal_events)
+            if found is not None:
+                segment, held = found
+                close = self.ctx.profile.timing["terminal_close_seconds"]
+                return OVERDUE_HELD, Finding(
+                    f"stream {s + 1} of {len(page.streams)}: the target kept the connection open after the job's "
+                    f"terminal event, so the browser had no connection for stream(s) "
+                    f"{', '.join(str(u + 1) for u in unasked)} (at most six per origin)",
+                    f"the connection closed within {close:g}s of the terminal event (waited {close_within:.1f}s)",
+                    f"still open {held:.2f}s after the terminal event, {len(segment.comments)} comment(s) since "
+                    f"the connection opened; stream(s) {', '.join(str(u + 1) for u in unasked)} never requested")
         return None
 
     @staticmethod
@@ -321,17 +392,17 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
         done = trio.Event()
 
         async def cutter() -> None:
-            cut: set[int] = set()
+            acted: set[int] = set()
             while len(cut_times) < CUTS and not done.is_set():
-                # Cut only a connection that carries the stream, 0.3 s after we see it does:
-                # never a reconnect still on its way.
-                live = [c for c in rig.proxy.connections if c.down_bytes > STREAM_BYTES and c.number not in cut]
-                if not live:
-                    await trio.sleep(0.01)
+                # Cut only a connection that carries the stream, CUT_DELAY after the tap saw an
+                # event on it (the browser has it by then): never a reconnect still on its way.
+                live = _event_seen(page, acted)
+                if live is None:
+                    await trio.sleep(0.02)
                     continue
-                cut.add(live[0].number)
-                await trio.sleep(0.3)
-                if not done.is_set() and rig.proxy.cut():
+                acted.add(id(live))
+                await trio.sleep(CUT_DELAY)
+                if not done.is_set() and live.ended_at is None and rig.proxy.cut():
                     cut_times.append(time.monotonic())  # the tap's clock
 
         await page.open()
@@ -354,14 +425,14 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: st
         done = trio.Event()
 
         async def offline() -> None:
-            while not any(c.down_bytes > STREAM_BYTES for c in rig.proxy.connections) and not done.is_set():
-                await trio.sleep(0.01)
-            await trio.sleep(0.4)
+            while _event_seen(page, ()) is None and not done.is_set():
+                await trio.sleep(0.02)
+            await trio.sleep(OUTAGE_DELAY)
             if done.is_set():
                 return
             rig.proxy.refuse(outage)
             rig.proxy.cut()
-            run.notes["outageSeconds"] = outage
+            run.notes.update(outageSeconds=outage, outageAt=time.monotonic())  # the tap's clock
             await trio.sleep(outage)
             # A browser slower to retry than the outage is long (its own 3 s default, when the
             # stream sent no retry) must still meet it: keep the network down until it has.
@@ -377,7 +448,9 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: st
         done.set()
         await trio.sleep(0.3)
         trace = await page.finish()
-    run.steps.append(f"network down {outage}s mid-job: the proxy cut the stream and refused every connection")
+    run.steps.append(f"network down {outage}s, {OUTAGE_DELAY}s after the tap saw an event: the proxy cut the "
+                     "stream and refused every connection" if "outageAt" in run.notes
+                     else "no outage: the job reached its end first")
     return run.session(trace, ids)
 
 
@@ -395,6 +468,16 @@ async def _seven(ctx: Context, browser, port: int, types: list[str], _: str) -> 
 
 
 SESSIONS = {"plain": _plain, "cut": _cut, "outage": _outage, "seven": _seven}
+
+
+def _event_seen(page: PageHandle, acted: Collection[int]) -> Any:
+    """A connection of the page's first stream, still open, answered 200, on which the tap has
+    seen an event, and not in ``acted`` (ids): one the cut or the outage may act on."""
+    for x in page.rig.tap.exchanges:
+        if x.target == page.streams[0] and x.ended_at is None and x.status == 200 and id(x) not in acted \
+                and x.segment().events:
+            return x
+    return None
 
 
 # -- judging -------------------------------------------------------------------------------
@@ -430,22 +513,51 @@ def _delivered_before(trace: PageTrace, stream: int, moment: float) -> str | Non
 
 def _cuts_mid_job(ctx: Context, session: Session) -> list[float]:
     """The cuts that landed before the terminal event reached the tap: each owes a reconnect."""
-    ended = min((e.arrived_at for s in session.trace.segments(0) for e in s.events
-                 if e.type in ctx.profile.terminal_events), default=float("inf"))
+    ended = _terminal_at(ctx, session)
     return [t for t in session.notes.get("cutTimes", ()) if t < ended]
 
 
-def _carried(trace: PageTrace) -> str:
-    """How much the stream's connections carried (the proxy acts on one past STREAM_BYTES)."""
-    sizes = [x.size for x in trace.exchanges if x.target == trace.streams[0]]
-    return (f"a connection must carry more than {STREAM_BYTES} bytes of the stream first, and the largest "
-            f"carried {max(sizes, default=0)} over {len(sizes)} connection(s) before the job's end")
+def _terminal_at(ctx: Context, session: Session) -> float:
+    """When the terminal event reached the tap (inf when it never did)."""
+    return min((e.arrived_at for s in session.trace.segments(0) for e in s.events
+                if e.type in ctx.profile.terminal_events), default=float("inf"))
 
 
-def _no_cut(session: Session, what: str) -> HarnessError:
-    """No cut landed while the job ran: the harness's proxy did not do its part."""
-    return HarnessError(f"the harness's proxy made no cut while the job ran ({session.notes.get('cuts', 0)} cut(s) "
-                        f"in all; {_carried(session.trace)}): no {what}")
+def _closed_early(ctx: Context, session: Session, before: float = float("inf")) -> Finding | None:
+    """The browser gave up on the stream for good (readyState CLOSED, before ``before``) without
+    delivering a terminal event: what the target answered made it stop (a status other than 200
+    or 204, a content type other than text/event-stream). The target's doing, with its answer."""
+    trace = session.trace
+    closed = trace.closed_at(0)
+    if closed is None or closed >= before or any(
+            e.type in ctx.profile.terminal_events and e.arrived_at <= closed for e in trace.events(0)):
+        return None
+    asked = [s for s in trace.segments(0) if s.started_at <= closed]
+    if asked:
+        last = asked[-1]
+        answer = (f"HTTP {last.status}, content-type {last.header('content-type') or 'none'}, on request "
+                  f"{len(asked)} ({len(last.events)} event(s) on it)")
+    else:
+        answer = "no request reached the target"
+    return Finding("the browser gave up on the stream for good (readyState CLOSED) before the job's end",
+                   "200 with content-type text/event-stream until the terminal event (204 once the job is over)",
+                   f"CLOSED after {answer}; {len(trace.events(0))} event(s) delivered to the page")
+
+
+def _no_room(ctx: Context, session: Session, action: str, delay: float, what: str) -> Exception:
+    """No cut (or outage: ``action``) landed mid-job and the browser did not give up: whose doing
+    that was, from the tap's record. A stream that left less than ``delay`` (and a margin) between
+    its first event and its terminal event left no room (the job in one burst: buffered delivery,
+    2.3's finding; or a job too short): a Skip that says so. Room left and nothing landed: the
+    harness's proxy did not do its part, a HarnessError."""
+    room = cut_room(session.trace.segments(0), ctx.profile.terminal_events)
+    if room.seconds < delay + ROOM_MARGIN:
+        return Skip(f"no {action} could land mid-job, so no {what}: {room.describe()}, and the {action} comes "
+                    f"{delay}s after the tap sees an event on the stream. A target that holds events back and "
+                    "sends them in bursts fails 2.3 (delivery lateness)")
+    tally = f" ({session.notes['cuts']} cut(s) in all)" if "cuts" in session.notes else ""
+    return HarnessError(f"the harness's proxy made no {action} while the job ran{tally}, although the stream left "
+                        f"room for one: {room.describe()}: no {what}")
 
 
 def _never_reconnected(judge: Judge, session: Session, cuts: list[float]) -> None:
@@ -490,10 +602,14 @@ async def browser_reconnects(ctx: Context, judge: Judge) -> None:
     trace = session.trace
     segments = trace.segments(0)
     cuts = _cuts_mid_job(ctx, session)
-    if not cuts:
-        if overdue:
+    if overdue:
+        if not cuts:
             return
-        raise _no_cut(session, "reconnect to judge")
+    elif (closed := _closed_early(ctx, session, before=cuts[0] if cuts else float("inf"))) is not None:
+        judge.add([closed])  # what the target answered made the browser give up before any cut
+        return
+    elif not cuts:
+        raise _no_room(ctx, session, "cut", CUT_DELAY, "reconnect to judge")
     judge.evidence["connections"] = [
         {"atSeconds": round(s.started_at - segments[0].started_at, 3), "lastEventIdSent": s.last_event_id_sent,
          "status": s.status, "events": len(s.events), "end": s.end} for s in segments]
@@ -513,11 +629,8 @@ async def browser_reconnects(ctx: Context, judge: Judge) -> None:
     if overdue:
         return  # the job's end never came: the replay cannot be compared whole
     judge.add(checks.check_replay(events, _reference(session, ctx)))
-    closed = trace.closed_at(0)
-    if closed is not None and not any(e.type in ctx.profile.terminal_events and e.arrived_at <= closed for e in events):
-        last = max((s for s in segments if s.started_at <= closed), key=lambda s: s.started_at)
-        judge.fail("the browser gave up for good (readyState CLOSED) before the job's end", "reconnected",
-                   f"CLOSED after a reconnect answered HTTP {last.status}")
+    if (closed := _closed_early(ctx, session)) is not None:
+        judge.add([closed])  # after a reconnect: what the target answered made the browser give up
 
 
 @case("10.3", "the browser's reconnection delay follows the stream's retry", invariants=("6",), timeout=TIMEOUT)
@@ -530,6 +643,16 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
     judge.evidence.update(retryMs=retry_ms, advertisedRetryMs=ctx.health.get("retryMs"))
     # A reconnect that never came is this case's subject; a stream that fell silent is 10.2's.
     overdue = _overdue(judge, session, OVERDUE_RECONNECT)
+    cuts, ended = _cuts_mid_job(ctx, session), _terminal_at(ctx, session)
+    if not cuts and not overdue and not any(s.ended_at < ended for s in segments[:-1]):
+        # No connection ended mid-job: the only reconnect (if any) follows the job's end, after a
+        # stream that may have come in one burst (the page's error event then waits behind it).
+        if _overdue(judge, session):
+            return  # the stream fell silent: 10.2 says so too
+        if _closed_early(ctx, session) is not None:
+            raise Skip("no reconnect to time: the browser gave up on the stream for good (readyState CLOSED) "
+                       "before any cut, at what the target answered; 10.2 reports it")
+        raise _no_room(ctx, session, "cut", CUT_DELAY, "delay to measure")
     # From the moment the page learned the connection was gone (its error event, where the browser
     # starts its reconnect timer) to the reconnect's arrival at the tap.
     errors = [o.at for o in session.trace.of(0, "error")]
@@ -547,9 +670,9 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
         # 10.2 says so too), that is what was seen; "never reconnected" only when it kept watching.
         if overdue or _overdue(judge, session):
             return
-        cuts = _cuts_mid_job(ctx, session)
-        if not cuts:
-            raise _no_cut(session, "delay to measure")
+        if _closed_early(ctx, session, before=cuts[0]) is not None:
+            raise Skip("no reconnect to time: the browser gave up on the stream for good (readyState CLOSED) "
+                       "before the cut, at what the target answered; 10.2 reports it")
         _never_reconnected(judge, session, cuts)
         return
     judge.evidence.update(delaysMs=[round(d * 1000) for d in delays], ownDelayMs=[round(d * 1000) for d in own])
@@ -711,19 +834,22 @@ async def browser_outage(ctx: Context, judge: Judge) -> None:
         for s in segments])
     if overdue:
         return  # the wait on the target ended at its deadline: its finding says what came instead
-    if "outageSeconds" not in session.notes:
-        raise HarnessError(f"the harness's proxy never took the network down: {_carried(trace)}")
-    if not refused:
+    outage_at = session.notes.get("outageAt")
+    # The browser gave up for good before the outage (the target's answer: 10.7's fail, whatever
+    # the outage did) or after it (a reconnect answered with a status other than 200 or 204:
+    # every open tab is stranded).
+    closed = _closed_early(ctx, session)
+    if closed is not None:
+        judge.add([closed])
+        if outage_at is None or not refused:
+            return
+    elif outage_at is None or outage_at >= _terminal_at(ctx, session):
+        raise _no_room(ctx, session, "outage", OUTAGE_DELAY, "outage to ride through")
+    elif not refused:
         raise HarnessError(f"the harness's outage refused no connection: the browser did not try while the proxy "
                            f"kept the network down ({session.notes['outageSeconds']}s, kept down up to 10s more "
                            f"until a try)")
     reference = _reference(session, ctx)
     events = trace.events(0)
-    closed = trace.closed_at(0)
-    if closed is not None and not any(e.type in ctx.profile.terminal_events and e.arrived_at <= closed for e in events):
-        last = max((s for s in segments if s.started_at <= closed), key=lambda s: s.started_at, default=None)
-        judge.fail("the browser gave up for good (readyState CLOSED) after the outage: a reconnect answered with a "
-                   "status other than 200 or 204 strands every open tab", "200 (resume) once the target is back",
-                   f"HTTP {last.status if last else '?'} then CLOSED")
     judge.add(checks.check_ids(events))
     judge.add(checks.check_replay(events, reference))

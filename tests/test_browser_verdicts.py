@@ -122,11 +122,91 @@ async def test_a_browser_that_never_reconnects_after_a_cut_is_the_targets_fail(c
 
 
 @pytest.mark.parametrize("case_id", ["10.2", "10.3"])
-async def test_no_cut_by_the_harnesss_proxy_is_an_error_that_says_so(case_id):
-    result = await _verdict(case_id, "cut", _cut_session({"cuts": 0, "cutTimes": ()}))
+async def test_no_cut_by_the_harnesss_proxy_while_the_stream_left_room_is_an_error_that_says_so(case_id):
+    # Eight events over 0.7 s on an open stream, and no cut: the harness's proxy did not do its part.
+    spread = connection([(1.0 + i / 10, e) for i, e in enumerate(JOB[:8])], start=1.0)
+    session = browser.Session("cut", _trace([spread]), ("job1",), _reference(), (), {"cuts": 0, "cutTimes": ()})
+    result = await _verdict(case_id, "cut", session)
     assert result.outcome == "error", result
     assert result.reason.startswith("the harness's proxy made no cut while the job ran"), result.reason
-    assert f"more than {browser.STREAM_BYTES} bytes" in result.reason
+    assert "8 event(s) before the job's end, in 8 burst(s); no terminal event came" in result.reason
+
+
+# -- whose fault when a session could not do its part ---------------------------------------
+
+def test_the_room_a_stream_left_for_a_cut_is_read_from_the_tap():
+    burst = connection([(1.0, b"retry: 200\n\n"), (4.0, b"".join(JOB))], start=1.0, ended=4.0, end="server-closed")
+    room = browser.cut_room([burst.segment()], TERMINAL)
+    assert (room.seconds, room.events, room.together) == (0.0, 0, len(JOB)), room
+    assert room.describe() == f"all {len(JOB)} event(s) reached the tap at once, with the terminal event"
+    two = connection([(1.0, b"".join(JOB[:5])), (1.2, b"".join(JOB[5:10])), (3.0, b"".join(JOB[10:]))], start=1.0,
+                     ended=3.0, end="server-closed")
+    room = browser.cut_room([two.segment()], TERMINAL)
+    assert room.seconds == pytest.approx(2.0) and (room.events, room.bursts, room.together) == (10, 2, 17), room
+    assert room.describe() == "10 event(s) before the job's end, in 2 burst(s); the terminal event 2.00s after the first"
+    assert browser.cut_room([], TERMINAL).describe() == "no event reached the tap"
+
+
+def test_a_connection_held_open_after_the_terminal_event_is_found_past_the_close_deadline():
+    held = connection([(1.0, b"".join(JOB)), (2.0, b": keepalive\n\n")], start=1.0)
+    assert browser.connection_held([held.segment()], 3.9, close_within=3.0, terminal=TERMINAL) is None
+    segment, seconds = browser.connection_held([held.segment()], 4.1, close_within=3.0, terminal=TERMINAL)
+    assert seconds == pytest.approx(3.1) and len(segment.comments) == 1
+    closed = connection([(1.0, b"".join(JOB))], start=1.0, ended=1.1, end="server-closed")
+    running = connection([(1.0, b"".join(JOB[:5]))], start=1.0)
+    assert browser.connection_held([closed.segment(), running.segment()], 60.0, close_within=3.0,
+                                   terminal=TERMINAL) is None
+
+
+def _refused_as_text_plain(name: str, notes) -> browser.Session:
+    """Served as text/plain: the browser takes nothing and is CLOSED at once (no terminal delivered)."""
+    plain = connection([(1.0, b"retry: 200\n\n" + b"".join(JOB[:8]))], start=1.0, ended=1.5)
+    plain.response_headers = (("content-type", "text/plain"),)
+    seen = [Observation("state", 0, 0.9, "CONNECTING"), Observation("error", 0, 1.01, "CLOSED"),
+            Observation("state", 0, 1.01, "CLOSED")]
+    return browser.Session(name, _trace([plain], seen), ("job1",), _reference(), (), notes)
+
+
+@pytest.mark.parametrize("case_id, name", [("10.2", "cut"), ("10.7", "outage")])
+async def test_a_browser_that_gives_up_on_the_targets_answer_is_the_targets_fail(case_id, name):
+    # Before: 10.2 "the harness's proxy made no cut" and 10.7 "never took the network down" (error).
+    for notes in ({"cuts": 0, "cutTimes": ()}, {"cuts": 1, "cutTimes": (1.3,), "outageSeconds": 1.0,
+                                                 "outageAt": 1.3}):
+        result = await _verdict(case_id, name, _refused_as_text_plain(name, notes))
+        assert result.outcome == "fail", result
+        finding = result.findings[0]
+        assert "gave up on the stream for good (readyState CLOSED) before the job's end" in finding.message
+        assert "HTTP 200, content-type text/plain, on request 1" in finding.observed, finding
+
+
+async def test_no_delay_to_time_when_the_browser_gave_up_is_a_skip_that_names_10_2():
+    for notes in ({"cuts": 0, "cutTimes": ()}, {"cuts": 1, "cutTimes": (1.3,)}):
+        result = await _verdict("10.3", "cut", _refused_as_text_plain("cut", notes))
+        assert result.outcome == "skip" and "10.2 reports it" in result.reason, result
+
+
+def _burst(name: str, notes) -> browser.Session:
+    """Buffered: the whole job reaches the tap in one read at its end; the browser's only reconnect
+    follows the end (answered 204), timed from an error event the page saw late, behind the burst."""
+    whole = connection([(1.0, b"retry: 200\n\n"), (4.0, b"".join(JOB))], start=1.0, ended=4.0, end="server-closed")
+    after = connection([], start=4.1, ended=4.1, end="status", status=204, lei=str(len(JOB)))
+    seen = [Observation("ev", 0, 4.05, "OPEN", "job-completed", str(len(JOB)), "{}", True),
+            Observation("error", 0, 4.08, "CONNECTING")]
+    return browser.Session(name, _trace([whole, after], seen), ("job1",), _reference(), (), notes)
+
+
+@pytest.mark.parametrize("case_id, name", [("10.2", "cut"), ("10.3", "cut"), ("10.7", "outage")])
+async def test_a_job_delivered_in_one_burst_leaves_no_room_to_cut_a_skip_that_names_2_3(case_id, name):
+    # Before: 10.2 and 10.7 an error (no cut, no outage); 10.3 a fail timing the reconnect after the
+    # end (0.02 s) from an error event the page saw only after the burst.
+    result = await _verdict(case_id, name, _burst(name, {"cuts": 0, "cutTimes": ()}))
+    assert result.outcome == "skip", result
+    assert "could land mid-job" in result.reason and f"all {len(JOB)} event(s) reached the tap at once" \
+        in result.reason and "2.3" in result.reason, result.reason
+    # An outage that came only after the job's end is no outage mid-job either.
+    if case_id == "10.7":
+        late = await _verdict(case_id, name, _burst(name, {"outageSeconds": 1.0, "outageAt": 4.5}))
+        assert late.outcome == "skip" and "2.3" in late.reason, late
 
 
 async def test_an_outage_session_whose_wait_ended_at_a_deadline_is_a_fail_not_an_error():
