@@ -18,6 +18,8 @@ import trio
 from rich.console import Console
 
 from ._profile import ProfileError, load_profile
+from ._load_starvation import loopback_port
+from ._starvation import find_listening_pid
 
 __all__ = ["add_parser", "main"]
 
@@ -85,7 +87,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return load
 
 
-def locust_command(args, base_url: str, prefix: Path) -> list[str]:
+def locust_command(args, base_url: str, prefix: Path, target_pid: int | None = None) -> list[str]:
     command = [sys.executable, "-m", "locust", "-f", str(args.locustfile), "--host", base_url,
                "-u", str(args.users), "-r", str(args.spawn_rate), "--run-time", f"{args.run_time}s",
                "--csv", str(prefix), "--csv-full-history", "--html", str(prefix.with_suffix(".html")),
@@ -98,6 +100,8 @@ def locust_command(args, base_url: str, prefix: Path) -> list[str]:
         command += ["--processes", str(args.processes)]
     if args.profile:
         command += ["--sse-profile", str(args.profile)]
+    if target_pid:  # whose run-queue wait may excuse a timing (harness.load: only on a loopback host)
+        command += ["--sse-target-pid", str(target_pid)]
     options = {"--sse-subscribers": args.subscribers, "--sse-cancel-share": args.cancel_share,
                "--sse-cut-share": args.cut_share, "--sse-cut-within": args.cut_within,
                "--sse-stage-seconds": args.stage_seconds, "--sse-stall-seconds": args.stall_seconds,
@@ -143,6 +147,7 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     began = time.monotonic()
     error = ""
+    target_pid: int | None = None
     if args.target:
         base_url = profile.base_url
         try:
@@ -151,7 +156,10 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
         except httpx.HTTPError as exc:
             console.print(f"[red]target unreachable at {profile.url('healthz')}: {exc!r}")
             return 2
-        error = await _run_locust(args, console, base_url, prefix)
+        target_pid = await trio.to_thread.run_sync(_loopback_pid, base_url)
+        if target_pid is not None:
+            console.print(f"the target runs on this host: pid {target_pid}")
+        error = await _run_locust(args, console, base_url, prefix, target_pid)
     else:
         from ._server_process import ServerStartError, reference_server_args, server_process
 
@@ -161,8 +169,8 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
             try:
                 async with server_process(reference_server_args(data_dir, max_concurrent_jobs=jobs)) as server:
                     console.print(f"reference server pid {server.pid} at {server.base_url}")
-                    base_url = server.base_url
-                    error = await _run_locust(args, console, base_url, prefix)
+                    base_url, target_pid = server.base_url, server.pid
+                    error = await _run_locust(args, console, base_url, prefix, target_pid)
             except ServerStartError as exc:
                 console.print(f"[red]{exc}")
                 return 2
@@ -170,7 +178,8 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
                 "processes": args.processes, "subscribers": args.subscribers, "cancelShare": args.cancel_share,
                 "cutShare": args.cut_share, "stageSeconds": args.stage_seconds, "stallSeconds": args.stall_seconds,
                 "scenes": args.scenes, "jobId": args.job_id, "streamUrl": args.stream_url,
-                "locustfile": str(args.locustfile), "locustArgs": [a for a in args.locust_args if a != "--"]}
+                "locustfile": str(args.locustfile), "locustArgs": [a for a in args.locust_args if a != "--"],
+                "targetPid": target_pid}
     result = read_result(prefix, target=base_url, profile=profile.name, started_at=started_at,
                          duration_s=min(time.monotonic() - began, float(args.run_time)), settings=settings,
                          max_lag_p99_ms=args.max_lag_p99_ms, max_failure_ratio=args.max_failure_ratio,
@@ -191,9 +200,15 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
     return result.exit_code
 
 
-async def _run_locust(args, console: Console, base_url: str, prefix: Path) -> str:
+def _loopback_pid(base_url: str) -> int | None:
+    """The pid listening on a loopback target's port (its run-queue wait is then measured), or None."""
+    port = loopback_port(base_url)
+    return find_listening_pid(port) if port else None
+
+
+async def _run_locust(args, console: Console, base_url: str, prefix: Path, target_pid: int | None) -> str:
     """Run locust to its end (bounded: run time + a grace); returns the harness's trouble, if any."""
-    command = locust_command(args, base_url, prefix)
+    command = locust_command(args, base_url, prefix, target_pid)
     console.print("running: " + " ".join(command))
     limit = args.run_time + 60 + (30 if args.web else 0)
     process = None

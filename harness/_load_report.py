@@ -18,8 +18,13 @@ __all__ = ["LoadResult", "Threshold", "read_result", "write_load_reports"]
 SCHEMA_VERSION = 1
 # Failure rows of these types are broken invariants (or a stream the decoder rejects).
 INVARIANT_TYPE = "invariant"
+# Rows of this type are timings over their limit that the machine's measured starvation explains
+# (harness.load): counted apart, not failures; "<kind> / own delay" and "<kind> / target wait"
+# (or "/ CPU pressure") say what explained them.
+CONFOUNDED_TYPE = "confounded"
 _PERCENTILES = ("50%", "95%", "99%", "100%")
-_SAMPLES = ("lag", "gap", "own delay")  # measurements taken per event or tick, not operations
+_SAMPLES = ("lag", "gap", "own delay", "target wait", "CPU pressure")  # per event or tick, not operations
+_NOT_OPERATIONS = (INVARIANT_TYPE, CONFOUNDED_TYPE)
 _MARK_BEGIN, _MARK_END = "<!-- sse-harness load: begin -->", "<!-- sse-harness load: end -->"
 
 
@@ -52,7 +57,22 @@ class LoadResult:
     error: str  # the tool could not do its job (outcome error, exit 2)
 
     def row(self, name: str) -> dict[str, Any] | None:
-        return next((r for r in self.rows if r["Name"] == name and r["Type"] != INVARIANT_TYPE), None)
+        return next((r for r in self.rows if r["Name"] == name and r["Type"] not in _NOT_OPERATIONS), None)
+
+    @property
+    def confounded(self) -> dict[str, dict[str, Any]]:
+        """Timings over their limit that starvation explained, by what was timed: how many, the
+        longest, and the most each source explained (ms)."""
+        out: dict[str, dict[str, Any]] = {}
+        rows = [r for r in self.rows if r["Type"] == CONFOUNDED_TYPE]
+        for r in rows:
+            if " / " not in r["Name"]:
+                out[r["Name"]] = {"count": int(r["Request Count"]), "maxMs": _num(r["Max Response Time"])}
+        for r in rows:
+            kind, _, source = r["Name"].partition(" / ")
+            if source and kind in out:
+                out[kind][_camel(source) + "MaxMs"] = _num(r["Max Response Time"])
+        return out
 
     @property
     def invariant_failures(self) -> dict[str, int]:
@@ -84,9 +104,19 @@ class LoadResult:
             return {f"p{p.rstrip('%')}" if p != "100%" else "max": _num(row[p]) for p in _PERCENTILES} | {
                 "mean": round(_num(row["Average Response Time"]), 1)}
 
+        def wait(name: str) -> dict[str, float] | None:
+            row = self.row(name)
+            if not row or not int(row["Request Count"]):
+                return None  # not measured (the target's pid unknown, no PSI)
+            return {"totalMs": round(_num(row["Average Response Time"]) * int(row["Request Count"])),
+                    "samples": int(row["Request Count"]), "p99": _num(row["99%"]),
+                    "max": round(_num(row["Max Response Time"]), 1)}
+
         jobs, failed_jobs = count("job"), count("job", "Failure Count")
-        # Failure ratio: failures over operations, i.e. every row but the per-event samples.
-        operations = [r for r in self.rows if r["Name"] not in _SAMPLES and r["Name"] != "Aggregated"]
+        # Failure ratio: failures over operations, i.e. every row but the per-event samples and the
+        # excused timings.
+        operations = [r for r in self.rows if r["Name"] not in _SAMPLES and r["Name"] != "Aggregated"
+                      and r["Type"] != CONFOUNDED_TYPE]
         counted = sum(int(r["Request Count"]) for r in operations)
         failures = sum(int(r["Failure Count"]) for r in operations)
         events = count("lag")
@@ -96,6 +126,8 @@ class LoadResult:
             "lagMs": pct("lag"), "gapMs": pct("gap"), "connectMs": pct("connect"), "firstEventMs": pct("first event"),
             "jobMs": pct("job"), "reconnects": count("reconnect"), "reconnectMs": pct("reconnect"),
             "cancels": count("cancel"), "cancelMs": pct("cancel"), "ownDelayMs": pct("own delay"),
+            "targetWaitMs": wait("target wait"), "cpuPressureMs": wait("CPU pressure"),
+            "confounded": self.confounded,
             "failures": failures, "failureRatio": round(failures / counted, 4) if counted else None,
             "streamBytes": int(_num(self.row("job")["Average Content Size"]) * jobs) if jobs else 0,
         }
@@ -117,6 +149,11 @@ class LoadResult:
                           "occurrences": int(f["Occurrences"])} for f in self.failures],
             "exceptions": [{"count": e.get("Count"), "message": e.get("Message")} for e in self.exceptions],
         }
+
+
+def _camel(words: str) -> str:
+    first, *rest = words.split()
+    return first.lower() + "".join(w[:1].upper() + w[1:].lower() for w in rest)
 
 
 def _num(value: Any) -> float:
@@ -183,6 +220,29 @@ def _fmt_pct(p: dict[str, float] | None) -> str:
     return "—" if not p else f"p50 {p['p50']:g} · p95 {p['p95']:g} · p99 {p['p99']:g} · max {p['max']:g} ms"
 
 
+def starvation_lines(result: LoadResult) -> list[str]:
+    """What the machine cost: the worker's own delay, the target's wait for a core (or the
+    machine's CPU pressure), and the timings over their limit that these explained."""
+    f = result.figures()
+    pid = result.settings.get("targetPid")
+    lines = [f"the load generator's own delay {_fmt_pct(f['ownDelayMs'])}"]
+    for key, what in (("targetWaitMs", f"the target's run-queue wait{f' (pid {pid})' if pid else ''}"),
+                      ("cpuPressureMs", "the machine's CPU pressure")):
+        w = f[key]
+        if w:
+            lines.append(f"{what}: {w['totalMs'] / 1000:.1f} s in all over {w['samples']} readings, one per "
+                         f"100 ms or more (p99 {w['p99']:g} ms, max {w['max']:g} ms in one)")
+    if not f["targetWaitMs"]:
+        lines.append("the target's run-queue wait: not measured (another host, or its pid not found)")
+    for kind, c in sorted(f["confounded"].items()):
+        sources = ", ".join(f"{name} up to {c[key]:g} ms" for key, name in (
+            ("ownDelayMaxMs", "own delay"), ("targetWaitMaxMs", "the target's wait"),
+            ("cpuPressureMaxMs", "CPU pressure")) if key in c)
+        lines.append(f"excused, not the target's: {kind} {c['count']}x (longest {c['maxMs']:g} ms; "
+                     f"explained by {sources})")
+    return lines
+
+
 def to_markdown(result: LoadResult) -> str:
     f = result.figures()
     lines = [_MARK_BEGIN, f"## Load: {result.target}", "",
@@ -194,7 +254,7 @@ def to_markdown(result: LoadResult) -> str:
              f"- gap while a stage works {_fmt_pct(f['gapMs'])}",
              f"- connect {_fmt_pct(f['connectMs'])}; first event {_fmt_pct(f['firstEventMs'])}",
              f"- reconnects {f['reconnects']} ({_fmt_pct(f['reconnectMs'])}); cancels {f['cancels']} ({_fmt_pct(f['cancelMs'])})",
-             f"- the load generator's own delay {_fmt_pct(f['ownDelayMs'])}",
+             *(f"- {line}" for line in starvation_lines(result)),
              f"- failure ratio {f['failureRatio']}", ""]
     if result.thresholds:
         lines += ["| threshold | observed | limit | verdict |", "| --- | --- | --- | --- |"]
@@ -242,7 +302,8 @@ def to_html_section(result: LoadResult) -> str:
 {f'<p class="error">{esc(result.error)}</p>' if result.error else ''}
 <p>Jobs followed {f['jobs']}, completed {f['completedJobs']}, failed {f['failedJobs']}; events {f['events']}
 ({f['eventsPerSecond']}/s); lag {esc(_fmt_pct(f['lagMs']))}; gap {esc(_fmt_pct(f['gapMs']))};
-own delay {esc(_fmt_pct(f['ownDelayMs']))}; failure ratio {f['failureRatio']}.</p>
+failure ratio {f['failureRatio']}.</p>
+<ul>{"".join(f"<li>{esc(line)}</li>" for line in starvation_lines(result))}</ul>
 {f'<table><tr><th>threshold</th><th>observed</th><th>limit</th><th>verdict</th></tr>{rows}</table>' if rows else ''}
 {plots}
 <h3>Failures</h3>{f'<table><tr><th>name</th><th>type</th><th>error</th><th>occurrences</th></tr>{failures}</table>' if failures else '<p>None.</p>'}
@@ -270,6 +331,9 @@ def to_junit_suite(result: LoadResult) -> ET.Element:
     if invariants:
         text = "\n".join(f"{name}: {n}" for name, n in sorted(invariants.items()))
         ET.SubElement(case, "failure", message=f"broken under load: {', '.join(sorted(invariants))}").text = text
+    excused = [line for line in starvation_lines(result) if line.startswith("excused")]
+    if excused:
+        ET.SubElement(case, "system-out").text = "\n".join(excused)
     return suite
 
 

@@ -21,6 +21,14 @@ Request types in locust's statistics (request type ``SSE`` unless said):
   of resumes); ``cancel request`` (POST) and ``cancel`` POST to ``job-cancelled``;
 - ``own delay`` (type ``worker``): how late this process's gevent loop woke from a 50 ms sleep,
   i.e. the share of every figure above that is the load generator's own;
+- ``target wait`` (type ``worker``, when the target runs on this host and its pid is known):
+  its threads' run-queue wait (time ready to run but waiting for a core) in each ~100 ms;
+  ``CPU pressure`` (type ``worker``): the machine's, in each ~100 ms (``/proc/pressure/cpu``);
+- type ``confounded``: a timing over its limit (``keep-alive silence``, ``not closed after
+  terminal``, ``cancel``) by no more than the machine's measured starvation in its window
+  explains (the worker's own delay plus the same-host target's wait for a core): not a failure
+  of the target; logged with the measured time, and beside it ``<kind> / own delay`` and
+  ``<kind> / target wait`` (or ``/ CPU pressure``, the target's pid unknown) with what explained it;
 - broken invariants, type ``invariant``, named by ``harness._invariants.KINDS`` (``id gap``,
   ``id repeat``, ``percent regress``, ``stage backwards``, ``other job's event``,
   ``event after terminal``, ``not closed after terminal``, ``keep-alive silence``,
@@ -50,8 +58,10 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from ._decoder import Decoder, Event, Violation
-from ._invariants import NO_TERMINAL, Breach, StreamJudge, blocked_during, silence_breach
+from ._load_starvation import TargetProcess, WorkerStarvation
+from ._invariants import NO_TERMINAL, NOT_CLOSED, Breach, Excused, StreamJudge, judge_timing, silence_breach
 from ._profile import Profile, load_profile
+from ._starvation import Explained
 
 __all__ = ["InvariantBroken", "LoadPlan", "SSEUser"]
 
@@ -62,6 +72,8 @@ _MAX_BREACHES_PER_JOB = 20
 _MAX_LOGGED = 30
 _READ_SIZE = 65536
 _PROBE_PERIOD = 0.05
+_PROC_PERIOD = 0.1  # the target's run-queue wait and the machine's CPU pressure, read from /proc
+CONFOUNDED_TYPE = "confounded"
 
 
 class InvariantBroken(Exception):
@@ -91,6 +103,9 @@ def _options(parser) -> None:
     group.add_argument("--sse-job-timeout", type=float, default=0.0,
                        help="seconds a job may take to its terminal event (default: the profile's)")
     group.add_argument("--sse-jobs-per-user", type=int, default=1000, help="a user stops after this many jobs")
+    group.add_argument("--sse-target-pid", type=int, default=0,
+                       help="the target's pid when it runs on this host (default: found by the port it listens on, "
+                            "for a loopback host)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,14 +183,15 @@ class LoadPlan:
 
 class _Shared:
     """The plan (made once per process and option set), the board of jobs open to more
-    subscribers, and the loop-delay probe."""
+    subscribers, and the starvation probe: this process's loop delay, the same-host target's
+    run-queue wait, the machine's CPU pressure (bounded samples, ``time.perf_counter()``)."""
 
     def __init__(self) -> None:
         self.lock = Semaphore()
         self.key: tuple | None = None
         self.plan: LoadPlan | None = None
         self.board: collections.deque[list] = collections.deque()  # [AsyncResult of the job id, places left]
-        self.delays: collections.deque[tuple[float, float]] = collections.deque(maxlen=20_000)
+        self.starved = WorkerStarvation(probe_period=_PROBE_PERIOD)
         self.probe: gevent.Greenlet | None = None
         self.logged = 0
 
@@ -192,7 +208,16 @@ class _Shared:
                     raise StopUser() from None
                 self.key = key
                 self.board.clear()
+                target = TargetProcess.find(user.host or "", int(getattr(options, "sse_target_pid", 0) or 0))
+                if self.starved.observe(target):
+                    log.info("the target's wait for a core: %s", target.label)
             return self.plan
+
+    def starvation(self, start: float, end: float) -> Explained:
+        """What the machine may have added to a timing in [start, end], judged now."""
+        now = time.perf_counter()
+        self.starved.refresh(now)
+        return self.starved.explained(start, end, now=now)
 
     def take_place(self) -> AsyncResult | None:
         """A place on a job another user creates or created: its id comes through the result
@@ -229,15 +254,27 @@ def _health(user: "SSEUser", profile: Profile) -> dict[str, Any]:
 
 
 def _probe(environment) -> None:
-    """How late this process's loop wakes up: the load generator's own delay, logged as
-    ``own delay`` and kept (bounded) so that a keep-alive silence it explains is excused."""
-    while True:
-        asked = time.perf_counter()
-        gevent.sleep(_PROBE_PERIOD)
-        now = time.perf_counter()
-        late = max(0.0, now - asked - _PROBE_PERIOD)
-        _shared.delays.append((now, late))
-        environment.stats.get("own delay", "worker").log(late * 1000, 0)
+    """How late this process's loop wakes up (the load generator's own delay, logged as ``own
+    delay``), and every ~100 ms the target's run-queue wait and the machine's CPU pressure: kept
+    (bounded) so that a timing they explain is not the target's failure."""
+    next_reading = 0.0
+    stats = environment.stats
+    starved = _shared.starved
+    try:
+        while True:
+            asked = starved.probe_asked = time.perf_counter()
+            gevent.sleep(_PROBE_PERIOD)
+            now = time.perf_counter()
+            late = max(0.0, now - asked - _PROBE_PERIOD)
+            starved.delays.append((now, late))
+            stats.get("own delay", "worker").log(late * 1000, 0)
+            if now >= next_reading:
+                starved.read_proc(now)
+                for name, grew in starved.growth().items():
+                    stats.get(name, "worker").log(grew * 1000, 0)
+                next_reading = now + _PROC_PERIOD
+    finally:
+        starved.probe_asked = None
 
 
 @events.test_start.add_listener
@@ -503,7 +540,9 @@ class SSEUser(FastHttpUser):
             job.cut_at = connected + random.uniform(0.05, plan.cut_within)
         cut_at = job.cut_at if not job.cut_done else None
         silence_told = False
+        silence_due = last_arrival + limit + 0.05  # when the silence so far is judged next
         terminal_at: float | None = None
+        close_due = 0.0  # after the terminal event: when an open response is judged next
         working = False
         previous_live: float | None = None
         loads = json.loads
@@ -513,18 +552,28 @@ class SSEUser(FastHttpUser):
                 now = time.perf_counter()
                 wait = deadline - now
                 if terminal_at is not None:
-                    wait = min(wait, terminal_at + plan.close_within - now)
+                    wait = min(wait, close_due - now)
                 if cut_at is not None and terminal_at is None:
                     wait = min(wait, cut_at - now)
                 if limit and not silence_told:
-                    wait = min(wait, last_arrival + limit + 0.05 - now)
+                    wait = min(wait, silence_due - now)
                 try:
                     data = _read_some(stream, wait)
                 except TimeoutError:
                     now = time.perf_counter()
-                    if terminal_at is not None and now >= terminal_at + plan.close_within:
+                    if terminal_at is not None and now >= close_due:
+                        # Still open: the target's, unless the machine's starvation since the
+                        # terminal event explains the wait so far; then judged again later.
+                        open_for = now - terminal_at
+                        explained = _shared.starvation(terminal_at, now)
+                        verdict = judge_timing(NOT_CLOSED, "", measured=open_for, limit=plan.close_within,
+                                               explained=explained.total)
+                        if isinstance(verdict, Excused) and now < deadline:
+                            close_due = max(now + _PROC_PERIOD, terminal_at + plan.close_within + explained.total)
+                            continue
                         self._judge_end(plan, job, server_closed=False, ended_at=now,
-                                        how=f"still open {plan.close_within}s after the terminal event")
+                                        how=f"still open {open_for:.2f}s after the terminal event; "
+                                            f"{explained.describe()}")
                         return "done"
                     if cut_at is not None and terminal_at is None and now >= cut_at:
                         job.cut_done = True
@@ -533,8 +582,9 @@ class SSEUser(FastHttpUser):
                         self._breach(job, Breach(NO_TERMINAL, "no terminal event",
                                                  f"within {plan.job_timeout:.0f}s", job.terminal_type))
                         return "done"
-                    if limit and not silence_told and now - last_arrival > limit:
-                        silence_told = self._silence(job, plan, last_arrival, now, connected)
+                    if limit and not silence_told and now >= silence_due:
+                        silence_told, silence_due = self._silence(job, plan, last_arrival, now, connected,
+                                                                  ongoing=True)
                     continue
                 except OSError as exc:
                     if terminal_at is not None:
@@ -547,8 +597,9 @@ class SSEUser(FastHttpUser):
                     return "done"
                 job.bytes += len(data)
                 if limit and not silence_told and now - last_arrival > limit:
-                    silence_told = self._silence(job, plan, last_arrival, now, connected)
+                    silence_told, _ = self._silence(job, plan, last_arrival, now, connected, ongoing=False)
                 last_arrival = now
+                silence_due = now + limit + 0.05
                 wall_ms = time.time() * 1000
                 for record in decoder.feed(data, now):
                     if type(record) is not Event:
@@ -589,13 +640,10 @@ class SSEUser(FastHttpUser):
                         working = False
                         if terminal_at is None:
                             terminal_at = now
+                            close_due = now + plan.close_within
                             job.terminal_type = kind
                             if kind == cancelled_type and job.cancel_sent is not None:
-                                took = now - job.cancel_sent
-                                late = None if took <= plan.cancel_deadline else InvariantBroken(
-                                    f"job-cancelled later than the cancel deadline ({plan.cancel_deadline * 1000:.0f} ms)")
-                                sample("cancel", took * 1000, 0, late)
-                                job.cancel_sent = None
+                                self._judge_cancel(plan, job, now)
                     elif job.cancel_stage is not None and value.get("stage") == job.cancel_stage:
                         job.cancel_stage = None
                         self._cancel(plan, job)
@@ -607,17 +655,65 @@ class SSEUser(FastHttpUser):
                 if type(record) is Violation:
                     self._other_failure(job, record.kind, record.detail)
 
-    def _silence(self, job: _Job, plan: LoadPlan, began: float, now: float, connected: float) -> bool:
-        own = blocked_during(_shared.delays, began, now)
-        breach = silence_breach(now - began, began, interval=plan.keepalive_limit, tolerance=0.0, own=own,
-                                since_start=began - connected)
-        if breach is None:
-            return False
-        self._breach(job, breach)
-        return True
+    def _timed(self, job: _Job, verdict: Breach | Excused | None, explained: Explained) -> None:
+        """A timing's verdict: the target's breach, or one the machine's starvation explains,
+        counted apart (type ``confounded``) with what explained it, never a failure of the target."""
+        if isinstance(verdict, Breach):
+            self._breach(job, verdict)
+        elif isinstance(verdict, Excused):
+            stats = self.environment.stats
+            stats.get(verdict.kind, CONFOUNDED_TYPE).log(verdict.measured * 1000, 0)
+            stats.get(f"{verdict.kind} / own delay", CONFOUNDED_TYPE).log(explained.own * 1000, 0)
+            other = explained.process if explained.process_known else explained.machine
+            if other is not None:
+                source = "target wait" if explained.process_known else "CPU pressure"
+                stats.get(f"{verdict.kind} / {source}", CONFOUNDED_TYPE).log(other * 1000, 0)
+            if _shared.logged < _MAX_LOGGED:
+                _shared.logged += 1
+                log.info("%s of %.2fs (limit %.2fs) not the target's: %s", verdict.kind, verdict.measured,
+                         verdict.limit, explained.describe())
+
+    def _silence(self, job: _Job, plan: LoadPlan, began: float, now: float, connected: float, *,
+                 ongoing: bool) -> tuple[bool, float]:
+        """Judges a silence since ``began``: still going on (``ongoing``) or ended by bytes at
+        ``now``. Returns whether a breach was told, and when to judge an ongoing one again (once
+        the starvation measured so far can no longer explain it)."""
+        limit = plan.keepalive_limit
+        explained = _shared.starvation(began, now)
+        verdict = silence_breach(now - began, began, interval=limit, tolerance=0.0, own=explained.total,
+                                 since_start=began - connected, starvation=explained.describe())
+        if ongoing and isinstance(verdict, Excused):
+            return False, max(now + _PROC_PERIOD, began + limit + explained.total + 0.05)
+        self._timed(job, verdict, explained)
+        return isinstance(verdict, Breach), max(now + _PROC_PERIOD, began + limit + 0.05)
+
+    def _judge_cancel(self, plan: LoadPlan, job: _Job, now: float) -> None:
+        """POST to ``job-cancelled`` against the cancel deadline, net of the machine's starvation."""
+        took = now - job.cancel_sent
+        job.cancel_sent = None
+        late = None
+        if took > plan.cancel_deadline:
+            explained = _shared.starvation(now - took, now)
+            verdict = judge_timing("cancel", "", measured=took, limit=plan.cancel_deadline, explained=explained.total)
+            if isinstance(verdict, Excused):
+                self._timed(job, verdict, explained)
+            else:
+                late = InvariantBroken(f"job-cancelled later than the cancel deadline "
+                                       f"({plan.cancel_deadline * 1000:.0f} ms)")
+        self._sample("cancel", took * 1000, 0, late)
 
     def _judge_end(self, plan: LoadPlan, job: _Job, *, server_closed: bool, ended_at: float, how: str = "") -> None:
+        terminal = job.judge.terminal.terminal
         for breach in job.judge.terminal.end(server_closed=server_closed, ended_at=ended_at,
                                              close_within=plan.close_within, how=how):
+            if breach.kind == NOT_CLOSED and server_closed and terminal is not None:
+                # Closed late, as we read it: the machine may have added to that.
+                waited = ended_at - terminal.arrived_at
+                explained = _shared.starvation(terminal.arrived_at, ended_at)
+                self._timed(job, judge_timing(NOT_CLOSED, breach.message, measured=waited, limit=plan.close_within,
+                                              explained=explained.total, starvation=explained.describe(),
+                                              expected=breach.expected, observed=breach.observed,
+                                              event_id=breach.event_id), explained)
+                continue
             self._breach(job, breach)
 

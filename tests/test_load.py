@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,8 +17,9 @@ import pytest
 
 from conftest import ROOT, RunningServer
 from harness import load_profile
-from harness._invariants import StreamJudge, TerminalWatch, silence_breach
-from harness._load_report import read_result
+from harness._invariants import Breach, Excused, StreamJudge, TerminalWatch, judge_timing, silence_breach
+from harness._load_report import read_result, to_markdown
+from harness._load_starvation import TargetProcess, WorkerStarvation
 from tracebuild import JOB, ev, good_job, segment
 
 # Chromium, locust and whole-suite runs take a core each: one at a time, on one xdist worker.
@@ -63,7 +65,131 @@ def test_terminal_watch_and_silence():
     assert [b.kind for b in watch.end(server_closed=True, ended_at=1.5, close_within=1.0)] == ["not closed after terminal"]
     assert [b.kind for b in watch.end(server_closed=False, ended_at=1.0, close_within=1.0)] == ["not closed after terminal"]
     assert silence_breach(1.3, 0.0, interval=1.0, tolerance=0.25).kind == "keep-alive silence"
-    assert silence_breach(1.3, 0.0, interval=1.0, tolerance=0.25, own=0.2) is None  # our own delay, not the server's
+    assert silence_breach(1.2, 0.0, interval=1.0, tolerance=0.25) is None
+    # Our own delay, not the server's: excused, not a breach.
+    assert silence_breach(1.3, 0.0, interval=1.0, tolerance=0.25, own=0.2) == Excused("keep-alive silence", 1.3, 1.25,
+                                                                                      0.2)
+
+
+# -- timings judged against the machine's starvation (pure, hand-built samples) ------------------------
+
+def starved(*, target: TargetProcess | None, own=(), waits=(), pressure=()) -> WorkerStarvation:
+    samples = WorkerStarvation(probe_period=0.05)
+    if target is not None:
+        samples.observe(target)
+    samples.delays.extend(own)
+    samples.target_waits.extend(waits)
+    samples.pressure.extend(pressure)
+    return samples
+
+
+SAME_HOST = TargetProcess(4242, "pid 4242", remote=False)
+
+
+def silence_verdict(samples: WorkerStarvation, began: float, ended: float, limit: float = 1.25):
+    explained = samples.explained(began, ended, now=ended)
+    return silence_breach(ended - began, began, interval=limit, tolerance=0.0, own=explained.total,
+                          starvation=explained.describe()), explained
+
+
+def test_a_silence_the_target_waiting_for_a_core_explains_is_excused():
+    """A 2.0 s silence against a 1.25 s limit: the worker's loop stalled 0.3 s at its end and the
+    same-host target waited 0.5 s for a core in it; together they explain the 0.75 s excess."""
+    waits = [(9.9, 1.0), (10.5, 1.2), (11.0, 1.5), (11.5, 1.6), (12.1, 1.7)]
+    own = [(10.05, 0.0), (12.0, 0.3)]
+    verdict, explained = silence_verdict(starved(target=SAME_HOST, own=own, waits=waits), 10.0, 12.0)
+    assert explained.own == pytest.approx(0.3) and explained.process == pytest.approx(0.7)  # widened to samples
+    assert isinstance(verdict, Excused) and verdict.kind == "keep-alive silence"
+    # Our own delay alone (what the load tool subtracted before) does not explain it.
+    assert isinstance(silence_breach(2.0, 10.0, interval=1.25, tolerance=0.0, own=0.3), Breach)
+
+
+def test_a_silence_starvation_cannot_explain_stays_the_targets_breach():
+    """Same silence, the target hardly waited (asleep, not starved): a breach, the figures beside it."""
+    waits = [(9.9, 1.0), (11.0, 1.05), (12.1, 1.1)]
+    verdict, explained = silence_verdict(starved(target=SAME_HOST, own=[(12.0, 0.3)], waits=waits), 10.0, 12.0)
+    assert isinstance(verdict, Breach) and verdict.kind == "keep-alive silence"
+    assert "the target waited 100 ms for a core" in verdict.observed and "not enough to explain it" in verdict.observed
+    assert explained.total == pytest.approx(0.4)
+
+
+def test_what_stands_for_the_target_where_its_pid_is_unknown_or_it_is_remote():
+    pressure = [(9.9, 5.0), (12.1, 5.9)]  # the machine: 0.9 s of CPU pressure in the window
+    own = [(12.0, 0.3)]
+    unknown = TargetProcess(None, "pid not found", remote=False)
+    verdict, explained = silence_verdict(starved(target=unknown, own=own, pressure=pressure), 10.0, 12.0)
+    assert isinstance(verdict, Excused) and explained.total == pytest.approx(1.2)
+    # On another host neither this machine's pressure nor any process here says anything of it.
+    remote = TargetProcess(None, "not visible", remote=True)
+    verdict, explained = silence_verdict(starved(target=remote, own=own, pressure=pressure), 10.0, 12.0)
+    assert isinstance(verdict, Breach) and explained.total == pytest.approx(0.3)
+
+
+def test_a_stall_still_going_on_counts_and_buffers_are_bounded():
+    samples = starved(target=TargetProcess(None, "", remote=True))
+    samples.probe_asked = 11.0  # the probe's 50 ms sleep began at 11.0 and has not woken by 12.0
+    assert samples.explained(10.0, 12.0, now=12.0).own == pytest.approx(0.95)
+    bounded = WorkerStarvation(probe_period=0.05, keep=10)
+    bounded.delays.extend((t, 0.0) for t in range(100))
+    assert len(bounded.delays) == 10
+    # A window's samples are picked from the newest back (the one before it kept for the cumulative series).
+    samples = starved(target=SAME_HOST, waits=[(float(t), t / 10) for t in range(1000)])
+    assert samples.explained(990.0, 995.0, now=995.0).process == pytest.approx(0.5)
+
+
+def test_late_close_and_cancel_are_judged_the_same_way():
+    assert judge_timing("cancel", "", measured=1.4, limit=1.0, explained=0.5) == Excused("cancel", 1.4, 1.0, 0.5)
+    late = judge_timing("not closed after terminal", "response ended too late after the terminal event",
+                        measured=1.4, limit=1.0, explained=0.1, starvation="the harness's loop stalled 100 ms",
+                        observed="1.400s")
+    assert isinstance(late, Breach) and late.observed.startswith("1.400s; the harness's loop stalled 100 ms")
+    assert judge_timing("cancel", "", measured=0.9, limit=1.0, explained=0.0) is None
+
+
+def test_target_process_is_looked_up_only_on_loopback():
+    assert TargetProcess.find("http://example.com:8080", 1).remote
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        found = TargetProcess.find(f"http://127.0.0.1:{port}")
+    assert found.pid == os.getpid() and not found.remote
+
+
+STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+                "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,"
+                "99.99%,100%")
+
+
+def stats_row(kind: str, name: str, count: int, ms: float, failures: int = 0) -> str:
+    return f"{kind},{name},{count},{failures},{ms},{ms},{ms},{ms},0,1,0" + f",{ms}" * 11
+
+
+def test_report_counts_excused_timings_apart_from_failures(tmp_path):
+    """Excused timings are neither invariant failures nor operations: exit 0, and the report says
+    how many and by what; the target's wait is shown beside the worker's own delay."""
+    (tmp_path / "locust_final_stats.csv").write_text("\n".join([
+        STATS_HEADER, stats_row("SSE", "job", 4, 3000), stats_row("SSE", "cancel", 1, 300),
+        stats_row("worker", "own delay", 100, 20), stats_row("worker", "target wait", 50, 40),
+        stats_row("confounded", "keep-alive silence", 3, 1900),
+        stats_row("confounded", "keep-alive silence / own delay", 3, 300),
+        stats_row("confounded", "keep-alive silence / target wait", 3, 700),
+        stats_row("confounded", "cancel", 1, 1400)]))
+    (tmp_path / "locust_final_failures.csv").write_text("Method,Name,Error,Occurrences\n")
+    result = read_result(tmp_path / "locust", target="t", profile="p", started_at="", duration_s=5.0,
+                         settings={"targetPid": 4242}, max_lag_p99_ms=None, max_failure_ratio=0.0,
+                         min_completed_jobs=None)
+    figures = result.figures()
+    assert result.exit_code == 0 and result.invariant_failures == {}
+    assert figures["cancelMs"]["max"] == 300 and figures["failureRatio"] == 0.0  # the SSE row, not the excused one
+    assert figures["confounded"] == {
+        "cancel": {"count": 1, "maxMs": 1400.0},
+        "keep-alive silence": {"count": 3, "maxMs": 1900.0, "ownDelayMaxMs": 300.0, "targetWaitMaxMs": 700.0}}
+    assert figures["targetWaitMs"] == {"totalMs": 2000, "samples": 50, "p99": 40.0, "max": 40.0}
+    text = to_markdown(result)
+    assert "excused, not the target's: keep-alive silence 3x (longest 1900 ms; explained by own delay up to 300 ms, " \
+           "the target's wait up to 700 ms)" in text
+    assert "the target's run-queue wait (pid 4242): 2.0 s in all" in text
 
 
 def test_harness_imports_without_locust():
