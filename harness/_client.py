@@ -69,6 +69,9 @@ class Segment:
     last_event_id: str  # the decoder's last event id when the segment ended
     retry_ms: int | None
     raw: bytes = b""  # the body as received, when asked for (keep_bytes)
+    # The TCP port our end of the connection had (None when none was made): it pairs the
+    # segment with what a proxy in between saw of the same connection.
+    local_port: int | None = None
 
     @property
     def events(self) -> list[Event]:
@@ -171,6 +174,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
     terminal_at: float | None = None
     kept: list[bytes] = []
     stopped_id: str | None = None  # when the caller stops us mid-chunk: the id we really reached
+    local_port: int | None = None
 
     async def take(new: list[Record]) -> bool:
         """Keep records; True when the caller asked us to stop."""
@@ -194,6 +198,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
         try:
             async with client.stream("GET", url, headers=headers, timeout=timeout) as response:
                 status = response.status_code
+                local_port = _local_port(response)
                 response_headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
                                          for k, v in response.headers.raw)
                 if status != 200:
@@ -257,8 +262,17 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
         started_at=started, wall_offset=wall_offset, status=status, headers=response_headers,
         records=tuple(records), chunks=tuple(chunks), ended_at=ended, end=end, end_detail=detail,
         body=body, last_event_id=decoder.last_event_id if stopped_id is None else stopped_id,
-        retry_ms=decoder.retry_ms, raw=b"".join(kept),
+        retry_ms=decoder.retry_ms, raw=b"".join(kept), local_port=local_port,
     )
+
+
+def _local_port(response: httpx.Response) -> int | None:
+    stream = response.extensions.get("network_stream")
+    try:
+        address = stream.get_extra_info("client_addr") if stream is not None else None
+    except (AttributeError, OSError):
+        return None
+    return address[1] if isinstance(address, tuple) and len(address) >= 2 else None
 
 
 async def follow(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import socket
@@ -11,8 +12,9 @@ import time
 import trio
 
 from ._tasks import background_nursery
+from ._wiretap import ConnectionWire, IdBudget, StreamTap
 
-__all__ = ["FaultProxy", "ProxyLogEntry"]
+__all__ = ["ConnectionWire", "FaultProxy", "ProxyLogEntry"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +25,7 @@ class ProxyLogEntry:
 
 
 class _Connection:
-    def __init__(self, client: trio.SocketStream, number: int) -> None:
+    def __init__(self, client: trio.SocketStream, number: int, budget: IdBudget) -> None:
         self.client = client
         self.server: trio.SocketStream | None = None
         self.number = number
@@ -31,6 +33,23 @@ class _Connection:
         self.down_bytes = 0
         self.cut_after: int | None = None
         self.rst = False
+        self.opened_at = time.monotonic()
+        try:
+            self.peer_port: int | None = client.socket.getpeername()[1]  # the client's end: pairs it with a reader's
+        except (OSError, IndexError, TypeError):
+            self.peer_port = None
+        self.closed_at: float | None = None
+        self.ended_by = ""  # the first cause wins: cut, client, target, unreachable
+        self.received = StreamTap(budget)  # what the target sent
+        self.forwarded = StreamTap(budget)  # what went on to the client
+
+    def end(self, cause: str) -> None:
+        if not self.ended_by:
+            self.ended_by = cause
+
+    def wire(self) -> ConnectionWire:
+        return ConnectionWire(self.number, self.peer_port, self.opened_at, self.closed_at, self.ended_by,
+                              self.received.record(), self.forwarded.record())
 
 
 class FaultProxy:
@@ -38,19 +57,26 @@ class FaultProxy:
 
     Faults apply to the server-to-client direction (what an event-stream reader feels);
     the request direction is forwarded as it comes. Every fault is logged with its
-    monotonic time, so that a trace can be lined up with what was done to it.
+    monotonic time, so that a trace can be lined up with what was done to it. Each
+    connection's server-to-client bytes are tapped on both sides of the proxy (``wire()``):
+    what the target sent and what was forwarded, with the event ids in them, so that a lost
+    event can be placed. Bounded: the newest ``keep`` log entries and ended connections,
+    ``max_ids`` ids in all, the taps' own buffers (harness._wiretap).
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1", *, listen_host: str = "127.0.0.1",
-                 listen_port: int = 0, max_connections: int = 256) -> None:
+                 listen_port: int = 0, max_connections: int = 256, keep: int = 10_000,
+                 max_ids: int = 200_000) -> None:
         if target_host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("the proxy only forwards to this host (127.0.0.1, ::1, localhost)")
         self.target = (target_host, target_port)
         self.listen = (listen_host, listen_port)
         self.max_connections = max_connections
         self.port = 0
-        self.log: list[ProxyLogEntry] = []
-        self.connections: list[_Connection] = []
+        self.log: collections.deque[ProxyLogEntry] = collections.deque(maxlen=keep)
+        self.connections: list[_Connection] = []  # the open ones
+        self._ended: collections.deque[ConnectionWire] = collections.deque(maxlen=keep)
+        self._ids = IdBudget(max_ids)
         self._count = 0
         self._nursery: trio.Nursery | None = None
         self._stalled_until = 0.0  # trio clock
@@ -74,6 +100,10 @@ class FaultProxy:
         # The body's own exception leaves as itself (background_nursery unwraps it).
         return await self._stack.__aexit__(*exc)
 
+    def wire(self) -> tuple[ConnectionWire, ...]:
+        """Every connection so far (the newest ``keep`` ended ones and the open ones), in accept order."""
+        return tuple(sorted([*self._ended, *(c.wire() for c in self.connections)], key=lambda w: w.number))
+
     def url(self, path: str = "") -> str:
         return f"http://{self.listen[0]}:{self.port}{path}"
 
@@ -86,6 +116,7 @@ class FaultProxy:
         live = [c for c in self.connections if not c.scope.cancel_called]
         for conn in live:
             conn.rst = rst
+            conn.end("cut")
             conn.scope.cancel()
         self._note("cut", f"{len(live)} connection(s){' by RST' if rst else ''}")
         return len(live)
@@ -138,7 +169,7 @@ class FaultProxy:
     # -- forwarding -----------------------------------------------------------------------
     async def _handle(self, client: trio.SocketStream) -> None:
         self._count += 1
-        conn = _Connection(client, self._count)
+        conn = _Connection(client, self._count, self._ids)
         if trio.current_time() < self._refuse_until or len(self.connections) >= self.max_connections:
             self._note("refused", f"connection {conn.number}")
             _set_rst(client)
@@ -154,12 +185,16 @@ class FaultProxy:
                 except OSError as exc:
                     self._note("target-unreachable", str(exc))
                     conn.rst = True
+                    conn.end("unreachable")
                     return
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump_up, conn, nursery.cancel_scope)
                     nursery.start_soon(self._pump_down, conn, nursery.cancel_scope)
         finally:
             self.connections.remove(conn)
+            conn.end("proxy-exit")  # nothing else ended it: the proxy stopped (a kept-alive connection)
+            conn.closed_at = time.monotonic()
+            self._ended.append(conn.wire())
             if conn.rst:
                 _set_rst(client)
             with trio.CancelScope(shield=True):
@@ -174,6 +209,7 @@ class FaultProxy:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         # A client half-close is rare for HTTP; treat it as the end of the connection.
+        conn.end("client")
         done.cancel()
 
     async def _pump_down(self, conn: _Connection, done: trio.CancelScope) -> None:
@@ -185,6 +221,7 @@ class FaultProxy:
             async with send:
                 try:
                     while chunk := await conn.server.receive_some(65536):
+                        conn.received.feed(chunk, time.monotonic())
                         await send.send((trio.current_time(), chunk))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
@@ -197,8 +234,9 @@ class FaultProxy:
                         if self.delay_seconds:
                             await trio.sleep_until(arrived + self.delay_seconds)
                         await self._forward(conn, chunk)
+            conn.end("target")  # the target closed, and all it sent went on
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            conn.end("client")
         done.cancel()
 
     async def _forward(self, conn: _Connection, chunk: bytes) -> None:
@@ -209,7 +247,9 @@ class FaultProxy:
             if keep > 0:
                 await conn.client.send_all(chunk[:keep])
                 conn.down_bytes += keep
+                conn.forwarded.feed(chunk[:keep], time.monotonic())
             self._note("cut", f"connection {conn.number} after {conn.down_bytes} bytes")
+            conn.end("cut")
             conn.scope.cancel()
             await trio.lowlevel.checkpoint()
             return
@@ -220,6 +260,7 @@ class FaultProxy:
             part = chunk[start:start + piece]
             await conn.client.send_all(part)
             conn.down_bytes += len(part)
+            conn.forwarded.feed(part, time.monotonic())
             if self.throttle_bps:
                 await trio.sleep(len(part) / self.throttle_bps)
             if self.slice_bytes and self.slice_pause:
