@@ -69,6 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "that does better now fails as stale")
     group.addoption("--sse-strict", action="store_true", help="non-strict outcomes fail, as with `run --strict`")
     group.addoption("--sse-parallel", type=int, default=8, metavar="N", help="cases run at once (default 8)")
+    group.addoption("--sse-timing-slack", type=float, metavar="FACTOR",
+                    help="widen every timing tolerance by FACTOR (>= 1), as with `run --timing-slack`")
     group.addoption("--sse-browser", metavar="PATH",
                     help="Chromium for family 10, as `run --browser` (default: $SSE_HARNESS_BROWSER, else PATH)")
     group.addoption("--sse-report-dir", type=Path, metavar="DIR",
@@ -130,7 +132,8 @@ class _SseSession:
         if self._profile is None:
             path, url = self.config.getoption("sse_profile"), self.config.getoption("sse_target")
             try:
-                self._profile = load_profile(path, base_url=url)
+                self._profile = load_profile(path, base_url=url).with_timing_slack(
+                    self.config.getoption("sse_timing_slack"))
             except ProfileError as exc:
                 raise pytest.UsageError(f"sse-harness: bad profile: {exc}") from None
         return self._profile

@@ -28,17 +28,20 @@ async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, ex
     async with ctx.live(job_id, limits=limits) as live, trio.open_nursery() as nursery:
         nursery.start_soon(watcher.run)
         try:
-            await live.wait_for(ready, within=ready_within, awaited=awaited, basis=ready_basis)
+            aimed_at = await live.wait_for(ready, within=ready_within, awaited=awaited, basis=ready_basis)
             await trio.sleep(settle)
             await watcher.poll_once()
             sent = time.monotonic()
             reply = await ctx.api.cancel(job_id)
-            judge.step(f"POST cancel: HTTP {reply.status} after {(time.monotonic() - sent) * 1000:.0f} ms")
+            answered = time.monotonic()
+            judge.step(f"POST cancel: HTTP {reply.status} after {(answered - sent) * 1000:.0f} ms")
             if reply.status == 202:
                 await live.wait_for_end_after_cancel(f"{ctx.events['cancelled']} after the cancel's 202")
             segment = await live.finish()
         finally:
             nursery.cancel_scope.cancel()
+    if reply.status != 202 and _lost_the_race(ctx, judge, segment, aimed_at, answered):
+        return
     judge.expect(reply.status == 202, "cancel was not accepted", 202, reply.status)
     body = reply.json if isinstance(reply.json, dict) else {}
     judge.expect(body.get("status") == ctx.profile.statuses["canceling"] and body.get("jobId") == job_id,
@@ -74,6 +77,32 @@ async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, ex
     art = await ctx.api.artifact(job_id, ctx.profile.artifact)
     judge.expect(art.status == 404, "a cancelled job published its artifact", 404, art.status)
     verify_cleanup(ctx, judge, watcher, data.get("cleanup"))
+
+
+def _lost_the_race(ctx: Context, judge: Judge, segment, aimed_at: Event, answered: float) -> bool:
+    """A cancel refused because the job had already ended is no fault of the target's refusal (a
+    finished job's cancel is a 409): the cancel came too late for what it was aimed at. Judged as
+    a timing: from the event the cancel was aimed at to the cancel's answer, against the time the
+    job still had to run then (both by the target's ts). When the machine's starvation in that
+    window explains why we were late, the case is confounded (tried again); when it does not, the
+    target's job ended sooner than it was asked to run, and that is what is reported."""
+    ended = next((e for e in segment.events if e.type in ctx.profile.terminal_events), None)
+    end_ts = (parse_data(ended) or {}).get("ts") if ended is not None else None
+    aimed_ts = (parse_data(aimed_at) or {}).get("ts")
+    if not (isinstance(end_ts, (int, float)) and isinstance(aimed_ts, (int, float))):
+        return False
+    ended_at, aimed_at_time = end_ts / 1000 - segment.wall_offset, aimed_ts / 1000 - segment.wall_offset
+    if ended_at > answered:
+        return False  # the job was still running when the target refused: its fault, judged as such
+    judge.evidence["cancelTooLate"] = {"jobRanOnMs": round((ended_at - aimed_at_time) * 1000),
+                                       "cancelAnsweredAfterMs": round((answered - aimed_at_time) * 1000)}
+    judge.add(checks.over_limit(
+        f"the job ended ({ended.id}:{ended.type}) before the cancel reached it", measured=answered - aimed_at_time,
+        limit=ended_at - aimed_at_time, explained=ctx.starved().explained(aimed_at_time, answered),
+        expected=f"the cancel answered within the {(ended_at - aimed_at_time) * 1000:.0f} ms the job still ran "
+                 f"after event {aimed_at.id}", observed=f"answered {(answered - aimed_at_time) * 1000:.0f} ms after it",
+        event_id=ended.id))
+    return True
 
 
 def _in_stage(ctx: Context, stage: str):
