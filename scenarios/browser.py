@@ -42,6 +42,9 @@ CUT_DELAY, OUTAGE_DELAY = 0.3, 0.4
 # A stream that left less than the delay and this much more between its first event and its
 # terminal event left no room for a cut mid-job (the margin: the cutter's polling and our loop).
 ROOM_MARGIN = 0.2
+# The job is created once the page is loaded: its stream's first request follows at once. Later
+# than this, what the job did meanwhile came as one replay: the harness's lateness, not a burst.
+LATE_REQUEST = 1.0
 POLL = 0.2  # how often a session looks at its page and its tap while it waits on the target
 ADVICE_SIX = ("serve HTTP/2 to browsers (one connection carries every stream), or offer one stream that "
               "multiplexes several jobs")
@@ -211,15 +214,14 @@ async def _record(ctx: Context) -> Recording:
     # apart), each beside one uninterrupted Python recording of it: the host's two cores run
     # two jobs, not three.
     main = _Run(ctx, "main")
+    jobs = _Jobs(("plain", "cut", "outage"))
     reference: dict[str, Segment] = {}
     try:
         async with open_browser(path) as browser:
-            shared, alone = await main.jobs(2, **{s: 0.7 for s in ctx.profile.stages})
-            jobs = {"plain": shared, "cut": shared, "outage": alone, "seven": ""}
 
             async def one(name: str, make: Callable[..., Awaitable[Session]]) -> None:
                 try:
-                    sessions[name] = await make(ctx, browser, port, types, jobs[name])
+                    sessions[name] = await make(ctx, browser, port, types, jobs)
                 except (Skip, TargetFault, HarnessError) as exc:
                     sessions[name] = exc
                 except BrowserTimeout as exc:
@@ -227,18 +229,38 @@ async def _record(ctx: Context) -> Recording:
                 except Exception as exc:  # the browser's trouble, or a bug of ours: this session's error
                     whose = "the browser failed" if type(exc).__module__.startswith("playwright") else "harness bug"
                     sessions[name] = HarnessError(f"{whose} in the {name} session: {type(exc).__name__}: {exc}")
+                finally:
+                    jobs.opened(name)  # a session that ended before its page opened holds no one up
 
             async def watch(job_id: str) -> None:
                 reference[job_id] = await ctx.watch(job_id)
 
-            async with trio.open_nursery() as nursery:
+            async def start_jobs() -> None:
+                # The pages first, then the jobs: a slow page load (a busy machine, four browser
+                # contexts at once) must not eat into the jobs the pages are about to follow.
+                with trio.move_on_after(PAGE_OPEN + 5):
+                    await jobs.all_open.wait()
+                try:
+                    shared, alone = await main.jobs(2, **{s: 0.7 for s in ctx.profile.stages})
+                except Exception as exc:
+                    jobs.fail(exc)
+                    raise
+                jobs.start({"plain": shared, "cut": shared, "outage": alone})
                 nursery.start_soon(watch, shared)
                 nursery.start_soon(watch, alone)
+
+            async with trio.open_nursery() as nursery:
                 for name, make in SESSIONS.items():
                     nursery.start_soon(one, name, make)
+                try:
+                    await start_jobs()
+                except Exception:
+                    pass  # in jobs.failure: every session waiting for a job raises it, and so does the recording
             version = browser.version
     except BrowserUnavailable as exc:
         raise HarnessError(str(exc)) from None
+    if jobs.failure is not None:
+        raise jobs.failure
     for name, value in sessions.items():
         if isinstance(value, Session) and name != "seven":
             sessions[name] = dataclasses.replace(value, reference=reference.get(value.job_ids[0]),
@@ -247,6 +269,43 @@ async def _record(ctx: Context) -> Recording:
 
 
 # -- the sessions --------------------------------------------------------------------------
+
+PAGE_OPEN = 15.0  # how long a page may take to load (PageHandle.open)
+
+
+class _Jobs:
+    """The jobs the plain, cut and outage sessions follow, created once all their pages are open."""
+
+    def __init__(self, waiting_for: Collection[str]) -> None:
+        self.waiting = set(waiting_for)
+        self.all_open = trio.Event()
+        self.ready = trio.Event()
+        self.ids: dict[str, str] = {}
+        self.created_at = 0.0  # time.monotonic(), the tap's clock
+        self.failure: BaseException | None = None
+
+    def opened(self, name: str) -> None:
+        self.waiting.discard(name)
+        if not self.waiting:
+            self.all_open.set()
+
+    def start(self, ids: dict[str, str]) -> None:
+        self.ids, self.created_at = ids, time.monotonic()
+        self.ready.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.failure = exc
+        self.ready.set()
+
+    async def job(self, name: str) -> tuple[str, float]:
+        """Once ``name``'s page is open: its job's id and when the job was created."""
+        self.opened(name)
+        with trio.fail_after(PAGE_OPEN + 30):  # every page opens within PAGE_OPEN, or its session ended
+            await self.ready.wait()
+        if self.failure is not None:
+            raise self.failure if isinstance(self.failure, (Skip, TargetFault, HarnessError)) else \
+                HarnessError(f"creating the jobs failed: {type(self.failure).__name__}: {self.failure}")
+        return self.ids[name], self.created_at
 
 # Of the streams asked about, those that delivered a terminal event or were CLOSED.
 _DONE_ALL = ("([streams, types]) => streams.filter(s => __obs.some(o => o.s === s && ((o.k === 'ev' && o.message "
@@ -361,13 +420,21 @@ class _Run:
         return Session(self.name, trace, tuple(ids), None, tuple(self.steps), self.notes)
 
 
-async def _plain(ctx: Context, browser, port: int, types: list[str], job_id: str) -> Session:
+async def _follow(run: _Run, rig: BrowserRig, browser, types: list[str], jobs: _Jobs) -> tuple[PageHandle, list[str]]:
+    """The session's page, loaded first; then, once its job was created, its one EventSource."""
+    page = rig.page(browser, None, types)
+    await page.open(timeout=PAGE_OPEN)
+    job_id, created_at = await jobs.job(run.name)
+    await page.start(run.paths([job_id]))
+    run.notes["jobCreatedAt"] = created_at
+    run.steps.append("the page opened one EventSource with a listener per event type")
+    return page, [job_id]
+
+
+async def _plain(ctx: Context, browser, port: int, types: list[str], jobs: _Jobs) -> Session:
     run = _Run(ctx, "plain")
-    ids = [job_id]
     async with BrowserRig(port) as rig:
-        page = rig.page(browser, run.paths(ids), types)
-        await page.open()
-        run.steps.append("the page opened one EventSource with a listener per event type")
+        page, ids = await _follow(run, rig, browser, types, jobs)
         if await run.until_done(page, range(1)):
             retry = _retry_seconds([x.segment() for x in rig.tap.exchanges if x.target == page.streams[0]])
             # Until CLOSED (the close, a retry period, the 204), then 3 retry periods for any
@@ -383,12 +450,11 @@ async def _plain(ctx: Context, browser, port: int, types: list[str], job_id: str
     return run.session(trace, ids)
 
 
-async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) -> Session:
+async def _cut(ctx: Context, browser, port: int, types: list[str], jobs: _Jobs) -> Session:
     run = _Run(ctx, "cut")
-    ids = [job_id]
     cut_times: list[float] = []
     async with BrowserRig(port) as rig, background_nursery() as nursery:
-        page = rig.page(browser, run.paths(ids), types)
+        page, ids = await _follow(run, rig, browser, types, jobs)
         done = trio.Event()
 
         async def cutter() -> None:
@@ -405,7 +471,6 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
                 if not done.is_set() and live.ended_at is None and rig.proxy.cut():
                     cut_times.append(time.monotonic())  # the tap's clock
 
-        await page.open()
         nursery.start_soon(cutter)
         await run.until_done(page, range(1))
         done.set()
@@ -416,12 +481,11 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], job_id: str) 
     return run.session(trace, ids)
 
 
-async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: str) -> Session:
+async def _outage(ctx: Context, browser, port: int, types: list[str], jobs: _Jobs) -> Session:
     run = _Run(ctx, "outage")
-    ids = [job_id]
     outage = 1.0
     async with BrowserRig(port) as rig, background_nursery() as nursery:
-        page = rig.page(browser, run.paths(ids), types)
+        page, ids = await _follow(run, rig, browser, types, jobs)
         done = trio.Event()
 
         async def offline() -> None:
@@ -442,7 +506,6 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: st
                 rig.proxy.refuse(0.25)
                 await trio.sleep(0.25)
 
-        await page.open()
         nursery.start_soon(offline)
         await run.until_done(page, range(1))
         done.set()
@@ -454,11 +517,11 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], job_id: st
     return run.session(trace, ids)
 
 
-async def _seven(ctx: Context, browser, port: int, types: list[str], _: str) -> Session:
+async def _seven(ctx: Context, browser, port: int, types: list[str], _: _Jobs) -> Session:
     run = _Run(ctx, "seven")
     async with BrowserRig(port) as rig:
         page = rig.page(browser, None, types)
-        await page.open()  # first: a slow page load must not let short jobs end unwatched
+        await page.open(timeout=PAGE_OPEN)  # first: a slow page load must not let short jobs end unwatched
         ids = await run.jobs(7, **{ctx.profile.stages[-1]: 1.0})
         await page.start(run.paths(ids))
         run.steps.append("the page opened seven EventSources at once, one per job")
@@ -550,7 +613,14 @@ def _no_room(ctx: Context, session: Session, action: str, delay: float, what: st
     its first event and its terminal event left no room (the job in one burst: buffered delivery,
     2.3's finding; or a job too short): a Skip that says so. Room left and nothing landed: the
     harness's proxy did not do its part, a HarnessError."""
-    room = cut_room(session.trace.segments(0), ctx.profile.terminal_events)
+    segments = session.trace.segments(0)
+    room = cut_room(segments, ctx.profile.terminal_events)
+    created = session.notes.get("jobCreatedAt")
+    late = segments[0].started_at - created if segments and created is not None else 0.0
+    if room.seconds < delay + ROOM_MARGIN and late > LATE_REQUEST:
+        return HarnessError(f"no {action} could land mid-job, so no {what}: the browser's first request for the "
+                            f"stream reached the target {late:.2f}s after the job was created (the harness's "
+                            f"browser was slow; the job was nearly over): {room.describe()}")
     if room.seconds < delay + ROOM_MARGIN:
         return Skip(f"no {action} could land mid-job, so no {what}: {room.describe()}, and the {action} comes "
                     f"{delay}s after the tap sees an event on the stream. A target that holds events back and "

@@ -207,6 +207,10 @@ async def test_a_job_delivered_in_one_burst_leaves_no_room_to_cut_a_skip_that_na
     if case_id == "10.7":
         late = await _verdict(case_id, name, _burst(name, {"outageSeconds": 1.0, "outageAt": 4.5}))
         assert late.outcome == "skip" and "2.3" in late.reason, late
+    # The job created long before the browser asked for its stream: the burst was the replay of
+    # what the job did meanwhile, and the lateness the harness's own.
+    slow = await _verdict(case_id, name, _burst(name, {"cuts": 0, "cutTimes": (), "jobCreatedAt": -2.0}))
+    assert slow.outcome == "error" and "3.00s after the job was created" in slow.reason, slow
 
 
 async def test_an_outage_session_whose_wait_ended_at_a_deadline_is_a_fail_not_an_error():

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import sys
 
+import trio
+
 import reference_server._stream as stream
 from reference_server._problems import problem_bytes
 
 FAULT = sys.argv[1] if len(sys.argv) > 1 else ""
-KNOWN = {"after-end-200", "reconnect-503", "retry-hour"}
+KNOWN = {"after-end-200", "buffered", "reconnect-503", "retry-hour"}
 HOUR_MS = 3_600_000
+# buffered: what the stream writes is held and sent every this many seconds (and at its end), as
+# a framework or proxy buffer does. Longer than the browser family's jobs (3.5 s), shorter than
+# the events deadline (5 s): each job mostly reaches the browser in one burst at its end.
+FLUSH_SECONDS = 4.5
 
 _inner = stream.EventStreamRoute._stream
 _refused: set[str] = set()
@@ -50,7 +56,41 @@ async def _stream(self, job, last_id, head_only, receive, send, scope=None):
             await send(message)
 
         return await _inner(self, job, last_id, head_only, receive, send_hour, scope)
+    if FAULT == "buffered":
+        return await _buffered(self, job, last_id, head_only, receive, send, scope)
     return await _inner(self, job, last_id, head_only, receive, send, scope)
+
+
+async def _buffered(self, job, last_id, head_only, receive, send, scope):
+    """The stream as the correct server writes it, its body sent every FLUSH_SECONDS."""
+    held: list[bytes] = []
+    lock = trio.Lock()  # one send at a time: the flusher's and the end's
+
+    async def flush(more: bool) -> None:
+        async with lock:
+            if held or not more:
+                body = b"".join(held)
+                held.clear()
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def send_later(message):
+        if message["type"] != "http.response.body":
+            await send(message)
+        elif message.get("more_body"):
+            held.append(message.get("body", b""))
+        else:
+            held.append(message.get("body", b""))
+            await flush(False)
+
+    async with trio.open_nursery() as nursery:
+        async def flusher():
+            while True:
+                await trio.sleep(FLUSH_SECONDS)
+                await flush(True)
+
+        nursery.start_soon(flusher)
+        await _inner(self, job, last_id, head_only, receive, send_later, scope)
+        nursery.cancel_scope.cancel()
 
 
 if FAULT in KNOWN:
