@@ -19,11 +19,11 @@ __all__ = ["ConnectionWire", "IdBudget", "StreamTap", "TapRecord"]
 
 _MAX_HEAD = 64 << 10  # a response head (status line and headers) longer than this is not parsed
 _MAX_SIZE_LINE = 1024  # a chunk-size line, with its extensions
-# The decoder's bounds: those of the reader's default limits for a line; one event's lines
-# up to a line's size (the reader allows more, so an event the tap drops is noted, see
-# TapRecord.problem, rather than silently missing from the record).
-_MAX_LINE = 1 << 20
-_MAX_EVENT = 1 << 20
+# The decoder's bounds, per tap (two taps per open connection): under the reader's, so an
+# event or line the tap cannot hold is noted (TapRecord.problem) and a loss near it is
+# left unplaced rather than placed wrong.
+_MAX_LINE = 256 << 10
+_MAX_EVENT = 256 << 10
 
 
 class IdBudget:
