@@ -36,3 +36,30 @@ async def test_4_3_runs_and_passes_against_a_correct_server_with_slow_progress()
     assert evidence["cuts"] >= evidence["cutsRequired"] >= MIN_CUTS
     assert all(carried >= 1 for carried in evidence["eventsBeforeEachCut"])  # no connection cut before it delivered
     assert len(evidence["wire"]) == evidence["connections"]
+
+
+async def test_a_connection_is_not_cut_before_it_delivered_an_event():
+    """The harness's cause of a lost run on an independent server: cut as soon as a reconnect
+    carried bytes (its head), five reconnects in a row got no event before their cut and the
+    reader gave up. Now only a connection that forwarded an event is a candidate for a cut."""
+    import time
+    from types import SimpleNamespace
+
+    import trio
+
+    from scenarios.replay import PATIENCE_SECONDS, _carrying
+
+    def conn(events: int, opened_ago: float):
+        return SimpleNamespace(scope=SimpleNamespace(cancel_called=False), opened_at=time.monotonic() - opened_ago,
+                               forwarded=SimpleNamespace(events=events), down_bytes=400)
+
+    done = trio.Event()
+    head_only = SimpleNamespace(connections=[conn(0, 5.0)])  # bytes went by, no event
+    with trio.move_on_after(0.2) as waited:
+        await _carrying(head_only, 1, done)
+    assert waited.cancelled_caught  # still waiting: a response head is not a delivery
+    done.set()
+    assert await _carrying(head_only, 1, done) is None
+    delivered = conn(2, PATIENCE_SECONDS + 0.1)
+    assert await _carrying(SimpleNamespace(connections=[delivered]), 5, trio.Event()) is delivered
+    assert await _carrying(SimpleNamespace(connections=[conn(2, 0.0)]), 2, trio.Event()) is not None
