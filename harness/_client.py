@@ -145,11 +145,16 @@ async def record(
     record_lines: bool = False,
     keep_bytes: bool = False,
     patient: Callable[[Event], bool] | None = None,
+    method: str = "GET",
+    content: bytes | None = None,
+    terminal: Callable[[Event], bool] | None = None,
 ) -> Segment:
     """Open one event stream and record it until it ends, ``stop`` says so, or a limit hits.
 
-    After an event whose type is in ``terminal_types`` we keep reading (at most
+    After an event whose type is in ``terminal_types`` (or for which ``terminal`` holds: a data
+    sentinel such as ``[DONE]``, a field's value) we keep reading (at most
     ``limits.after_terminal``) to see whether and when the server closes the response.
+    ``method`` and ``content``: a stream opened by a POST (an LLM completion, say).
     ``patient(event)`` says after which events a silence is legitimate (say, a job that
     reports itself queued): ``limits.between_events`` is lifted until the next event.
     """
@@ -157,11 +162,20 @@ async def record(
         if client is None:
             client = await stack.enter_async_context(httpx.AsyncClient())
         return await _record(client, url, _headers(headers, last_event_id), last_event_id, limits, stop,
-                             frozenset(terminal_types), sink, record_lines, keep_bytes, patient)
+                             _is_terminal(terminal_types, terminal), sink, record_lines, keep_bytes, patient,
+                             method, content)
 
 
-async def _record(client, url, headers, last_event_id, limits, stop, terminal_types, sink, record_lines,
-                  keep_bytes=False, patient=None) -> Segment:
+def _is_terminal(terminal_types: Iterable[str], terminal: Callable[[Event], bool] | None) -> Callable[[Event], bool]:
+    """One predicate for "this event ends the stream": by type, or by what the caller says."""
+    types = frozenset(terminal_types)
+    if terminal is None:
+        return lambda event: event.type in types
+    return lambda event: event.type in types or terminal(event)
+
+
+async def _record(client, url, headers, last_event_id, limits, stop, is_terminal, sink, record_lines,
+                  keep_bytes=False, patient=None, method="GET", content=None) -> Segment:
     decoder = Decoder(max_line=limits.max_line, record_lines=record_lines)
     records: list[Record] = []
     chunks: list[tuple[float, int]] = []
@@ -184,7 +198,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
             if sink is not None:
                 await sink(rec)
             if isinstance(rec, Event):
-                if rec.type in terminal_types and terminal_at is None:
+                if terminal_at is None and is_terminal(rec):
                     terminal_at = rec.arrived_at
                 if stop is not None and stop(rec):
                     stopped_id = rec.id
@@ -196,7 +210,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, terminal_ty
         if limits.between_events is not None:
             no_events.deadline = trio.current_time() + limits.between_events
         try:
-            async with client.stream("GET", url, headers=headers, timeout=timeout) as response:
+            async with client.stream(method, url, headers=headers, timeout=timeout, content=content) as response:
                 status = response.status_code
                 local_port = _local_port(response)
                 response_headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
@@ -287,6 +301,9 @@ async def follow(
     sink: Callable[[Record], Awaitable[None]] | None = None,
     on_segment: Callable[[Segment], Awaitable[None]] | None = None,
     patient: Callable[[Event], bool] | None = None,
+    method: str = "GET",
+    content: bytes | None = None,
+    terminal: Callable[[Event], bool] | None = None,
 ) -> Trace:
     """Behave like a browser's EventSource and record every connection.
 
@@ -294,7 +311,7 @@ async def follow(
     event; stops on a terminal event, on 204 (or any other non-200: EventSource fails
     there), or after ``policy.max_attempts`` connections in a row that brought no event.
     """
-    terminal_types = frozenset(terminal_types)
+    is_terminal = _is_terminal(terminal_types, terminal)
     segments: list[Segment] = []
     failures = 0
     delay_factor = 1.0
@@ -304,11 +321,11 @@ async def follow(
             client = await stack.enter_async_context(httpx.AsyncClient())
         while True:
             segment = await _record(client, url, _headers(headers, last_event_id), last_event_id, limits, None,
-                                    terminal_types, sink, False, False, patient)
+                                    is_terminal, sink, False, False, patient, method, content)
             segments.append(segment)
             if on_segment is not None:
                 await on_segment(segment)
-            if any(e.type in terminal_types for e in segment.events):
+            if any(is_terminal(e) for e in segment.events):
                 break
             if segment.end == END_STATUS:
                 if segment.status != 204:  # 204 is the server's "nothing more": a normal end
