@@ -76,6 +76,9 @@ class ApiClient:
         return {**self.profile.job_body, **knobs}
 
     async def healthz(self) -> Reply:
+        """The health endpoint: the contract's healthz, or the one a stream profile claims."""
+        if self.profile.kind == "stream":
+            return await self.request("GET", self.profile.base_url.rstrip("/") + self.profile.claims.health)
         return await self.request("GET", self.profile.url("healthz"))
 
     async def create(self, body: dict[str, Any] | None = None, **knobs: Any) -> Reply:

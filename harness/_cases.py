@@ -30,6 +30,7 @@ from ._decoder import Event
 from ._invariants import is_number
 from ._profile import Profile
 from ._starvation import Starvation, StarvationMonitor
+from ._stream_profile import CLAIMS, SetupFailed, StreamRequest
 from ._tasks import background_nursery
 
 __all__ = ["OUTCOMES", "REGISTRY", "Case", "CaseResult", "Context", "Finding", "HarnessError", "Judge", "LiveStream",
@@ -227,6 +228,16 @@ class Case:
     plots: tuple[Plot, ...] = ()
     module: str = ""  # the module that registered it (its origin is looked up by the registry)
     measures: tuple[Measure, ...] = ()
+    # What the target must claim for the case to apply (harness._stream_profile.CLAIMS): a case
+    # whose needs the profile does not claim is skip, naming the missing claim.
+    needs: tuple[str, ...] = ("contract",)
+
+    def unmet(self, profile: Profile) -> str:
+        """Why the case does not apply to this profile ("" when it does)."""
+        missing = profile.claims.missing(self.needs)
+        if not missing:
+            return ""
+        return "the profile claims no " + "; no ".join(CLAIMS.get(m, m) for m in missing)
 
     def title_for(self, profile: Profile) -> str:
         """The title with the values in force: a title may name the profile's timing
@@ -284,12 +295,18 @@ REGISTRY = Registry()
 
 
 def case(case_id: str, title: str, *, invariants: tuple[str, ...] = (), exclusive: bool = False,
-         timeout: float = 60.0, plots: Sequence[Plot] = (), measures: Sequence[Measure] = ()):
-    """Register a scenario function as a numbered case (``N.M``, or ``N.Ma`` for a variant)."""
+         timeout: float = 60.0, plots: Sequence[Plot] = (), measures: Sequence[Measure] = (),
+         needs: Sequence[str] = ("contract",)):
+    """Register a scenario function as a numbered case (``N.M``, or ``N.Ma`` for a variant).
+    ``needs``: the claims the target's profile must make for the case to run (default: the
+    contract's job API); see harness._stream_profile.CLAIMS."""
+    unknown = [n for n in needs if n not in CLAIMS]
+    if unknown:
+        raise ValueError(f"case {case_id}: unknown need(s) {unknown}; known: {', '.join(sorted(CLAIMS))}")
 
     def register(func):
         REGISTRY.add(Case(case_id, title, tuple(invariants), func, exclusive, timeout, tuple(plots),
-                          getattr(func, "__module__", "") or "", tuple(measures)))
+                          getattr(func, "__module__", "") or "", tuple(measures), tuple(needs)))
         return func
 
     return register
@@ -400,6 +417,8 @@ class Context:
 
     # -- settings -------------------------------------------------------------------------
     async def load_settings(self) -> None:
+        if not self.profile.claims.has("health"):
+            return  # a stream profile that claims no health endpoint: the first stream says it all
         try:
             reply = await self.api.healthz()
         except httpx.HTTPError as exc:
@@ -514,6 +533,39 @@ class Context:
         kwargs.setdefault("patient", self.is_queued)
         return await follow(url, client=self.http, headers=self.profile.headers(),
                             terminal_types=self.profile.terminal_events, **kwargs)
+
+    # -- any stream (a profile's [stream], or a contract job's events) ----------------------
+    async def open_stream(self) -> StreamRequest:
+        """Run the profile's set-up requests and return the stream's request, ready to record.
+        A set-up request the target refused or failed is its fault (TargetFault)."""
+        try:
+            return await self.profile.stream.open(self.http, self.profile.base_url, self.profile.headers())
+        except SetupFailed as exc:
+            raise TargetFault(str(exc), "a 2xx answer with the values to capture", None) from None
+
+    @property
+    def stream_keepalive(self) -> float:
+        """The keep-alive interval the target claims for its stream (0: none claimed)."""
+        if self.profile.kind == "contract":
+            return self.keepalive
+        return self.profile.claims.keepalive_seconds
+
+    def stream_limits(self, **overrides: Any) -> Limits:
+        """Limits for a stream of any kind: the events deadline from the claimed keep-alive when
+        the stream's own events owe no cadence."""
+        keepalive = self.stream_keepalive
+        read = max(5.0, keepalive * 3) if keepalive else 70.0  # past the 60 s of common proxies
+        base = Limits(read=read, total=self.job_timeout, after_terminal=max(3.0, self.close_within * 3),
+                      between_events=None)
+        return dataclasses.replace(base, **overrides)
+
+    async def record_stream(self, request: StreamRequest | None = None, **kwargs: Any) -> Segment:
+        """One connection to the stream (opened afresh unless ``request`` is given), until it
+        ends (by the profile's meaning of an end), or a limit hits."""
+        request = request if request is not None else await self.open_stream()
+        kwargs.setdefault("limits", self.stream_limits())
+        return await record(request.url, client=self.http, headers=request.headers, method=request.method,
+                            content=request.content, terminal=self.profile.meaning.is_end, **kwargs)
 
     async def shared(self, key: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """Compute once per run and share between cases (e.g. one recorded lifecycle job)."""
@@ -659,6 +711,11 @@ async def run_case(case_: Case, ctx: Context, *, registry: Registry = REGISTRY, 
     starvation explains (``confounded``), try it again, up to ``tries`` in all, ``pause`` apart.
     A breach that starvation cannot explain is a ``fail`` at once; a try that passes is the
     verdict (the earlier tries are kept in ``retries``); confounded every time is ``error``."""
+    unmet = case_.unmet(ctx.profile)
+    if unmet:
+        return CaseResult(id=case_.id, title=case_.title_for(ctx.profile), invariants=case_.invariants,
+                          outcome=Outcome.SKIP, duration_ms=0, findings=(), evidence={}, steps=(), reason=unmet,
+                          origin=registry.origin(case_), plots=case_.plots, measures=case_.measures)
     earlier: list[dict[str, Any]] = []
     for attempt in range(1, max(1, tries) + 1):
         result = await _run_once(case_, ctx if attempt == 1 else ctx.for_retry(), registry)

@@ -89,9 +89,11 @@ def _list_main(args, console: Console) -> int:
     except (ProfileError, CaseLoadError, ValueError) as exc:
         console.print(f"[red]{exc}")
         return 2
-    table = Table("id", "title", "invariants", "from")
+    table = Table("id", "title", "invariants", "from", "with this profile")
     for case in cases:
-        table.add_row(case.id, case.title_for(profile), ", ".join(case.invariants), REGISTRY.origin(case))
+        unmet = case.unmet(profile)
+        table.add_row(case.id, case.title_for(profile), ", ".join(case.invariants), REGISTRY.origin(case),
+                      f"[dim]skip: {unmet}[/]" if unmet else "run")
     console.print(table)
     return 0
 

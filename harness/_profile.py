@@ -9,6 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._stream_profile import (CONTRACT_CLAIMS, CONTRACT_MEANING, Claims, Meaning, StreamSpec, contract_stream,
+                              parse_stream_profile)
+
 __all__ = ["Profile", "ProfileError", "load_profile"]
 
 
@@ -37,6 +40,17 @@ class Profile:
     timing: dict[str, float]
     restart_command: str = ""  # a shell command with {signal}; empty: the harness cannot restart the target
     restart_timeout: float = 30.0
+    # How to open the stream, what its events mean, what the server claims (harness._stream_profile).
+    # A contract profile claims everything and its stream is a job's events; a stream profile
+    # (a [stream] section) claims what it says, and the contract's job API not at all.
+    stream: StreamSpec | None = None
+    meaning: Meaning = Meaning()
+    claims: Claims = Claims(CONTRACT_CLAIMS)
+
+    @property
+    def kind(self) -> str:
+        """"contract" (the contract's job API, renamed at most) or "stream" (any SSE stream)."""
+        return "contract" if self.claims.has("contract") else "stream"
 
     @property
     def terminal_events(self) -> frozenset[str]:
@@ -89,7 +103,9 @@ def _str(section: str, key: str, value: Any) -> str:
 
 
 def load_profile(path: str | Path | None = None, *, base_url: str | None = None) -> Profile:
-    """Read a profile file (None: the contract) and validate every value."""
+    """Read a profile file (None: the contract) and validate every value. A file with a
+    [stream] section describes any SSE stream (docs/profiles.md); one without, the contract's
+    job API under other names."""
     raw: dict[str, Any] = {}
     name = "contract"
     if path is not None:
@@ -101,6 +117,26 @@ def load_profile(path: str | Path | None = None, *, base_url: str | None = None)
         except tomllib.TOMLDecodeError as exc:
             raise ProfileError(f"profile {path} is not valid TOML: {exc}") from None
         name = path.stem
+    if "stream" in raw:
+        return _stream_profile(raw, name, base_url)
+    profile = _contract_profile(raw, name, base_url)
+    return dataclasses.replace(
+        profile, stream=contract_stream(profile.paths["create"], profile.paths["events"], profile.job_body),
+        meaning=dataclasses.replace(CONTRACT_MEANING, end_types=tuple(sorted(profile.terminal_events))))
+
+
+def _stream_profile(raw: dict[str, Any], name: str, base_url: str | None) -> Profile:
+    try:
+        spec, meaning, claims, rest = parse_stream_profile(raw)
+    except ValueError as exc:
+        raise ProfileError(str(exc)) from None
+    # [target] and [timing] as in any profile; the contract's other sections are not claimed,
+    # and their defaults only fill fields no case that runs here reads.
+    base = _contract_profile(rest, name, base_url)
+    return dataclasses.replace(base, stream=spec, meaning=meaning, claims=claims, knobs=False, restart_command="")
+
+
+def _contract_profile(raw: dict[str, Any], name: str, base_url: str | None) -> Profile:
     data = _merge(raw)
     target = data["target"]
     url = _str("target", "base_url", base_url or target["base_url"])
