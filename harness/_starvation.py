@@ -27,28 +27,33 @@ from typing import Any, Callable, Iterable
 import trio
 
 __all__ = ["Explained", "ProcessSeries", "Starvation", "StarvationMonitor", "descendants", "find_listening_pid",
-           "machine_pressure_seconds", "process_name", "process_wait_seconds"]
+           "every", "machine_pressure_seconds", "process_name", "process_wait_seconds", "thread_waits"]
 
 _PSI = Path("/proc/pressure/cpu")
 
 
-def process_wait_seconds(pid: int, *, max_threads: int = 256) -> float | None:
-    """The run-queue wait so far (seconds) of a process's threads, or None when /proc says nothing
-    about it (gone, another namespace, no schedstat)."""
-    total, seen = 0, False
+def thread_waits(pid: int, *, max_threads: int = 256) -> dict[int, float]:
+    """The run-queue wait so far (seconds) of each of a process's threads (empty when /proc says
+    nothing about it: gone, another namespace, no schedstat)."""
+    out: dict[int, float] = {}
     try:
         tasks = os.listdir(f"/proc/{pid}/task")[:max_threads]
     except OSError:
-        return None
+        return out
     for tid in tasks:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
                 fields = fh.read(200).split()
-            total += int(fields[1])
-            seen = True
+            out[int(tid)] = int(fields[1]) / 1e9
         except (OSError, IndexError, ValueError):
             continue  # a thread that ended between the listing and the read
-    return total / 1e9 if seen else None
+    return out
+
+
+def process_wait_seconds(pid: int, *, max_threads: int = 256) -> float | None:
+    """The run-queue wait so far (seconds) of a process's threads together, or None."""
+    waits = thread_waits(pid, max_threads=max_threads)
+    return sum(waits.values()) if waits else None
 
 
 def machine_pressure_seconds() -> float | None:
@@ -127,6 +132,20 @@ def descendants(root: int, *, named: str = "") -> list[int]:
             if name.startswith(named):
                 out.append(pid)
     return out
+
+
+def every(seconds: float, find: Callable[[], list[int]]) -> Callable[[], list[int]]:
+    """``find`` (a scan of /proc, say), called again only when ``seconds`` have passed: the
+    monitor asks for its pids every sample, ten times a second."""
+    found: dict[str, Any] = {"at": -float("inf"), "pids": []}
+
+    def pids() -> list[int]:
+        now = time.monotonic()
+        if now - found["at"] >= seconds:
+            found["at"], found["pids"] = now, find()
+        return found["pids"]
+
+    return pids
 
 
 def _delta(series: tuple[tuple[float, float], ...], start: float, end: float) -> float | None:
@@ -238,29 +257,29 @@ class Starvation:
 
 
 class _Group:
-    """A process group's cumulative wait, across pids that come and go (the series never drops)."""
+    """A process group's wait for a core, as one cumulative series: each sampling interval adds
+    the waits of its ``chain`` most-waiting threads in that interval. What delays one timing is
+    a chain of a few threads (a server's loop, a browser's renderer, network and I/O threads);
+    summing every thread of a many-threaded process (a browser has hundreds) would excuse
+    anything on a busy machine, while the top few per interval bound any such chain."""
 
-    def __init__(self, role: str, pids: Callable[[], Iterable[int]], label: str, keep: int) -> None:
-        self.role, self.pids, self.label = role, pids, label
+    def __init__(self, role: str, pids: Callable[[], Iterable[int]], label: str, keep: int, chain: int = 3) -> None:
+        self.role, self.pids, self.label, self.chain = role, pids, label, chain
         self.samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
-        self._base: dict[int, float] = {}
-        self._last: dict[int, float] = {}
-        self._gone = 0.0
+        self._last: dict[tuple[int, int], float] = {}
+        self._total = 0.0
 
     def sample(self, now: float) -> None:
-        current: dict[int, float] = {}
+        current: dict[tuple[int, int], float] = {}
         for pid in self.pids():
-            wait = process_wait_seconds(pid)
-            if wait is not None:
-                current[pid] = wait
-        for pid in list(self._base):
-            if pid not in current:
-                self._gone += self._last.get(pid, self._base[pid]) - self._base.pop(pid)
-        for pid, wait in current.items():
-            self._base.setdefault(pid, wait)
+            for tid, wait in thread_waits(pid).items():
+                current[(pid, tid)] = wait
+        if not current and not self.samples:
+            return
+        grown = sorted((wait - self._last[key] for key, wait in current.items() if key in self._last), reverse=True)
+        self._total += sum(max(0.0, g) for g in grown[:self.chain])
         self._last = current
-        if current or self.samples:
-            self.samples.append((now, self._gone + sum(w - self._base[p] for p, w in current.items())))
+        self.samples.append((now, self._total))
 
 
 class StarvationMonitor:
