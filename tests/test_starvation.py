@@ -255,3 +255,16 @@ def test_reports_show_tries_and_starvation_and_count_retried_cases():
     assert "tries: on try 2 of 2" in junit and "targetWaitMs" in junit
     page = to_html(report)
     assert "Timing verdicts" in page and "Tried again" in page
+
+
+def test_a_groups_wait_adds_its_three_most_waiting_threads_per_interval(monkeypatch):
+    import harness._starvation as starvation
+
+    readings = iter([{1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0},
+                     {1: 0.5, 2: 0.1, 3: 0.2, 4: 0.3, 5: 0.05},   # grew 0.5, 0.3, 0.2 at the top
+                     {1: 0.5, 2: 0.1, 3: 0.2, 4: 0.3, 5: 0.05}])  # nobody waited
+    monkeypatch.setattr(starvation, "thread_waits", lambda pid: next(readings))
+    group = starvation._Group("browser", lambda: [42], "test", keep=10)
+    for t in (0.0, 0.1, 0.2):
+        group.sample(t)
+    assert [round(v, 6) for _, v in group.samples] == [0.0, 1.0, 1.0]  # not 1.15: every thread summed
