@@ -573,7 +573,7 @@ class SSEUser(FastHttpUser):
                             continue
                         self._judge_end(plan, job, server_closed=False, ended_at=now,
                                         how=f"still open {open_for:.2f}s after the terminal event; "
-                                            f"{explained.describe()}")
+                                            f"{explained.describe()}: not enough to explain it")
                         return "done"
                     if cut_at is not None and terminal_at is None and now >= cut_at:
                         job.cut_done = True
