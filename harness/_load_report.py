@@ -231,14 +231,14 @@ def starvation_lines(result: LoadResult) -> list[str]:
         w = f[key]
         if w:
             lines.append(f"{what}: {w['totalMs'] / 1000:.1f} s in all over {w['samples']} readings, one per "
-                         f"100 ms or more (p99 {w['p99']:g} ms, max {w['max']:g} ms in one)")
+                         f"100 ms or more (p99 {w['p99']:g} ms, max {w['max']:.0f} ms in one)")
     if not f["targetWaitMs"]:
         lines.append("the target's run-queue wait: not measured (another host, or its pid not found)")
     for kind, c in sorted(f["confounded"].items()):
-        sources = ", ".join(f"{name} up to {c[key]:g} ms" for key, name in (
+        sources = ", ".join(f"{name} up to {c[key]:.0f} ms" for key, name in (
             ("ownDelayMaxMs", "own delay"), ("targetWaitMaxMs", "the target's wait"),
             ("cpuPressureMaxMs", "CPU pressure")) if key in c)
-        lines.append(f"excused, not the target's: {kind} {c['count']}x (longest {c['maxMs']:g} ms; "
+        lines.append(f"excused, not the target's: {kind} {c['count']}x (longest {c['maxMs']:.0f} ms; "
                      f"explained by {sources})")
     return lines
 
