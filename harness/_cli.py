@@ -1,4 +1,4 @@
-"""The sse-harness command: run, list, proxy."""
+"""The sse-harness command: run, list, proxy, probe."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     from ._load_cli import add_parser as add_load_parser
 
     add_load_parser(sub)
+    from ._probe_cli import add_parser as add_probe_parser
+
+    add_probe_parser(sub)
     return parser
 
 
@@ -73,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._load_cli import main as load_main
 
         return load_main(args, console)
+    if args.command == "probe":
+        from ._probe_cli import main as probe_main
+
+        return probe_main(args, console)
     if args.command == "diff":
         from ._diff import main as diff_main
 
