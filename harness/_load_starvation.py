@@ -15,7 +15,7 @@ import dataclasses
 import ipaddress
 from urllib.parse import urlsplit
 
-from ._starvation import (Explained, ProcessSeries, Starvation, find_listening_pid, machine_pressure_seconds,
+from ._starvation import (Explained, ProcessSeries, Starvation, _Group, find_listening_pid, machine_pressure_seconds,
                           process_wait_seconds)
 
 __all__ = ["TargetProcess", "WorkerStarvation", "loopback_port"]
@@ -73,12 +73,14 @@ def _recent(samples: collections.deque[tuple[float, float]], since: float) -> li
 
 class WorkerStarvation:
     """One worker process's samples: its loop delay (t, seconds late: the loop was blocked from
-    t - late to t), the target's cumulative run-queue wait and the machine's cumulative CPU
-    pressure (t, seconds), each bounded to the newest ``keep``."""
+    t - late to t), the target's cumulative run-queue wait (as the conformance cases count it:
+    its few most-waiting threads in each interval) and the machine's cumulative CPU pressure
+    (t, seconds), each bounded to the newest ``keep``."""
 
     def __init__(self, *, probe_period: float, keep: int = KEEP) -> None:
-        self.probe_period = probe_period
+        self.probe_period, self.keep = probe_period, keep
         self.delays: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+        self._group: _Group | None = None  # the target's threads, when its pid is known
         self.target_waits: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
         self.pressure: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
         self.target: TargetProcess | None = None
@@ -90,7 +92,9 @@ class WorkerStarvation:
         if target == self.target:
             return False
         self.target = target
-        self.target_waits.clear()
+        pid = target.pid
+        self._group = _Group("target", lambda: [pid], target.label, self.keep) if pid is not None else None
+        self.target_waits = self._group.samples if self._group is not None else collections.deque(maxlen=self.keep)
         self._logged.pop("target wait", None)
         return True
 
@@ -98,10 +102,8 @@ class WorkerStarvation:
         """One reading of the target's run-queue wait and, unless it is on another host, the
         machine's CPU pressure."""
         target = self.target
-        if target is not None and target.pid is not None:
-            wait = process_wait_seconds(target.pid)
-            if wait is not None:
-                self.target_waits.append((now, wait))
+        if self._group is not None:
+            self._group.sample(now)
         if target is None or not target.remote:
             pressure = machine_pressure_seconds()
             if pressure is not None:

@@ -146,6 +146,23 @@ def test_late_close_and_cancel_are_judged_the_same_way():
     assert judge_timing("cancel", "", measured=0.9, limit=1.0, explained=0.0) is None
 
 
+def test_the_targets_wait_is_read_as_the_conformance_cases_read_it():
+    """From /proc, this process standing for the target: a cumulative series that never drops, its
+    growth logged per reading; the readings stop with the target's pid unknown."""
+    samples = WorkerStarvation(probe_period=0.05)
+    samples.observe(TargetProcess(os.getpid(), "this test", remote=False))
+    for now in (1.0, 1.1, 1.2):
+        samples.read_proc(now)
+    waits = list(samples.target_waits)
+    assert [t for t, _ in waits] == [1.0, 1.1, 1.2] and all(b[1] >= a[1] for a, b in zip(waits, waits[1:]))
+    assert "target wait" not in samples.growth()  # the first call notes where the series is
+    samples.read_proc(1.25)
+    assert samples.growth()["target wait"] == pytest.approx(samples.target_waits[-1][1] - waits[-1][1])
+    assert samples.observe(TargetProcess(None, "gone", remote=False))
+    samples.read_proc(1.3)
+    assert list(samples.target_waits) == []
+
+
 def test_target_process_is_looked_up_only_on_loopback():
     assert TargetProcess.find("http://example.com:8080", 1).remote
     with socket.socket() as listener:
