@@ -1,0 +1,234 @@
+"""Real SSE servers nobody here wrote (examples/real/NAME: sse-starlette, aiohttp-sse, Flask-SSE
+over a real Redis, Litestar), installed from the registries, each served as its expected.toml says
+on 127.0.0.1 and stopped by its pid: its profile lists, its stream records as the profile means it,
+and family 12 gives exactly the outcomes expected.toml pins (docs/real-servers.md says why)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness import End, Limits, load_profile, record
+from harness._cases import load_cases
+from harness._stream_profile import pointer_get
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT / "examples" / "real"
+NAMES = sorted(p.name for p in REAL.iterdir() if (p / "expected.toml").is_file())
+BIN = Path(sys.executable).parent
+OUTCOMES = {"pass", "fail", "non-strict", "info", "error", "skip"}
+
+# Each server's tests on one worker (one server process each), the servers side by side.
+SERVER_NAMES = [pytest.param(n, marks=pytest.mark.xdist_group(f"real-{n}")) for n in NAMES]
+
+
+def expected(name: str) -> dict:
+    return tomllib.loads((REAL / name / "expected.toml").read_text())
+
+
+def pinned_outcomes(name: str) -> dict[str, tuple[str, str]]:
+    """case id -> (outcome, why); a non-pass outcome without its why is a broken expected.toml."""
+    pinned = {}
+    for case_id, value in expected(name).get("outcomes", {}).items():
+        outcome, why = (value, "") if isinstance(value, str) else (value.get("outcome"), value.get("why", ""))
+        assert outcome in OUTCOMES, f"{name}/expected.toml: {case_id} = {outcome!r} is no outcome"
+        assert outcome == "pass" or why.strip(), f"{name}/expected.toml: {case_id} is {outcome} without a why"
+        pinned[case_id] = (outcome, why)
+    return pinned
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclasses.dataclass
+class Served:
+    """A process we started, on 127.0.0.1:port; stopped by its pid."""
+
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def serve(argv: list[str], *, cwd: Path, port: int, env: dict[str, str] | None = None, timeout: float = 20.0) -> Served:
+    """Start argv and wait until it accepts on the port (or exits, or the timeout passes)."""
+    log = Path(tempfile.mkstemp(prefix="sse-real-", suffix=".log")[1])
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, **(env or {})})
+    served = Served(process, port, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{argv[0]} exited with {process.returncode}:\n{served.output()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return served
+        except OSError:
+            time.sleep(0.1)
+    served.stop()
+    raise RuntimeError(f"{argv} did not accept on port {port} within {timeout:g} s:\n{served.output()}")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """Debian's redis-server on a free loopback port, its own config and directory, nothing saved."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server): Flask-SSE needs a Redis")
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    config = workdir / "redis.conf"
+    config.write_text(f'bind 127.0.0.1\nport {port}\ndir {workdir}\nsave ""\nappendonly no\ndaemonize no\n'
+                      f"protected-mode yes\nlogfile \"\"\n")
+    server = serve([exe, str(config)], cwd=workdir, port=port)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def real_server(request):
+    """The example app of request.param, served as its expected.toml says."""
+    name = request.param
+    recipe = expected(name)["server"]
+    values = {"python": sys.executable, "bin": str(BIN), "port": str(free_port())}
+    env = recipe.get("env", {})
+    if any("{redis_url}" in v for v in env.values()):
+        values["redis_url"] = request.getfixturevalue("redis_url")
+
+    def fill(text: str) -> str:
+        return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], text)
+
+    server = serve([fill(a) for a in recipe["command"]], cwd=REAL / name, port=int(values["port"]),
+                   env={k: fill(v) for k, v in env.items()})
+    yield server
+    server.stop()
+
+
+def profile_path(name: str) -> Path:
+    return REAL / name / "profile.toml"
+
+
+def test_every_example_is_complete():
+    """Each example has its app, profile and expected outcomes, and names a distribution that is installed."""
+    assert {"aiohttp-sse", "flask-sse", "litestar", "sse-starlette"} <= set(NAMES)
+    for name in NAMES:
+        for file in ("app.py", "profile.toml", "expected.toml"):
+            assert (REAL / name / file).is_file(), f"examples/real/{name}/{file} is missing"
+        importlib.metadata.version(expected(name)["server"]["distribution"])
+        pinned_outcomes(name)
+
+
+@pytest.mark.parametrize("name", SERVER_NAMES)
+def test_list_shows_run_or_skip_per_case(name):
+    """`sse-harness list --profile` accepts the profile and says run or skip for every case, as
+    the profile's claims decide (the contract's cases all skip: it claims no job API)."""
+    done = subprocess.run([str(BIN / "sse-harness"), "list", "--profile", str(profile_path(name))],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "300"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    profile = load_profile(profile_path(name))
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^│ (\S+)\s+│.*│ (run|skip)\b", done.stdout, re.M)}
+    cases = load_cases()
+    assert set(rows) == {c.id for c in cases}
+    for case in cases:
+        assert rows[case.id] == ("skip" if case.unmet(profile) else "run"), case.id
+        if "contract" in case.needs:
+            assert rows[case.id] == "skip", case.id
+
+
+@pytest.mark.parametrize("real_server", SERVER_NAMES, indirect=True)
+async def test_plain_record_of_the_stream(real_server, request):
+    """The stream opens as the profile says (set-up requests included), decodes, carries the ids
+    and timestamps the profile claims and means; a job's stream ends with its end event and the
+    server's close, a channel keeps going until we stop."""
+    name = request.node.callspec.params["real_server"]
+    profile = load_profile(profile_path(name), base_url=real_server.base_url)
+    wanted = 4
+    seen: list = []
+
+    def enough(event) -> bool:
+        seen.append(event)
+        return len(seen) >= wanted
+
+    async with httpx.AsyncClient() as client:
+        stream = await profile.stream.open(client, profile.base_url, profile.headers())
+        segment = await record(stream.url, client=client, headers=stream.headers, method=stream.method,
+                               content=stream.content, terminal=profile.meaning.is_end,
+                               stop=None if profile.meaning.ends else enough,
+                               limits=Limits(read=10, total=20, after_terminal=3))
+    assert segment.status == 200, (segment.end, segment.end_detail, segment.body)
+    assert (segment.header("content-type") or "").startswith("text/event-stream")
+    events = segment.events
+    assert len(events) >= wanted, (segment.end, segment.end_detail)
+    ids = [int(e.id) for e in events]
+    assert profile.claims.has("ids") and ids == sorted(set(ids)), ids
+    assert all(profile.meaning.timestamp_ms(e) is not None for e in events)
+    if profile.meaning.ends:
+        assert profile.meaning.is_end(events[-1]) and not any(profile.meaning.is_end(e) for e in events[:-1])
+        assert segment.end == End.SERVER_CLOSED, (segment.end, segment.end_detail)
+        progress = [pointer_get(e, profile.meaning.progress) for e in events]
+        assert progress == sorted(progress) and progress[-1] == 100
+    else:
+        assert segment.end == End.CLIENT_CLOSED, (segment.end, segment.end_detail)
+
+
+def family_12_ids() -> list[str]:
+    return sorted(c.id for c in load_cases() if c.id.startswith("12."))
+
+
+@pytest.mark.parametrize("real_server", SERVER_NAMES, indirect=True)
+def test_family_12_outcomes_are_pinned(real_server, request, tmp_path):
+    """`sse-harness run --profile ... --only 12` against the real server gives, case by case, the
+    outcome its expected.toml pins: any change (a library's fix or regression, the harness's
+    judgement) fails here and must be explained in docs/real-servers.md."""
+    name = request.node.callspec.params["real_server"]
+    ids = family_12_ids()
+    if not ids:
+        pytest.skip("family 12 (scenarios/stream.py) is not there yet")
+    pinned = pinned_outcomes(name)
+    done = subprocess.run([str(BIN / "sse-harness"), "run", "--target", real_server.base_url,
+                           "--profile", str(profile_path(name)), "--only", "12", "--report-dir", str(tmp_path),
+                           "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["error"] is None, report["error"]
+    got = {c["id"]: c for c in report["cases"]}
+    assert set(got) == set(ids)
+    changed = {i: f"{got[i]['outcome']} (pinned {pinned.get(i, ('nothing',))[0]}): "
+                  f"{got[i]['reason'] or [f['message'] for f in got[i]['findings']]}"
+               for i in ids if got[i]["outcome"] != pinned.get(i, ("",))[0]}
+    assert not changed, f"{name}: outcomes changed\n" + "\n".join(f"{k}: {v}" for k, v in changed.items()) + \
+        f"\n{done.stdout[-2000:]}\n{real_server.output()}"
