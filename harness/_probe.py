@@ -356,16 +356,21 @@ _JOB_HINTS = ("job", "run", "task", "session", "request", "stream", "conversatio
 def _job_id(objects, url: str) -> tuple[Pick | None, str]:
     if len(objects) < 2:
         return None, "fewer than two JSON events"
+    segments = set(urlsplit(url).path.split("/")) - {""}
     candidates = []
     for pointer, pairs in _columns(objects).items():
         values = {v for _, v in pairs}
         if len(pairs) != len(objects) or len(values) != 1:
             continue
         value = next(iter(values))
-        if not isinstance(value, str) or len(value) < 4 or re.search(r"\s", value):
+        if not isinstance(value, str) or not value or re.search(r"\s", value):
             continue
         name = _name(pointer)
-        if name.endswith("id"):
+        if value in segments:
+            rank = -1  # the stream's own path names it: the strongest sign of a job's id
+        elif len(value) < 4:
+            continue
+        elif name.endswith("id"):
             rank = 0 if any(h in name for h in _JOB_HINTS) else 1
         elif re.search(r"\d", value) and len(value) >= 8:
             rank = 2
@@ -377,7 +382,7 @@ def _job_id(objects, url: str) -> tuple[Pick | None, str]:
     candidates.sort()
     _, pointer, value = candidates[0]
     note = f"{value!r} in all {len(objects)} JSON events"
-    if value in urlsplit(url).path:
+    if value in segments:
         note += "; the stream's path holds it: a stream per job (see [stream])"
     others = [c[1] for c in candidates[1:3]]
     return Pick("data:" + pointer, note + (f"; also constant: {', '.join(others)}" if others else "")), ""
@@ -562,7 +567,7 @@ def render_profile(f: Findings, *, when: str = "") -> str:
         lines += ["# To open a new job for every stream, create it first and use what it answers, e.g.:",
                   "#   [[setup]]",
                   "#   method = \"POST\"",
-                  "#   path = \"/api/jobs\"              # the request that starts a job",
+                  "#   path = \"/api/jobs\"              # the request that starts a job (this is the contract's)",
                   "#   capture = { id = \"json:/jobId\" } # where its answer names the job",
                   "# and write {id} in place of the job's id in path."]
     if f.request_headers:

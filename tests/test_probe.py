@@ -255,3 +255,67 @@ def test_probe_an_unreachable_url_and_bad_arguments_exit_2(capsys):
     assert main(["probe", "ftp://x/events"]) == 2
     assert main(["probe", "http://127.0.0.1:1/e", "--header", "no colon"]) == 2
     assert "Name: value" in capsys.readouterr().err
+
+
+def test_a_short_job_id_counts_when_the_path_names_it():
+    blocks = [f"id: {i}\nevent: progress\ndata: {json.dumps({'job': '1', 'percent': i * 50})}\n\n".encode()
+              for i in (1, 2)]
+    f = analyse(_seg(_timed(blocks), url="http://test/jobs/1/events"))
+    assert f.job_id.where == "data:/job" and "the stream's path holds it" in f.job_id.note
+    assert "[[setup]]" in render_profile(f)
+    assert analyse(_seg(_timed(blocks), url="http://test/events")).job_id is None  # "1" alone is no id
+
+
+def test_probe_a_post_token_stream_end_to_end(tmp_path):
+    """A stream opened by POST (a loopback server of a few lines: the body's words as tokens, then
+    [DONE]); the request the probe sends and the draft's [stream] say the same thing."""
+    import functools
+
+    import trio
+
+    from harness._probe_cli import _request, observe
+
+    seen: list[bytes] = []
+
+    async def serve(stream):
+        request = b""
+        with trio.move_on_after(5):
+            while b"\r\n\r\n" not in request:
+                request += await stream.receive_some(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")) or 0)
+            while len(body) < length:
+                body += await stream.receive_some(65536)
+            seen.append(head + b"\r\n\r\n" + body)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+            for word in json.loads(body)["prompt"].split():
+                await stream.send_all(f"data: {json.dumps({'id': 'cmpl-9', 'token': word})}\n\n".encode())
+                await trio.sleep(0.02)
+            await stream.send_all(b"data: [DONE]\n\n")
+        await stream.aclose()
+
+    class Args:
+        url, method, seconds = "", None, 5.0
+        data = '{"prompt": "one two three"}'
+        header = ["Authorization: Bearer t"]
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+            Args.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1/complete"
+            method, content, headers, body = _request(Args)
+            first, again, resume, pause = await observe(Args.url, method=method, content=content, headers=headers,
+                                                        seconds=5.0)
+            nursery.cancel_scope.cancel()
+        return analyse(first, again, resume, method=method, body=body, request_headers=headers, paused=pause)
+
+    f = trio.run(main)
+    assert len(seen) == 2 and all(s.startswith(b"POST /v1/complete") for s in seen)  # the stream and the reconnect
+    assert b"content-type: application/json" in seen[0].lower() and seen[0].endswith(b'{"prompt": "one two three"}')
+    assert f.events == 4 and f.end_data == "[DONE]" and f.job_id.where == "data:/id"
+    assert f.reconnect.got == "from-start" and f.resume is None and not f.replay and not f.finished_204
+    profile = _draft(tmp_path, f)
+    assert profile.stream.method == "POST" and profile.stream.content == b'{"prompt": "one two three"}'
+    assert profile.stream.headers == {"Authorization": "Bearer t", "Content-Type": "application/json"}
+    assert profile.meaning.end_data == "[DONE]" and profile.claims.names == {"stream", "ends"}
