@@ -73,6 +73,10 @@ class Findings:
     timestamp: Pick | None
     timestamp_format: str
     timestamp_note: str
+    # Why a timestamp that was seen is not claimed ("" when it is): the stream's path names one job
+    # that has ended, so every run reads its replay, whose timestamps are as old as the job.
+    timestamp_withheld: str
+    per_job: bool  # the stream's path holds the job id
     job_id: Pick | None
     job_id_note: str
     ended: bool  # the server closed the response
@@ -144,7 +148,12 @@ def analyse(first: Segment, reconnect: Segment | None = None, resume: Segment | 
     keepalive, keepalive_note = _keepalive(first)
     progress, scale, progress_note = _progress(objects)
     timestamp, stamp_format, timestamp_note = _timestamp(first, objects)
-    job_id, job_id_note = _job_id(objects, first.url)
+    job_id, job_id_note, per_job = _job_id(objects, first.url)
+    withheld = ""
+    if timestamp is not None and per_job and first.end == End.SERVER_CLOSED:
+        withheld = ("seen, but the path names one job, which has ended: a run would read its replay, whose "
+                    "timestamps are as old as the job, and judge them late. Claim it once [stream] opens a new "
+                    "job each time (the [[setup]] above)")
     again = _reconnect(first, reconnect, paused) if reconnect is not None else None
     resumed = _resume(first, resume) if resume is not None else None
     end = _end(first, objects, again)
@@ -166,7 +175,7 @@ def analyse(first: Segment, reconnect: Segment | None = None, resume: Segment | 
         keepalive_seconds=keepalive, keepalive_note=keepalive_note, retry_ms=first.retry_ms,
         progress=progress, progress_scale=scale, progress_note=progress_note,
         timestamp=timestamp, timestamp_format=stamp_format, timestamp_note=timestamp_note,
-        job_id=job_id, job_id_note=job_id_note, ended=first.end == End.SERVER_CLOSED, end_note=end["note"],
+        timestamp_withheld=withheld, per_job=per_job, job_id=job_id, job_id_note=job_id_note, ended=first.end == End.SERVER_CLOSED, end_note=end["note"],
         end_types=end["types"], end_data=end["data"], end_field=end["field"], end_values=end["values"],
         reconnect=again, resume=resumed, replay=replay, replay_note=replay_note,
         finished_204=finished_204, finished_note=finished_note)
@@ -353,9 +362,10 @@ def _timestamp(segment: Segment, objects) -> tuple[Pick | None, str, str]:
 _JOB_HINTS = ("job", "run", "task", "session", "request", "stream", "conversation", "thread")
 
 
-def _job_id(objects, url: str) -> tuple[Pick | None, str]:
+def _job_id(objects, url: str) -> tuple[Pick | None, str, bool]:
+    """The job id's place, or why none; and whether the stream's path holds it."""
     if len(objects) < 2:
-        return None, "fewer than two JSON events"
+        return None, "fewer than two JSON events", False
     segments = set(urlsplit(url).path.split("/")) - {""}
     candidates = []
     for pointer, pairs in _columns(objects).items():
@@ -378,14 +388,15 @@ def _job_id(objects, url: str) -> tuple[Pick | None, str]:
             continue
         candidates.append((rank, pointer, value))
     if not candidates:
-        return None, "no string field with an id's look was the same in every JSON event"
+        return None, "no string field with an id's look was the same in every JSON event", False
     candidates.sort()
     _, pointer, value = candidates[0]
     note = f"{value!r} in all {len(objects)} JSON events"
-    if value in segments:
+    per_job = value in segments
+    if per_job:
         note += "; the stream's path holds it: a stream per job (see [stream])"
     others = [c[1] for c in candidates[1:3]]
-    return Pick("data:" + pointer, note + (f"; also constant: {', '.join(others)}" if others else "")), ""
+    return Pick("data:" + pointer, note + (f"; also constant: {', '.join(others)}" if others else "")), "", per_job
 
 
 def _same(a: Event, b: Event) -> bool:
@@ -560,10 +571,9 @@ def render_profile(f: Findings, *, when: str = "") -> str:
         "",
         "[stream]",
         _line("method", f.method, ""),
-        _line("path", path, f"a stream per job: its id is in the path" if f.job_id and "path holds" in f.job_id.note
-              else ""),
+        _line("path", path, "a stream per job: its id is in the path" if f.per_job else ""),
     ]
-    if f.job_id and "path holds" in f.job_id.note:
+    if f.per_job:
         lines += ["# To open a new job for every stream, create it first and use what it answers, e.g.:",
                   "#   [[setup]]",
                   "#   method = \"POST\"",
@@ -584,7 +594,11 @@ def render_profile(f: Findings, *, when: str = "") -> str:
         lines.append(_line("progress_scale", int(f.progress_scale), "1: a fraction, 100: percent"))
     else:
         lines.append(_absent("progress", f.progress_note))
-    if f.timestamp:
+    if f.timestamp and f.timestamp_withheld:
+        lines.append(_absent("timestamp", f.timestamp_withheld))
+        lines.append("# " + _line("timestamp", f.timestamp.where, f.timestamp.note))
+        lines.append("# " + _line("timestamp_format", f.timestamp_format, ""))
+    elif f.timestamp:
         lines.append(_line("timestamp", f.timestamp.where, f.timestamp.note))
         lines.append(_line("timestamp_format", f.timestamp_format, ""))
     else:
@@ -646,7 +660,8 @@ def render_summary(f: Findings) -> list[str]:
         f"keep-alive: {f.keepalive_note}",
         f"retry: {f'{f.retry_ms} ms' if f.retry_ms is not None else 'none sent'}",
         f"progress: {f'{f.progress.where}: {f.progress.note}' if f.progress else f.progress_note}",
-        f"timestamps: {f'{f.timestamp.where}: {f.timestamp.note}' if f.timestamp else f.timestamp_note}",
+        f"timestamps: {f'{f.timestamp.where}: {f.timestamp.note}' if f.timestamp else f.timestamp_note}"
+        + (f" (not claimed: {f.timestamp_withheld})" if f.timestamp_withheld else ""),
         f"job id: {f'{f.job_id.where}: {f.job_id.note}' if f.job_id else f.job_id_note}",
         f"end: {f.end_note}",
     ]

@@ -215,9 +215,53 @@ def test_probe_a_job_stream_of_the_reference_server(reference_server, tmp_path, 
     assert "content-type: text/event-stream" in said.err and "reconnect with Last-Event-ID" in said.err
     profile = load_profile(draft)
     assert profile.kind == "stream" and profile.base_url == reference_server.base_url
-    assert {"ids", "replay", "finished-204", "ends", "timestamps", "progress", "retry"} <= profile.claims.names
+    assert {"ids", "replay", "finished-204", "ends", "progress", "retry", "browser"} <= profile.claims.names
+    assert "timestamps" not in profile.claims.names  # one finished job's replay: its times are old
     assert profile.claims.retry_ms == 200 and profile.meaning.progress == "data:/percent"
     assert profile.meaning.job_id == "data:/jobId" and "job-completed" in profile.meaning.end_types
+
+
+def _family_12(draft, tmp_path) -> dict[str, dict]:
+    from harness._cli import main
+
+    code = main(["run", "--profile", str(draft), "--only", "12", "--format", "json", "--report-dir",
+                 str(tmp_path / "report")])
+    cases = {c["id"]: c for c in json.loads((tmp_path / "report" / "report.json").read_text())["cases"]}
+    assert cases, "family 12 ran no case"
+    assert code == (1 if any(c["outcome"] == "fail" for c in cases.values()) else 0)
+    return cases
+
+
+def test_probe_then_run_family_12_on_the_draft_as_it_is(reference_server, tmp_path, capsys):
+    """The two commands: probe, then run --profile with the draft untouched."""
+    from harness._cli import main
+
+    draft = tmp_path / "job.toml"
+    assert main(["probe", _job_events(reference_server.base_url), "--seconds", "30", "--out", str(draft)]) == 0
+    cases = _family_12(draft, tmp_path)
+    outcomes = {c["id"]: c["outcome"] for c in cases.values()}
+    assert not {"fail", "error"} & set(outcomes.values()), outcomes
+    assert outcomes["12.9"] == "pass"  # finished = "204", as probed
+
+
+def test_probe_then_run_with_the_setup_the_draft_suggests(reference_server, tmp_path, capsys):
+    """The draft of a job's stream, edited as its comments say: a new job for every stream, and
+    the timestamp claimed."""
+    from harness._cli import main
+
+    draft = tmp_path / "job.toml"
+    url = _job_events(reference_server.base_url)
+    assert main(["probe", url, "--seconds", "30", "--out", str(draft)]) == 0
+    job = url.rsplit("/", 2)[-2]
+    text = draft.read_text().replace(f"/{job}/", "/{id}/").replace("# timestamp = ", "timestamp = ")
+    text = text.replace("# timestamp_format = ", "timestamp_format = ").replace(
+        "\n[meaning]", '\n[[setup]]\nmethod = "POST"\npath = "/api/jobs"\njson = { topic = "probe" }\n'
+                       'capture = { id = "json:/jobId" }\n\n[meaning]')
+    draft.write_text(text)
+    profile = load_profile(draft)
+    assert "timestamps" in profile.claims.names and profile.stream.setup
+    outcomes = {c["id"]: c["outcome"] for c in _family_12(draft, tmp_path).values()}
+    assert not {"fail", "error"} & set(outcomes.values()), outcomes
 
 
 def test_probe_writes_the_draft_to_stdout_without_out(reference_server, tmp_path, capsys):
@@ -262,7 +306,14 @@ def test_a_short_job_id_counts_when_the_path_names_it():
               for i in (1, 2)]
     f = analyse(_seg(_timed(blocks), url="http://test/jobs/1/events"))
     assert f.job_id.where == "data:/job" and "the stream's path holds it" in f.job_id.note
-    assert "[[setup]]" in render_profile(f)
+    assert "[[setup]]" in render_profile(f) and f.per_job
+    # a finished job behind a fixed path: a run would read its replay, timestamps as old as the job
+    stamped = [b.replace(b'"percent"', b'"ts": %d, "percent"' % (1_000_000 + i * 100)) for i, b in enumerate(blocks)]
+    f = analyse(_seg(_timed(stamped), url="http://test/jobs/1/events", wall_offset=1000.0))
+    assert f.timestamp.where == "data:/ts" and "a run would read its replay" in f.timestamp_withheld
+    assert '# timestamp = "data:/ts"' in render_profile(f)
+    live = _seg(_timed(stamped), url="http://test/jobs/1/events", wall_offset=1000.0, end="timeout")
+    assert analyse(live).timestamp_withheld == ""  # still running when probed: its own time
     assert analyse(_seg(_timed(blocks), url="http://test/events")).job_id is None  # "1" alone is no id
 
 
