@@ -72,6 +72,8 @@ class Segment:
     # The TCP port our end of the connection had (None when none was made): it pairs the
     # segment with what a proxy in between saw of the same connection.
     local_port: int | None = None
+    # When the response head (status and headers) arrived (time.monotonic()); None: it never did.
+    head_at: float | None = None
 
     @property
     def events(self) -> list[Event]:
@@ -189,6 +191,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, is_terminal
     kept: list[bytes] = []
     stopped_id: str | None = None  # when the caller stops us mid-chunk: the id we really reached
     local_port: int | None = None
+    head_at: float | None = None
 
     async def take(new: list[Record]) -> bool:
         """Keep records; True when the caller asked us to stop."""
@@ -211,6 +214,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, is_terminal
             no_events.deadline = trio.current_time() + limits.between_events
         try:
             async with client.stream(method, url, headers=headers, timeout=timeout, content=content) as response:
+                head_at = time.monotonic()
                 status = response.status_code
                 local_port = _local_port(response)
                 response_headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
@@ -276,7 +280,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, is_terminal
         started_at=started, wall_offset=wall_offset, status=status, headers=response_headers,
         records=tuple(records), chunks=tuple(chunks), ended_at=ended, end=end, end_detail=detail,
         body=body, last_event_id=decoder.last_event_id if stopped_id is None else stopped_id,
-        retry_ms=decoder.retry_ms, raw=b"".join(kept), local_port=local_port,
+        retry_ms=decoder.retry_ms, raw=b"".join(kept), local_port=local_port, head_at=head_at,
     )
 
 

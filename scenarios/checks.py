@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import statistics
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from harness import End, Event, Explained, Notice, Profile, Retry, Segment, Severity, Starvation
+from harness import End, Event, Explained, Notice, Profile, Retry, Segment, Severity, Starvation, Violation
 from harness._invariants import (ID_NOT_DECIMAL, NOT_CLOSED, Breach, IdOrder, JobAndTs, ProgressOrder, TerminalWatch,
                                  blocked_during, is_number)
 
@@ -16,6 +16,9 @@ __all__ = [
     "blocked_during", "check_cadence", "check_format", "check_headers", "check_ids", "check_job_and_ts", "check_keepalive",
     "check_lateness", "check_progress", "check_replay", "check_terminal", "lateness_ms", "longest_silence",
     "outside_range", "over_limit",
+    # any stream (family 12)
+    "bursts", "check_after_end", "check_arrival_pattern", "check_continuity", "check_cors", "check_framing",
+    "check_retry_claim", "check_scoped_replay", "check_stream_headers", "line_endings",
 ]
 
 REQUIRED = {
@@ -219,15 +222,21 @@ def check_keepalive(segment: Segment, *, interval: float, tolerance: float, star
                       observed=f"{silence:.2f}s starting {at - segment.started_at:.2f}s into the stream")
 
 
-def lateness_ms(segment: Segment) -> list[float]:
-    """For each event: arrival (wall clock) minus its ts, in ms."""
-    return [late for _, late in _lateness(segment)]
+def lateness_ms(segment: Segment, timestamp_ms: Callable[[Event], float | None] | None = None) -> list[float]:
+    """For each event: arrival (wall clock) minus its ts, in ms (``timestamp_ms``: where an
+    event's own epoch-ms timestamp is, for a stream profile's mapped one; default the contract's ts)."""
+    return [late for _, late in _lateness(segment, timestamp_ms)]
 
 
-def _lateness(segment: Segment) -> list[tuple[Event, float]]:
+def _contract_ts(event: Event) -> Any:
+    return (parse_data(event) or {}).get("ts")
+
+
+def _lateness(segment: Segment, timestamp_ms: Callable[[Event], float | None] | None = None
+              ) -> list[tuple[Event, float]]:
     out = []
     for event in segment.events:
-        ts = (parse_data(event) or {}).get("ts")
+        ts = (timestamp_ms or _contract_ts)(event)
         if is_number(ts):
             out.append((event, segment.wall(event.arrived_at) * 1000 - ts))
     return out
@@ -239,11 +248,12 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def check_lateness(segment: Segment, *, p50_limit_ms: float, p95_limit_ms: float,
-                   starvation: Starvation | None = None) -> list[Finding]:
-    """Delivery not buffered: most events arrive within p50_limit of their ts. Each event's
-    lateness is also taken net of what the machine may have cost between its ts and its arrival
-    (``starvation``): a breach that only the raw figures show is confounded."""
-    timed = _lateness(segment)
+                   starvation: Starvation | None = None,
+                   timestamp_ms: Callable[[Event], float | None] | None = None) -> list[Finding]:
+    """Delivery not buffered: most events arrive within p50_limit of their ts (``timestamp_ms``:
+    as lateness_ms). Each event's lateness is also taken net of what the machine may have cost
+    between its ts and its arrival (``starvation``): a breach that only the raw figures show is confounded."""
+    timed = _lateness(segment, timestamp_ms)
     if len(timed) < 5:
         return [Finding("too few events with ts to judge delivery", ">= 5", len(timed))]
     p50, p95 = _percentiles([late for _, late in timed])
@@ -340,3 +350,213 @@ def first_record_is_retry(segment: Segment) -> bool:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, default=str)[:500]
+
+
+# -- any stream (family 12): checks that need only what a stream shows -------------------------
+
+def _non_strict(message: str, expected: Any = None, observed: Any = None) -> Finding:
+    return Finding(message, expected, observed, None, Severity.NON_STRICT)
+
+
+def check_stream_headers(segment: Segment, *, advice: bool = True) -> list[Finding]:
+    """A stream's response headers, as any SSE reader needs them: the media type (EventSource
+    refuses any other), UTF-8 if a charset is named, no Content-Length (a stream has no length)
+    and no compression (a compressor holds events until its block fills). With ``advice``, what
+    deployments need but no reader checks is non-strict: Cache-Control no-cache / no-store and
+    X-Accel-Buffering: no (nginx buffers the stream without it)."""
+    findings = [f for f in check_headers(segment) if f.message not in (
+        "Cache-Control lacks no-cache / no-store", "X-Accel-Buffering: no is missing")]
+    if advice:
+        cache = (segment.header("cache-control") or "").lower()
+        if "no-cache" not in cache and "no-store" not in cache:
+            findings.append(_non_strict("Cache-Control lacks no-cache / no-store: a cache or proxy may store or "
+                                        "coalesce the stream", "no-cache", cache or None))
+        if (segment.header("x-accel-buffering") or "").lower() != "no":
+            findings.append(_non_strict("X-Accel-Buffering: no is missing: nginx in front buffers the stream "
+                                        "unless its deployment turns buffering off", "no",
+                                        segment.header("x-accel-buffering")))
+    return findings
+
+
+def check_cors(segment: Segment, origin: str) -> list[Finding]:
+    """CORS on a stream asked for with ``Origin``, judged only when the response speaks CORS at
+    all (no Access-Control-Allow-Origin: a same-origin stream, the server's choice). A browser
+    refuses a wildcard with credentials and a list of origins; an origin echoed without
+    ``Vary: Origin`` lets a cache hand one origin's answer to another (non-strict)."""
+    allow = segment.header("access-control-allow-origin")
+    if allow is None:
+        return []
+    allow = allow.strip()
+    findings = []
+    credentials = (segment.header("access-control-allow-credentials") or "").strip().lower() == "true"
+    if "," in allow or " " in allow:
+        findings.append(Finding("Access-Control-Allow-Origin names several origins: browsers refuse it",
+                                "one origin or *", allow))
+    elif allow == "*" and credentials:
+        findings.append(Finding("Access-Control-Allow-Origin * with Allow-Credentials true: browsers refuse it "
+                                "(an EventSource withCredentials gets nothing)", f"{origin} echoed", allow))
+    elif allow == origin:
+        vary = [v.strip().lower() for v in (segment.header("vary") or "").split(",")]
+        if "origin" not in vary and "*" not in vary:
+            findings.append(_non_strict("the Origin is echoed without Vary: Origin: a cache may serve one origin's "
+                                        "answer to another", "Vary: Origin", segment.header("vary")))
+    return findings
+
+
+def line_endings(raw: bytes) -> dict[str, int]:
+    """How the body's lines end: LF, CRLF, lone CR."""
+    crlf = raw.count(b"\r\n")
+    return {"LF": raw.count(b"\n") - crlf, "CRLF": crlf, "CR": raw.count(b"\r") - crlf}
+
+
+# Notices of things the spec allows and readers handle by its rules, each a known hazard.
+_FRAMING_HAZARDS = {
+    "bom": "a byte order mark opens the stream: legal, but httpx-sse and others do not strip it",
+    "cr": "lone CR line endings: legal, but httpx-sse delays dispatch on a trailing CR",
+    "unknown-field": "a field no reader knows, ignored by the spec's rule: if it was meant as data, event, id or "
+                     "retry (a typo, a capital), its content is lost",
+    "id-with-nul": "an id containing NUL: every reader ignores it, so a reconnect resumes from an older id",
+    "retry-invalid": "a retry value that is not all digits: every reader ignores it",
+}
+
+
+def check_framing(segment: Segment) -> list[Finding]:
+    """The stream's framing as the WHATWG rules read it: what no reader can accept (the
+    decoder's violations, bytes that are not UTF-8, a response that the server closed inside an
+    event, which every reader drops) is a fail; what the spec allows but readers trip on
+    (a BOM, lone CR, mixed line endings, unknown fields...) is non-strict."""
+    findings = []
+    for rec in segment.records:
+        if isinstance(rec, Violation):
+            findings.append(Finding(f"framing violation: {rec.kind}", "lines and events within a reader's bounds",
+                                    f"{rec.detail} at byte {rec.offset}"))
+        elif isinstance(rec, Notice):
+            if rec.kind == "invalid-utf8":
+                findings.append(Finding("bytes that are not UTF-8 (an event stream is UTF-8 only)", "UTF-8",
+                                        f"{rec.detail} at byte {rec.offset}"))
+            elif rec.kind == "partial-event-discarded" and segment.end == End.SERVER_CLOSED:
+                findings.append(Finding("the server ended the response inside an event: every reader drops it",
+                                        "a blank line after the last event", f"from byte {rec.offset}"))
+            elif rec.kind in _FRAMING_HAZARDS:
+                findings.append(_non_strict(_FRAMING_HAZARDS[rec.kind], None, rec.detail))
+    if segment.raw:
+        endings = {k: v for k, v in line_endings(segment.raw).items() if v}
+    else:  # without the bytes: what the decoder noticed (it counts CRLF and CR, not LF)
+        endings = {k.upper(): 1 for k in ("crlf", "cr") if any(isinstance(r, Notice) and r.kind == k
+                                                              for r in segment.records)}
+    if len(endings) > 1:
+        findings.append(_non_strict("mixed line endings: legal, but a reader that splits on one kind misframes "
+                                    "the others", "one kind of line end", endings))
+    return findings
+
+
+def bursts(segment: Segment, *, silence: float, min_events: int) -> list[tuple[float, float, int]]:
+    """Reads that brought at least ``min_events`` events after at least ``silence`` seconds with
+    no bytes at all (since the previous read, or the response head): (when, silence, events)."""
+    by_read: dict[float, int] = {}
+    for event in segment.events:
+        by_read[event.arrived_at] = by_read.get(event.arrived_at, 0) + 1
+    out = []
+    previous = segment.head_at if segment.head_at is not None else segment.started_at
+    for at, _ in segment.chunks:
+        events = by_read.get(at, 0)
+        if events >= min_events and at - previous >= silence:
+            out.append((at, at - previous, events))
+        previous = at
+    return out
+
+
+def check_arrival_pattern(segment: Segment, *, silence: float = 1.0, min_events: int = 4) -> list[Finding]:
+    """Delivery not buffered, judged without timestamps: many events in one read after a long
+    silence is what a buffer looks like when it flushes. Twice or more, carrying half the
+    events or more: buffered (fail). Once: the source may have produced them at once
+    (non-strict; map a timestamp in the profile to judge it)."""
+    found = bursts(segment, silence=silence, min_events=min_events)
+    if not found:
+        return []
+    total = len(segment.events)
+    carried = sum(n for _, _, n in found)
+    shown = [f"{n} events after {quiet:.2f}s of silence, {at - segment.started_at:.2f}s in" for at, quiet, n in found[:5]]
+    if len(found) >= 2 and carried * 2 >= total:
+        return [Finding("events arrive in bursts after silences (buffered)", f"no read of >= {min_events} events "
+                        f"after >= {silence:g}s of silence", f"{len(found)} bursts carried {carried} of {total} events: "
+                        + "; ".join(shown))]
+    return [_non_strict("a burst of events after a silence: buffered, or produced at once (a timestamp in the "
+                        "profile's [meaning] would tell)", f"no read of >= {min_events} events after >= {silence:g}s "
+                        f"of silence", "; ".join(shown))]
+
+
+def check_retry_claim(segment: Segment, claimed_ms: int) -> list[Finding]:
+    """The stream sends a retry field, and it says what the target claims."""
+    retries = [r.ms for r in segment.records if isinstance(r, Retry)]
+    if not retries:
+        return [Finding("no retry field on the stream", f"retry: {claimed_ms}", None)]
+    wrong = sorted({ms for ms in retries if ms != claimed_ms})
+    if wrong:
+        return [Finding("retry differs from the claimed value", claimed_ms, wrong)]
+    return []
+
+
+def check_after_end(segment: Segment, *, require_204: bool) -> list[Finding]:
+    """What a reconnect to a finished stream got. 204 is right: an EventSource stops. Events
+    again (the same stream replayed, or the work started anew) are a fail: an EventSource
+    reconnects at each end and restarts the work forever. A 200 with nothing (closed or held
+    open), or another status, stops no browser properly: a fail where 204 is claimed, else
+    non-strict."""
+    if segment.status == 204:
+        return []
+    if segment.status == 200 and segment.events:
+        return [Finding("a reconnect after the end got events again: an EventSource would restart the stream at "
+                        "every end, forever", "204 No Content",
+                        f"HTTP 200 and {len(segment.events)} event(s) (first: {segment.events[0].raw[:120]!r})")]
+    if segment.status == 200:
+        how = "held open with no event" if segment.end != End.SERVER_CLOSED else "closed with no event"
+        message = (f"a reconnect after the end got HTTP 200, {how}: an EventSource "
+                   + ("stays connected to a finished stream" if segment.end != End.SERVER_CLOSED
+                      else "reconnects every retry period, forever"))
+    else:
+        message = (f"a reconnect after the end got HTTP {segment.status}: an EventSource fires an error rather than "
+                   f"stopping cleanly")
+    observed = f"HTTP {segment.status}: {segment.end}: {segment.end_detail}"
+    return [Finding(message, "204 No Content", observed, None, Severity.FAIL if require_204 else Severity.NON_STRICT)]
+
+
+def check_scoped_replay(reply: Sequence[Event], *, own: Sequence[Event], other: Sequence[Event],
+                        key: Callable[[Event], Any]) -> list[Finding]:
+    """A reconnect to one stream with another stream's Last-Event-ID must not bring the other
+    stream's events. ``key`` says whose an event is (its job id, or its bytes): an event that
+    keys as the other stream's and not as this one's is a leak."""
+    own_keys = {key(e) for e in own}
+    other_keys = {key(e) for e in other} - own_keys - {None}
+    leaked = [e for e in reply if key(e) in other_keys]
+    if not leaked:
+        return []
+    return [Finding("a Last-Event-ID from another stream brought that stream's events", "none of its events",
+                    f"{len(leaked)} event(s), first: {leaked[0].raw[:160]!r}", leaked[0].id)]
+
+
+def check_continuity(segments: Sequence[Segment]) -> list[Finding]:
+    """Across a reader's connections to one per-request stream: no event twice, and, when the
+    first connection's ids count up by one (decimal), no id skipped between first and last."""
+    findings = []
+    seen: dict[str, int] = {}
+    for number, segment in enumerate(segments, 1):
+        for event in segment.events:
+            if not event.has_id:
+                continue
+            if event.id in seen:
+                findings.append(Finding("an event came twice across reconnects", "each id once",
+                                        f"id {event.id} on connections {seen[event.id]} and {number}", event.id))
+                if len(findings) >= 20:
+                    return findings
+            seen.setdefault(event.id, number)
+    first = [e.id for e in segments[0].events if e.has_id] if segments else []
+    counting = len(first) >= 3 and all(i.isdigit() for i in first) and \
+        all(int(b) - int(a) == 1 for a, b in zip(first, first[1:]))
+    if counting and all(i.isdigit() for i in seen):
+        numbers = sorted(int(i) for i in seen)
+        skipped = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+        if skipped:
+            findings.append(Finding("ids skipped across reconnects (the stream counts up by one)", "every id",
+                                    f"{len(skipped)} missing, first: {skipped[:10]}", str(skipped[0])))
+    return findings

@@ -150,6 +150,31 @@ async def _carrying(proxy: FaultProxy, events: int, done: trio.Event):
     return None
 
 
+def noting_arrivals(arrivals: collections.deque[float]):
+    """A recording sink that keeps the distinct moments events arrived at: the target's pace."""
+
+    async def note(record_) -> None:
+        if isinstance(record_, Event) and (not arrivals or record_.arrived_at != arrivals[-1]):
+            arrivals.append(record_.arrived_at)
+
+    return note
+
+
+async def cut_at_pace(proxy: FaultProxy, rng: random.Random, arrivals: Sequence[float], done: trio.Event,
+                      carried: list[int]) -> None:
+    """Cut the proxy's connections at random moments between the target's deliveries (its pace
+    from ``arrivals``), up to MAX_CUTS, until ``done``; each cut appends to ``carried`` the
+    events the cut connection had forwarded."""
+    while len(carried) < MAX_CUTS and not done.is_set():
+        conn = await _carrying(proxy, rng.randint(1, events_per_cut(delivery_gap(arrivals))), done)
+        if conn is None:
+            return
+        # A random moment before the next delivery is due.
+        await trio.sleep(rng.uniform(0, delivery_gap(arrivals) or 0.1))
+        if not done.is_set() and not conn.scope.cancel_called and proxy.cut():
+            carried.append(conn.forwarded.events)
+
+
 @case("4.3", f"up to {MAX_CUTS} cuts at random moments between events, as the target's event rate allows: "
              f"the union is byte-identical", invariants=("1", "6"),
       timeout=90, plots=(Plot("line", "idTimeline", "event id received over time (orange: cuts, green: reconnects)",
@@ -160,7 +185,6 @@ async def cuts_between_events(ctx: Context, judge: Judge) -> None:
     rng = random.Random(seed)
     judge.evidence["seed"] = seed
     job_id = await ctx.create_job(judge, **ctx.knobs(stageSeconds={s: 2.5 for s in ctx.profile.stages}))
-    effective = 0
     carried: list[int] = []  # events each cut connection had forwarded when it was cut
     # The uninterrupted stream's recent delivery moments: the target's pace, as the job goes.
     arrivals: collections.deque[float] = collections.deque(maxlen=64)
@@ -168,30 +192,15 @@ async def cuts_between_events(ctx: Context, judge: Judge) -> None:
         clean: list[Segment] = []
         done = trio.Event()
 
-        async def note(record_) -> None:
-            if isinstance(record_, Event) and (not arrivals or record_.arrived_at != arrivals[-1]):
-                arrivals.append(record_.arrived_at)
-
         async def watch_clean() -> None:
-            clean.append(await ctx.watch(job_id, sink=note))
-
-        async def cutter() -> None:
-            nonlocal effective
-            while effective < MAX_CUTS and not done.is_set():
-                conn = await _carrying(proxy, rng.randint(1, events_per_cut(delivery_gap(arrivals))), done)
-                if conn is None:
-                    return
-                # A random moment before the next delivery is due.
-                await trio.sleep(rng.uniform(0, delivery_gap(arrivals) or 0.1))
-                if not done.is_set() and not conn.scope.cancel_called and proxy.cut():
-                    effective += 1
-                    carried.append(conn.forwarded.events)
+            clean.append(await ctx.watch(job_id, sink=noting_arrivals(arrivals)))
 
         nursery.start_soon(watch_clean)
-        nursery.start_soon(cutter)
+        nursery.start_soon(cut_at_pace, proxy, rng, arrivals, done, carried)
         url = proxy.url(ctx.profile.paths["events"].format(id=job_id))
         trace = await ctx.follow(url, policy=ReconnectPolicy(max_attempts=5, delay_ms=50))
         done.set()
+    effective = len(carried)
     reference = clean[0].events
     # Deliveries (distinct arrival moments): a server that batches sends many events in
     # few deliveries, and there are only the gaps between deliveries to cut in.

@@ -320,8 +320,18 @@ def _legal_bytes(encoded: bytes, connection: int = 0) -> bytes:
     return encoded
 
 
+_opened_jobs: list = []  # lei-other-stream: the jobs whose streams were opened afresh, newest last
+
+
 async def _variant_stream(self, job, last_id, head_only, receive, send, scope=None):
     config = self.manager.config
+    if FAULT == "lei-other-stream":
+        if last_id is None:
+            _opened_jobs[:] = [*_opened_jobs[-99:], job]
+        else:
+            # An event store that looks the id up in the newest stream that has it, whichever
+            # stream's URL asked: another job's events after that id.
+            job = next((j for j in reversed(_opened_jobs) if j is not job and j.log.last_id >= last_id), job)
     log = job.log
     past_end = last_id is not None and last_id > log.last_id
     if log.closed and last_id is not None and last_id >= log.last_id and not (FAULT == "past-end-replays-all" and past_end):
@@ -338,8 +348,11 @@ async def _variant_stream(self, job, last_id, head_only, receive, send, scope=No
     content_type = {"wrong-content-type": b"text/plain", "legal-misc": b"text/event-stream;charset=UTF-8"}.get(
         FAULT, b"text/event-stream")
     cache = b"no-store" if FAULT == "legal-misc" else b"no-cache"
+    cors = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-credentials", b"true")] \
+        if FAULT == "cors-star-credentials" else []
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", content_type), (b"cache-control", cache), (b"x-accel-buffering", b"no")]})
+                "headers": [(b"content-type", content_type), (b"cache-control", cache), (b"x-accel-buffering", b"no"),
+                            *cors]})
     cursor = min(last_id or 0, log.last_id)
     if FAULT == "past-end-replays-all" and last_id and last_id > log.last_id:
         cursor = 0
@@ -458,7 +471,7 @@ KNOWN = {
     "multiline-data", "per-connection-bytes", "past-end-replays-all", "invalid-utf8", "ts-backwards",
     "healthz-missing-settings", "cancel-unknown-500", "cancel-twice-409", "filter-ignored",
     "queued-events-held", "cancelled-event-lost", "no-terminal-event", "cancel-202-keeps-running",
-    "finished-reconnect-200-open",
+    "finished-reconnect-200-open", "lei-other-stream", "cors-star-credentials",
     "legal-crlf", "legal-cr", "legal-misc",
 }
 
