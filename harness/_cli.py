@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -99,8 +100,8 @@ def _list_main(args, console: Console) -> int:
     table = Table("id", "title", "invariants", "from", "with this profile")
     for case in cases:
         unmet = case.unmet(profile)
-        table.add_row(case.id, case.title_for(profile), ", ".join(case.invariants), REGISTRY.origin(case),
-                      f"[dim]skip: {unmet}[/]" if unmet else "run")
+        table.add_row(case.id, escape(case.title_for(profile)), ", ".join(case.invariants), REGISTRY.origin(case),
+                      f"[dim]skip: {escape(unmet)}[/]" if unmet else "run")
     console.print(table)
     return 0
 
