@@ -1,0 +1,204 @@
+"""Family 12 (any stream): its pure checks on hand-built traces; the family against the reference
+server (contract profile) and against the two example servers of examples/ (stream profiles),
+outcomes pinned."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT, RunningServer
+from harness import Decoder, Event, Severity, Violation, load_profile
+from harness._runner import run_suite
+from scenarios import checks
+from tracebuild import ev, good_job, segment
+
+GOOD_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _severities(findings) -> list[str]:
+    return [f.severity for f in findings]
+
+
+# -- headers and CORS ---------------------------------------------------------------------------
+def test_stream_headers_fail_what_breaks_readers_and_advise_the_rest():
+    assert checks.check_stream_headers(segment([(0.1, ev(1, "x"))], headers=GOOD_HEADERS)) == []
+    broken = {"content-type": "text/event-stream; charset=latin-1", "content-length": "120",
+              "content-encoding": "gzip"}
+    findings = checks.check_stream_headers(segment([(0.1, ev(1, "x"))], headers=broken))
+    fails = sorted(f.message for f in findings if f.severity == Severity.FAIL)
+    assert fails == ["a stream must not be compressed", "a stream must not have Content-Length", "charset is not utf-8"]
+    advice = [f.message for f in findings if f.severity == Severity.NON_STRICT]
+    assert len(advice) == 2 and any("X-Accel-Buffering" in m for m in advice)
+    # The contract profile: caching and X-Accel-Buffering are 1.2's verdict, not repeated.
+    assert [f.message for f in checks.check_stream_headers(segment([], headers=broken), advice=False)
+            if f.severity == Severity.NON_STRICT] == []
+    assert checks.check_stream_headers(segment([], headers={"content-type": "text/plain"}), advice=False)[0].message \
+        == "wrong Content-Type"
+
+
+def test_cors_is_judged_only_when_the_response_speaks_it():
+    origin = "http://origin.example"
+    plain = segment([], headers=GOOD_HEADERS)
+    assert checks.check_cors(plain, origin) == []
+    star_credentials = segment([], headers={**GOOD_HEADERS, "access-control-allow-origin": "*",
+                                            "access-control-allow-credentials": "true"})
+    assert _severities(checks.check_cors(star_credentials, origin)) == [Severity.FAIL]
+    several = segment([], headers={**GOOD_HEADERS, "access-control-allow-origin": f"{origin}, http://b"})
+    assert _severities(checks.check_cors(several, origin)) == [Severity.FAIL]
+    echoed = segment([], headers={**GOOD_HEADERS, "access-control-allow-origin": origin})
+    assert _severities(checks.check_cors(echoed, origin)) == [Severity.NON_STRICT]
+    varied = segment([], headers={**GOOD_HEADERS, "access-control-allow-origin": origin, "vary": "Accept, Origin"})
+    assert checks.check_cors(varied, origin) == []
+    assert checks.check_cors(segment([], headers={**GOOD_HEADERS, "access-control-allow-origin": "*"}), origin) == []
+
+
+# -- framing ------------------------------------------------------------------------------------
+def test_framing_fails_what_no_reader_accepts_and_notes_the_hazards():
+    assert checks.check_framing(segment([(0.1, b"".join(good_job()))])) == []
+    bad_utf8 = segment([(0.1, b": caf\xe9\n\n" + ev(1, "x"))])
+    assert _severities(checks.check_framing(bad_utf8)) == [Severity.FAIL]
+    cut_off = segment([(0.1, ev(1, "x") + b"id: 2\ndata: half")])  # the server closed inside an event
+    assert [f.message for f in checks.check_framing(cut_off)] == [
+        "the server ended the response inside an event: every reader drops it"]
+    assert checks.check_framing(dataclasses.replace(cut_off, end="client-closed")) == []  # we stopped: not judged
+    violation = dataclasses.replace(segment([(0.1, ev(1, "x"))]),
+                                    records=(Violation("line-too-long", "a line exceeds 8 bytes", 0),))
+    assert _severities(checks.check_framing(violation)) == [Severity.FAIL]
+    hazards = segment([(0.1, b"\xef\xbb\xbf" + ev(1, "x") + b"x-trace: 7\n" + ev(2, "x").replace(b"\n", b"\r\n"))])
+    hazards = dataclasses.replace(hazards, raw=b"\xef\xbb\xbf" + ev(1, "x") + ev(2, "x").replace(b"\n", b"\r\n"))
+    found = checks.check_framing(hazards)
+    assert set(_severities(found)) == {Severity.NON_STRICT}
+    messages = " / ".join(f.message for f in found)
+    assert "byte order mark" in messages and "field no reader knows" in messages and "mixed line endings" in messages
+    assert checks.line_endings(b"a\nb\r\nc\rd\n") == {"LF": 2, "CRLF": 1, "CR": 1}
+
+
+# -- delivery by arrival, lateness by a mapped timestamp ------------------------------------------
+def _events(first: int, count: int) -> bytes:
+    return b"".join(ev(n, "x") for n in range(first, first + count))
+
+
+def test_arrival_pattern_buffered_bursts_fail_one_burst_is_noted_steady_passes():
+    steady = segment([(0.2 * i, ev(i, "x")) for i in range(1, 20)])
+    assert checks.check_arrival_pattern(steady) == []
+    buffered = segment([(1.5, _events(1, 6)), (3.0, _events(7, 6)), (4.5, _events(13, 6))])
+    assert _severities(checks.check_arrival_pattern(buffered)) == [Severity.FAIL]
+    once = segment([*[(0.2 * i, ev(i, "x")) for i in range(1, 10)], (4.0, _events(10, 5))])
+    assert _severities(checks.check_arrival_pattern(once)) == [Severity.NON_STRICT]
+    # A keep-alive in the silence means the connection was not held: no burst after silence.
+    kept = segment([(1.0, b": keepalive\n\n"), (1.6, _events(1, 6)), (2.2, b": k\n\n"), (2.8, _events(7, 6))])
+    assert checks.bursts(kept, silence=1.0, min_events=4) == []
+
+
+def test_lateness_by_a_mapped_timestamp():
+    def stamped(n: int, created_ms: float) -> bytes:
+        return f"data: {json.dumps({'created': created_ms})}\n\n".encode()
+
+    # Arrival at t (wall offset 1000 s): stamped 20 ms earlier, or 2 s earlier (buffered).
+    prompt = segment([(i * 0.1, stamped(i, (1000 + i * 0.1) * 1000 - 20)) for i in range(10)], wall_offset=1000.0)
+    late = segment([(i * 0.1, stamped(i, (1000 + i * 0.1) * 1000 - 2000)) for i in range(10)], wall_offset=1000.0)
+
+    def created(event: Event):
+        return json.loads(event.data)["created"]
+
+    assert checks.check_lateness(prompt, p50_limit_ms=250, p95_limit_ms=1000, timestamp_ms=created) == []
+    assert checks.check_lateness(late, p50_limit_ms=250, p95_limit_ms=1000, timestamp_ms=created)
+    # Without the mapping, the contract's ts: these events carry none.
+    assert checks.lateness_ms(prompt) == []
+
+
+# -- retry, the end, scoping, continuity -----------------------------------------------------------
+def test_retry_claim():
+    assert checks.check_retry_claim(segment([(0.1, b"retry: 1000\n\n" + ev(1, "x"))]), 1000) == []
+    assert checks.check_retry_claim(segment([(0.1, b"retry: 3600000\n\n")]), 1000)[0].observed == [3600000]
+    assert checks.check_retry_claim(segment([(0.1, ev(1, "x"))]), 1000)[0].message == "no retry field on the stream"
+
+
+def test_after_end():
+    no_content = dataclasses.replace(segment([]), status=204, end="http-status")
+    assert checks.check_after_end(no_content, require_204=True) == []
+    again = segment([(0.1, _events(1, 5))])
+    for require in (True, False):  # the stream again: a fail with or without the claim
+        assert _severities(checks.check_after_end(again, require_204=require)) == [Severity.FAIL]
+    empty = segment([(0.1, b"retry: 200\n\n")])
+    assert _severities(checks.check_after_end(empty, require_204=True)) == [Severity.FAIL]
+    assert _severities(checks.check_after_end(empty, require_204=False)) == [Severity.NON_STRICT]
+    held = segment([(0.1, b": keepalive\n\n")], end="timeout")
+    assert "held open" in checks.check_after_end(held, require_204=True)[0].message
+
+
+def test_scoped_replay_by_job_id_and_by_bytes():
+    def job_event(n: int, job: str) -> Event:
+        return next(r for r in Decoder().feed(f"id: {n}\ndata: {json.dumps({'jobId': job, 'n': n})}\n\n".encode(), 0.0)
+                    if isinstance(r, Event))
+
+    a = [job_event(n, "A") for n in range(1, 6)]
+    b = [job_event(n, "B") for n in range(1, 6)]
+
+    def by_job(event: Event):
+        return json.loads(event.data)["jobId"]
+
+    assert checks.check_scoped_replay(b[3:], own=b, other=a, key=by_job) == []
+    leak = checks.check_scoped_replay([job_event(9, "A")], own=b, other=a, key=by_job)  # a later event of A's
+    assert leak and leak[0].event_id == "9"
+    assert checks.check_scoped_replay(a[3:], own=b, other=a, key=lambda e: e.raw)
+
+
+def test_continuity_repeats_and_skipped_ids():
+    one, two = segment([(0.1, _events(1, 5))]), segment([(0.3, _events(6, 5))])
+    assert checks.check_continuity([one, two]) == []
+    repeated = segment([(0.3, _events(5, 5))])
+    assert checks.check_continuity([one, repeated])[0].message == "an event came twice across reconnects"
+    skipped = segment([(0.3, _events(8, 3))])
+    found = checks.check_continuity([one, skipped])
+    assert found[0].message.startswith("ids skipped") and found[0].event_id == "6"
+    # Ids that do not count up by one (timestamps, say): a jump is not a gap.
+    sparse = segment([(0.1, b"".join(ev(n, "x") for n in (10, 20, 30)))])
+    assert checks.check_continuity([sparse, segment([(0.3, ev(50, "x"))])]) == []
+
+
+# -- the family against servers ------------------------------------------------------------------
+def _outcomes(report) -> dict[str, str]:
+    return {r.id: r.outcome for r in report.results}
+
+
+def _why(report) -> dict:
+    return {r.id: (r.outcome, r.reason, [(f.message, str(f.observed)[:120]) for f in r.findings][:2])
+            for r in report.results}
+
+
+@pytest.mark.xdist_group("heavy")
+async def test_family_12_passes_on_the_reference_server(reference_server):
+    report = await run_suite(load_profile(base_url=reference_server.base_url), only=["12"], parallel=8)
+    assert len(report.results) == 10
+    assert set(_outcomes(report).values()) == {"pass"}, _why(report)
+
+
+# What each example is expected to get, every case; the skips name the claim or the reason.
+TOKEN_STREAM = {"12.1": "pass", "12.2": "pass", "12.3": "pass", "12.4": "pass", "12.5": "skip", "12.6": "skip",
+                "12.7": "skip", "12.8": "skip", "12.9": "skip", "12.10": "info"}
+NOTIFY_CHANNEL = {"12.1": "pass", "12.2": "pass", "12.3": "pass", "12.4": "pass", "12.5": "pass", "12.6": "pass",
+                  "12.7": "pass", "12.8": "skip", "12.9": "skip", "12.10": "pass"}
+
+
+@pytest.mark.xdist_group("heavy")
+@pytest.mark.parametrize("name, expected, skip_reasons", [
+    ("token_stream", TOKEN_STREAM, {"12.5": "keep-alive", "12.6": "ended by itself", "12.7": "ids",
+                                    "12.9": "a POST stream without ids"}),
+    ("notify_channel", NOTIFY_CHANNEL, {"12.8": "same request", "12.9": "ends by itself"}),
+])
+async def test_family_12_on_the_example_servers(name, expected, skip_reasons):
+    server = RunningServer([sys.executable, str(ROOT / "examples" / name / "app.py"), "0"])
+    try:
+        profile = load_profile(ROOT / "examples" / name / "profile.toml", base_url=server.base_url)
+        report = await run_suite(profile, only=["12"], parallel=8)
+    finally:
+        server.stop()
+    assert _outcomes(report) == expected, _why(report)
+    reasons = {r.id: r.reason for r in report.results}
+    for case_id, words in skip_reasons.items():
+        assert words in reasons[case_id], (case_id, reasons[case_id])
