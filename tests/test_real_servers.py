@@ -25,6 +25,7 @@ import pytest
 
 from harness import End, Limits, load_profile, record
 from harness._cases import load_cases
+from harness._cli import main as cli_main
 from harness._stream_profile import pointer_get
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,14 +154,14 @@ def test_every_example_is_complete():
 
 
 @pytest.mark.parametrize("name", SERVER_NAMES)
-def test_list_shows_run_or_skip_per_case(name):
+def test_list_shows_run_or_skip_per_case(name, capsys, monkeypatch):
     """`sse-harness list --profile` accepts the profile and says run or skip for every case, as
     the profile's claims decide (the contract's cases all skip: it claims no job API)."""
-    done = subprocess.run([str(BIN / "sse-harness"), "list", "--profile", str(profile_path(name))],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "300"})
-    assert done.returncode == 0, done.stdout + done.stderr
+    monkeypatch.setenv("COLUMNS", "300")  # one table row per case
+    assert cli_main(["list", "--profile", str(profile_path(name))]) == 0
+    listing = capsys.readouterr().out
     profile = load_profile(profile_path(name))
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^│ (\S+)\s+│.*│ (run|skip)\b", done.stdout, re.M)}
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^│ (\S+)\s+│.*│ (run|skip)\b", listing, re.M)}
     cases = load_cases()
     assert set(rows) == {c.id for c in cases}
     for case in cases:
@@ -219,9 +220,11 @@ def test_family_12_outcomes_are_pinned(real_server, request, tmp_path):
     if not ids:
         pytest.skip("family 12 (scenarios/stream.py) is not there yet")
     pinned = pinned_outcomes(name)
+    skipped = expected(name).get("run", {}).get("skip", [])  # too slow for CI: pinned by hand in the docs
+    ids = [i for i in ids if i not in skipped]
     done = subprocess.run([str(BIN / "sse-harness"), "run", "--target", real_server.base_url,
                            "--profile", str(profile_path(name)), "--only", "12", "--report-dir", str(tmp_path),
-                           "--format", "json"],
+                           "--format", "json", *[a for i in skipped for a in ("--skip", i)]],
                           capture_output=True, text=True, timeout=120)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["error"] is None, report["error"]

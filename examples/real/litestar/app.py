@@ -13,7 +13,7 @@ from typing import AsyncGenerator
 from litestar import Litestar, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-STEPS, STEP_SECONDS = 20, 0.25
+STEPS, STEP_SECONDS = 12, 0.2
 
 
 async def export_steps(name: str) -> AsyncGenerator[ServerSentEventMessage, None]:

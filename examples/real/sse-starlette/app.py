@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-STEPS, STEP_SECONDS = 20, 0.25
+STEPS, STEP_SECONDS = 12, 0.2
 started: dict[str, float] = {}  # job id -> wall time it started
 job_ids = itertools.count(1)
 
