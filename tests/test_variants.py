@@ -23,11 +23,11 @@ DETECTION = {
     "id-repeat": (["3"], {"3.1"}),
     "percent-regress": (["3"], {"3.2"}),
     "stage-backwards": (["3"], {"3.2"}),
-    "lei-ignored": (["4"], {"4.1", "4.2", "4.3", "4.4", "4.9"}),
-    "replay-off-by-one": (["4"], {"4.1", "4.4", "4.9"}),
+    "lei-ignored": (["4", "12.7"], {"4.1", "4.2", "4.3", "4.4", "4.9", "12.7"}),
+    "replay-off-by-one": (["4", "12.7"], {"4.1", "4.4", "4.9", "12.7"}),
     "replay-race": (["4"], {"4.3"}),
-    "no-keepalive": (["5"], {"5.1", "5.2"}),
-    "keepalive-slow": (["5"], {"5.1", "5.2"}),
+    "no-keepalive": (["5", "12.5"], {"5.1", "5.2", "12.5"}),
+    "keepalive-slow": (["5", "12.5"], {"5.1", "5.2", "12.5"}),
     "cancel-ignored-in-compose": (["6"], {"6.4"}),
     "cancel-slow": (["6"], {"6.1", "6.2", "6.3", "6.4", "6.5", "6.7"}),
     "cancel-leaves-folder": (["6", "8"], {"6.1", "6.2", "6.3", "6.4", "6.5", "6.7", "8.1", "8.2", "8.3", "8.4", "8.5"}),
@@ -35,13 +35,13 @@ DETECTION = {
     "event-after-terminal": (["3"], {"3.4"}),
     "stream-open-after-terminal": (["3", "4.8"], {"3.4", "4.8"}),
     "cross-job-leak": (["7.1", "7.2"], {"7.1", "7.2"}),
-    "batched": (["2"], {"2.3"}),
-    "wrong-content-type": (["1"], {"1.2"}),
+    "batched": (["2", "12.3", "12.4"], {"2.3", "12.3", "12.4"}),
+    "wrong-content-type": (["1", "12.1"], {"1.2", "12.1"}),
     "cancel-finished-202": (["6.9", "6.10"], {"6.9"}),
     "malformed-json-500-html": (["9"], {"9.1"}),
-    "empty-200-not-204": (["4"], {"4.7"}),
+    "empty-200-not-204": (["4", "12.9"], {"4.7", "12.9"}),
     "garbage-lei-500": (["4"], {"4.5"}),
-    "no-retry": (["1"], {"1.5"}),
+    "no-retry": (["1", "12.10"], {"1.5", "12.10"}),
     "failure-no-remediation": (["8"], {"8.1", "8.2", "8.3", "8.4", "8.5"}),
     "cadence-slow": (["3"], {"3.5"}),
     "hostile-id-500": (["1"], {"1.4"}),
@@ -59,7 +59,7 @@ DETECTION = {
     "multiline-data": (["2.1"], {"2.1"}),
     "per-connection-bytes": (["7.3", "4.8"], {"7.3", "4.8"}),
     "past-end-replays-all": (["4.6"], {"4.6"}),
-    "invalid-utf8": (["2.2"], {"2.2"}),
+    "invalid-utf8": (["2.2", "12.2"], {"2.2", "12.2"}),
     "ts-backwards": (["3.3"], {"3.3"}),
     "healthz-missing-settings": (["1.1"], {"1.1"}),
     "cancel-unknown-500": (["6.10"], {"6.10"}),
@@ -71,13 +71,16 @@ DETECTION = {
     "cancelled-event-lost": (["6", "7.2"], {"6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "6.7", "6.8", "7.2"}),
     "no-terminal-event": (["3.4", "4.8", "7.1"], {"3.4", "4.8", "7.1"}),
     "cancel-202-keeps-running": (["6", "7.2"], {"6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "6.7", "6.8", "7.2"}),
-    "finished-reconnect-200-open": (["4.7"], {"4.7"}),
+    "finished-reconnect-200-open": (["4.7", "12.9"], {"4.7", "12.9"}),
+    # Family 12 (any stream) on the contract profile: a Last-Event-ID resumes another job; CORS a browser refuses.
+    "lei-other-stream": (["12.8"], {"12.8"}),
+    "cors-star-credentials": (["12.1"], {"12.1"}),
     # Browser faults (faults_browser.py; family 10 in test_variants_browser.py) a Python client sees too.
-    "retry-hour": (["1.5"], {"1.5"}),
-    "buffered": (["2"], {"2.3"}),  # family 10 skips its cuts naming 2.3: the finding is caught here
+    "retry-hour": (["1.5", "12.10"], {"1.5", "12.10"}),
+    "buffered": (["2", "12.4"], {"2.3", "12.4"}),  # family 10 skips its cuts naming 2.3: the finding is caught here
 }
 # Legal oddities may earn these non-strict outcomes (documented client hazards), nothing worse.
-LEGAL_NON_STRICT = {"legal-crlf": set(), "legal-cr": {"2.2", "2.4"}, "legal-misc": {"5.3"}}
+LEGAL_NON_STRICT = {"legal-crlf": set(), "legal-cr": {"2.2", "2.4", "12.2"}, "legal-misc": {"5.3", "12.2"}}
 
 
 def variant(name: str) -> RunningServer:
