@@ -235,3 +235,17 @@ def test_family_12_outcomes_are_pinned(real_server, request, tmp_path):
                for i in ids if got[i]["outcome"] != pinned.get(i, ("",))[0]}
     assert not changed, f"{name}: outcomes changed\n" + "\n".join(f"{k}: {v}" for k, v in changed.items()) + \
         f"\n{done.stdout[-2000:]}\n{real_server.output()}"
+
+
+@pytest.mark.parametrize("real_server", [p for p in SERVER_NAMES if p.values[0] == "flask-sse"], indirect=True)
+async def test_flask_sse_sends_no_head_until_the_first_publish(real_server):
+    """Flask-SSE's hazard (docs/real-servers.md): its view is a WSGI generator blocked on Redis, and
+    the head goes out with the first chunk, so a channel nobody publishes to gets no response at
+    all, not even its status line, while the busy one answers within a notice's interval."""
+    async with httpx.AsyncClient() as client:
+        quiet = await record(f"{real_server.base_url}/stream?channel=quiet", client=client,
+                             limits=Limits(read=2, total=2))
+        busy = await record(f"{real_server.base_url}/stream", client=client, stop=lambda event: True,
+                            limits=Limits(read=2, total=2))
+    assert quiet.status is None and quiet.end == End.TIMEOUT and not quiet.chunks, (quiet.status, quiet.end)
+    assert busy.status == 200 and busy.events, (busy.status, busy.end, busy.end_detail)
