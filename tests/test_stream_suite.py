@@ -202,3 +202,45 @@ async def test_family_12_on_the_example_servers(name, expected, skip_reasons):
     reasons = {r.id: r.reason for r in report.results}
     for case_id, words in skip_reasons.items():
         assert words in reasons[case_id], (case_id, reasons[case_id])
+
+
+# The reference server's job stream described as a stream profile (a set-up request, an id
+# captured, no timestamp mapped): family 12's per-request paths and delivery judged by arrival.
+JOB_STREAM_PROFILE = """
+[[setup]]
+method = "POST"
+path = "/api/jobs"
+json = { topic = "a stream profile on the reference server", scenes = 2 }
+capture = { id = "json:/jobId" }
+[stream]
+path = "/api/jobs/{id}/events"
+[meaning]
+end_types = ["job-completed", "job-failed", "job-cancelled"]
+[claims]
+ids = true
+replay = true
+keepalive_seconds = 1
+retry_ms = 200
+finished = "204"
+"""
+
+
+@pytest.mark.xdist_group("heavy")
+@pytest.mark.parametrize("fault, failing", [("correct", set()), ("batched", {"12.4", "12.5"})])
+async def test_a_stream_profile_with_set_up_on_the_variant_server(tmp_path, fault, failing):
+    path = tmp_path / "jobs.toml"
+    path.write_text(JOB_STREAM_PROFILE)
+    server = RunningServer([sys.executable, str(ROOT / "tests" / "variants" / "server.py"), fault, "--port", "0",
+                            "--data-dir", "{data_dir}", "--keepalive", "1", "--time-scale", "0.25", "--retry-ms", "200"])
+    try:
+        report = await run_suite(load_profile(path, base_url=server.base_url), only=["12"], parallel=8)
+    finally:
+        server.stop()
+    got = _outcomes(report)
+    assert {c for c, o in got.items() if o == "fail"} == failing, _why(report)
+    assert all(o in ("pass", "fail", "skip") for o in got.values()), _why(report)
+    if fault == "batched":  # no timestamp mapped: the bursts after silences tell
+        delivery = next(r for r in report.results if r.id == "12.4")
+        assert delivery.findings[0].message == "events arrive in bursts after silences (buffered)"
+    else:
+        assert set(got.values()) == {"pass"}, _why(report)
