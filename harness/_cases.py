@@ -29,7 +29,7 @@ from ._client import End, Limits, ReconnectPolicy, Segment, Trace, follow, recor
 from ._decoder import Event
 from ._invariants import is_number
 from ._profile import Profile
-from ._starvation import Starvation, StarvationMonitor
+from ._starvation import Explained, Starvation, StarvationMonitor
 from ._stream_profile import CLAIMS, SetupFailed, StreamRequest
 from ._tasks import background_nursery
 
@@ -237,7 +237,7 @@ class Case:
         missing = profile.claims.missing(self.needs)
         if not missing:
             return ""
-        return "the profile claims no " + "; no ".join(CLAIMS.get(m, m) for m in missing)
+        return "not claimed by the profile: " + "; ".join(CLAIMS.get(m, m) for m in missing)
 
     def title_for(self, profile: Profile) -> str:
         """The title with the values in force: a title may name the profile's timing
@@ -534,6 +534,26 @@ class Context:
         return await follow(url, client=self.http, headers=self.profile.headers(),
                             terminal_types=self.profile.terminal_events, **kwargs)
 
+    @property
+    def owed_every(self) -> float:
+        """How often a working job owes an event: the progress interval with its tolerance."""
+        interval = self.profile.timing["progress_interval_seconds"]
+        return interval + self.tolerance(interval)
+
+    def overdue(self, segment: Segment, awaited: str) -> list[Finding]:
+        """``overdue`` judged against this run's starvation (confounded when it explains it)."""
+        return overdue(segment, awaited, starvation=self.starved(), owed_every=self.owed_every)
+
+    def expect_delivered(self, judge: Judge, segment: Segment, awaited: str) -> None:
+        """The stream was not cut short at a deadline: when it was and the target is to blame,
+        that is a finding (and the case goes on to judge what did arrive); when the machine's
+        starvation explains it, the case stops here as confounded: everything after would be a
+        consequence of the short stream, not a measurement of the target."""
+        found = self.overdue(segment, awaited)
+        if found and found[0].severity == Severity.CONFOUNDED:
+            raise TargetFault(found[0].message, found[0].expected, found[0].observed, Severity.CONFOUNDED)
+        judge.add(found)
+
     # -- any stream (a profile's [stream], or a contract job's events) ----------------------
     async def open_stream(self) -> StreamRequest:
         """Run the profile's set-up requests and return the stream's request, ready to record.
@@ -592,13 +612,48 @@ def describe_arrivals(records: list) -> str:
     return f"{len(events)} event(s) (last: {tail}), {comments} comment(s)"
 
 
-def overdue(segment: Segment, awaited: str) -> list[Finding]:
+def timing_severity(measured: float, limit: float, explained: Explained | None) -> Severity:
+    """A timing past its limit: the target's fail, or confounded when the machine's measured
+    starvation in the window (``explained``) is enough to explain the excess."""
+    if explained is not None and measured - explained.total <= limit:
+        return Severity.CONFOUNDED
+    return Severity.FAIL
+
+
+def stopped_delivering(segment: Segment, starvation: Starvation | None, owed_every: float,
+                       patience: float = 0.25) -> tuple[Severity, str]:
+    """Whose doing a recording's deadline end was (no event within the events deadline, no bytes
+    within the read timeout, or the total time limit while events still came), with the
+    starvation beside it. A target that owes an event every ``owed_every`` and was silent for S
+    seconds while it waited W for a core would have been silent S - W on a quiet machine: past
+    ``owed_every`` that is its fail, within it the machine's (confounded). At the total time
+    limit the target was still delivering and nobody knows how much longer it needed: confounded
+    when the machine took at least ``patience`` of the window."""
+    if starvation is None:
+        return Severity.FAIL, ""
+    if segment.end == End.TIMEOUT and "total time limit" in segment.end_detail:
+        explained = starvation.explained(segment.started_at, segment.ended_at)
+        severity = Severity.CONFOUNDED if explained.total >= patience * explained.window else Severity.FAIL
+        return severity, explained.describe()
+    times = [segment.started_at] + [e.arrived_at for e in segment.events]
+    if segment.end == End.TIMEOUT:  # no bytes at all for the read timeout
+        times += [t for t, _ in segment.chunks]
+    began = max(times)
+    explained = starvation.explained(began, segment.ended_at)
+    return timing_severity(segment.ended_at - began, owed_every, explained), explained.describe()
+
+
+def overdue(segment: Segment, awaited: str, *, starvation: Starvation | None = None,
+            owed_every: float = 0.0) -> list[Finding]:
     """A finding when a recording ended because the target stopped delivering what it owed
-    (no event within the events deadline, or no bytes within the read timeout)."""
+    (no event within the events deadline, or no bytes within the read timeout), confounded
+    when the machine's starvation explains the silence (``stopped_delivering``)."""
     if segment.end not in (End.NO_EVENTS, End.TIMEOUT):
         return []
+    severity, figures = stopped_delivering(segment, starvation, owed_every)
     return [Finding(f"waited for {awaited}; the target stopped delivering", awaited,
-                    f"{segment.end_detail}; {describe_arrivals(list(segment.records))}")]
+                    f"{segment.end_detail}; {describe_arrivals(list(segment.records))}"
+                    + (f"; {figures}" if figures else ""), None, severity)]
 
 
 class LiveStream:
@@ -648,32 +703,43 @@ class LiveStream:
         return await self._stack.__aexit__(*exc)
 
     async def wait_for(self, predicate: Callable[[Event], bool], *, within: float, awaited: str,
-                       basis: str) -> Event:
-        """The first event (recorded already or still to come) for which ``predicate`` holds."""
+                       basis: str, owed_within: float | None = None) -> Event:
+        """The first event (recorded already or still to come) for which ``predicate`` holds.
+        ``owed_within``: what the contract owes (say, the cancel deadline) when ``within`` adds
+        a margin to it: a wait past ``within`` that the machine's starvation explains down to
+        ``owed_within`` is confounded, not the target's fail."""
         deadline = trio.current_time() + within
-        started_at, seen = len(self.records), 0
+        started_at, seen, waited_since = len(self.records), 0, time.monotonic()
         while True:
             for record_ in self.records[seen:]:
                 if isinstance(record_, Event) and predicate(record_):
                     return record_
             seen = len(self.records)
             if self.segment is not None:
+                severity, figures = (stopped_delivering(self.segment, self.ctx.starved(), self.ctx.owed_every)
+                                     if self.segment.end in (End.NO_EVENTS, End.TIMEOUT) else (Severity.FAIL, ""))
                 raise TargetFault(f"the stream ended before {awaited}", awaited,
                                   f"{self.segment.end}: {self.segment.end_detail}; "
-                                  f"{describe_arrivals(self.records)}")
+                                  f"{describe_arrivals(self.records)}" + (f"; {figures}" if figures else ""), severity)
             changed = self._changed
             with trio.move_on_at(deadline):
                 await changed.wait()
                 continue
+            severity, figures = Severity.FAIL, ""
+            if owed_within is not None:
+                explained = self.ctx.starved().explained(waited_since, time.monotonic())
+                severity, figures = timing_severity(within, owed_within, explained), f"; {explained.describe()}"
             raise TargetFault(f"waited {within:.1f}s for {awaited} ({basis}); it did not come", awaited,
-                              f"meanwhile: {describe_arrivals(self.records[started_at:])}; the stream is still open")
+                              f"meanwhile: {describe_arrivals(self.records[started_at:])}; the stream is still open"
+                              + figures, severity)
 
     async def wait_for_end_after_cancel(self, awaited: str) -> Event:
         """After a cancel's 202: a terminal event is owed within the cancel wait."""
         ctx = self.ctx
         return await self.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
                                    awaited=awaited, basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, "
-                                                          f"waited {ctx.cancel_wait:.1f}s")
+                                                          f"waited {ctx.cancel_wait:.1f}s",
+                                   owed_within=ctx.cancel_deadline + 0.1 * ctx.timing_slack)
 
     async def finish(self) -> Segment:
         """The recording once it ends (bounded by the recorder's own limits)."""
@@ -687,9 +753,12 @@ class TargetFault(Exception):
     """The target misbehaved so that the case cannot continue: outcome ``fail``, with a
     finding that says what was expected and what was observed."""
 
-    def __init__(self, message: str, expected: Any = None, observed: Any = None) -> None:
+    def __init__(self, message: str, expected: Any = None, observed: Any = None,
+                 severity: "Severity" = Severity.FAIL) -> None:
         super().__init__(message)
-        self.expected, self.observed = expected, observed
+        # CONFOUNDED: a wait that ended at its deadline while the machine's starvation explains
+        # the lateness (the case is tried again, as for any confounded timing).
+        self.expected, self.observed, self.severity = expected, observed, severity
 
 
 # httpx errors that are the target's doing (it refused, reset, stalled or garbled an answer)
@@ -767,7 +836,7 @@ async def _run_once(case_: Case, ctx: Context, registry: Registry) -> CaseResult
                 outcome, reason = Outcome.ERROR, f"harness bug: {type(first).__name__}: {first}"
         elif faults:
             for fault in faults:
-                judge.fail(str(fault), fault.expected, fault.observed)
+                judge.findings.append(Finding(str(fault), fault.expected, fault.observed, None, fault.severity))
         elif transport:
             exc = transport[0]
             request = getattr(exc, "_request", None)

@@ -13,7 +13,7 @@ import trio
 
 from harness import Segment
 
-from ._core import Context, HarnessError, Judge, TargetFault, parse_data
+from ._core import Context, HarnessError, Judge, Severity, TargetFault, parse_data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,11 @@ async def lifecycle(ctx: Context) -> Lifecycle:
             done.set()
         if segment.status != 200:
             raise TargetFault(f"the job's stream answered HTTP {segment.status}")
+        late = ctx.overdue(segment, "the job's next event, up to its terminal event")
+        if late and late[0].severity == Severity.CONFOUNDED:
+            # Cut short while the machine starved the target: no case may judge this recording
+            # (each is tried again, with a recording of its own).
+            raise TargetFault(late[0].message, late[0].expected, late[0].observed, Severity.CONFOUNDED)
         return Lifecycle(job_id, segment, tuple(samples))
 
     return await ctx.shared("lifecycle", make)

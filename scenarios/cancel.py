@@ -66,8 +66,18 @@ async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, ex
     data = parse_data(cancelled[0]) or {}
     judge.expect(data.get("status") == ctx.profile.statuses["canceled"], "cancellation event status",
                  ctx.profile.statuses["canceled"], data.get("status"), cancelled[0].id)
-    if expect_stage is not None:
-        judge.expect(data.get("stage") == expect_stage, "cancelled in the wrong stage", expect_stage, data.get("stage"))
+    if expect_stage is not None and data.get("stage") != expect_stage:
+        moved_on = next((e for e in events if int(e.id or 0) > int(aimed_at.id or 0)
+                         and (parse_data(e) or {}).get("stage") not in (None, expect_stage)), None)
+        # The cancel took effect when the job says it was cancelled (its ts): a stage that ended
+        # before that was missed by a cancel that came late, our request or the target's work.
+        took_effect = data.get("ts")
+        took_effect = took_effect / 1000 - segment.wall_offset if isinstance(took_effect, (int, float)) else answered
+        if moved_on is None or not _raced(ctx, judge, segment, aimed_at, moved_on, took_effect,
+                                          f"stage {expect_stage} ended ({moved_on.id}: {moved_on.type} in "
+                                          f"{(parse_data(moved_on) or {}).get('stage')}) before the cancel took "
+                                          f"effect"):
+            judge.fail("cancelled in the wrong stage", expect_stage, data.get("stage"))
     judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.close_within,
                                     starvation=ctx.starved()))
     judge.add(checks.check_ids(events))
@@ -81,27 +91,37 @@ async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, ex
 
 def _lost_the_race(ctx: Context, judge: Judge, segment, aimed_at: Event, answered: float) -> bool:
     """A cancel refused because the job had already ended is no fault of the target's refusal (a
-    finished job's cancel is a 409): the cancel came too late for what it was aimed at. Judged as
-    a timing: from the event the cancel was aimed at to the cancel's answer, against the time the
-    job still had to run then (both by the target's ts). When the machine's starvation in that
-    window explains why we were late, the case is confounded (tried again); when it does not, the
-    target's job ended sooner than it was asked to run, and that is what is reported."""
+    finished job's cancel is a 409): the cancel came too late for what it was aimed at (``_raced``)."""
     ended = next((e for e in segment.events if e.type in ctx.profile.terminal_events), None)
-    end_ts = (parse_data(ended) or {}).get("ts") if ended is not None else None
+    return ended is not None and _raced(ctx, judge, segment, aimed_at, ended, answered,
+                                        f"the job ended ({ended.id}:{ended.type}) before the cancel reached it")
+
+
+def _raced(ctx: Context, judge: Judge, segment, aimed_at: Event, moved_on: Event, until: float,
+           message: str) -> bool:
+    """Whether the cancel lost a race: what it was aimed at (the job running, a stage) was over by
+    the target's ts (``moved_on``) before the cancel took effect (``until``: answered, or the
+    job's cancelled event). Then it is judged as a timing,
+    and True is returned: from the event the cancel was aimed at to the cancel's answer, against
+    the time the job still had then (both by the target's ts). When the machine's starvation in
+    that window explains why we were late, the case is confounded (tried again); when it does
+    not, the target moved on sooner than it was asked to, and that is what is reported. False:
+    the target moved on after answering, and its verdict is its own."""
+    over_ts = (parse_data(moved_on) or {}).get("ts")
     aimed_ts = (parse_data(aimed_at) or {}).get("ts")
-    if not (isinstance(end_ts, (int, float)) and isinstance(aimed_ts, (int, float))):
+    if not (isinstance(over_ts, (int, float)) and isinstance(aimed_ts, (int, float))):
         return False
-    ended_at, aimed_at_time = end_ts / 1000 - segment.wall_offset, aimed_ts / 1000 - segment.wall_offset
-    if ended_at > answered:
-        return False  # the job was still running when the target refused: its fault, judged as such
-    judge.evidence["cancelTooLate"] = {"jobRanOnMs": round((ended_at - aimed_at_time) * 1000),
-                                       "cancelAnsweredAfterMs": round((answered - aimed_at_time) * 1000)}
+    over_at, aimed_at_time = over_ts / 1000 - segment.wall_offset, aimed_ts / 1000 - segment.wall_offset
+    if over_at > until:
+        return False
+    judge.evidence["cancelTooLate"] = {"stillHadMs": round((over_at - aimed_at_time) * 1000),
+                                       "cancelTookMs": round((until - aimed_at_time) * 1000)}
     judge.add(checks.over_limit(
-        f"the job ended ({ended.id}:{ended.type}) before the cancel reached it", measured=answered - aimed_at_time,
-        limit=ended_at - aimed_at_time, explained=ctx.starved().explained(aimed_at_time, answered),
-        expected=f"the cancel answered within the {(ended_at - aimed_at_time) * 1000:.0f} ms the job still ran "
-                 f"after event {aimed_at.id}", observed=f"answered {(answered - aimed_at_time) * 1000:.0f} ms after it",
-        event_id=ended.id))
+        message, measured=until - aimed_at_time, limit=over_at - aimed_at_time,
+        explained=ctx.starved().explained(aimed_at_time, until),
+        expected=f"the cancel in effect within the {(over_at - aimed_at_time) * 1000:.0f} ms left after event "
+                 f"{aimed_at.id}", observed=f"in effect {(until - aimed_at_time) * 1000:.0f} ms after it",
+        event_id=moved_on.id))
     return True
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from . import checks
-from ._core import Context, Judge, Skip, case, overdue
+from ._core import Context, Judge, Skip, case
 from ._shared import ResourceWatcher, data_of, verify_cleanup
 
 CONTRACT_STAGES = ("script", "tts", "visuals", "compose", "render")
@@ -28,7 +28,7 @@ def _fail_case(number: int, name: str):
         events = segment.events
         types = [e.type for e in events]
         judge.evidence["lastEvents"] = types[-3:]
-        judge.add(overdue(segment, f"the failure in {stage}: an error event, then {ctx.events['failed']}"))
+        ctx.expect_delivered(judge, segment, f"the failure in {stage}: an error event, then {ctx.events['failed']}")
         judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.close_within,
                                         starvation=ctx.starved()))
         judge.add(checks.check_ids(events))
@@ -70,7 +70,7 @@ async def warn_at(ctx: Context, judge: Judge) -> None:
     job_id = await ctx.create_job(judge, **ctx.knobs(warnAt=stage, stageSeconds=ctx.quick()))
     segment = await ctx.watch(job_id)
     events = segment.events
-    judge.add(overdue(segment, "the job's next event, up to its terminal event"))
+    ctx.expect_delivered(judge, segment, "the job's next event, up to its terminal event")
     warnings = [d for d in data_of(events, ctx.events["warning"]) if d.get("stage") == stage]
     judge.evidence["warnings"] = data_of(events, ctx.events["warning"])
     if judge.expect(bool(warnings), f"no warning in {stage}", stage, None):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import checks
-from ._core import Context, Judge, Measure, Plot, case, overdue, parse_data
+from ._core import Context, Judge, Measure, Plot, case, parse_data
 from ._shared import data_of, lifecycle, probe_mp4
 
 
@@ -44,7 +44,7 @@ async def terminal(ctx: Context, judge: Judge) -> None:
     if events and events[-1].type in ctx.profile.terminal_events:
         judge.evidence["closeAfterTerminalMs"] = round((segment.ended_at - events[-1].arrived_at) * 1000, 1)
         judge.evidence["starvation"] = ctx.starved().explained(events[-1].arrived_at, segment.ended_at).figures()
-    judge.add(overdue(segment, "the job's next event, up to its terminal event"))
+    ctx.expect_delivered(judge, segment, "the job's next event, up to its terminal event")
     judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.close_within,
                                     starvation=ctx.starved()))
     judge.expect(bool(events) and events[-1].type == ctx.events["completed"], "the job did not complete",

@@ -12,7 +12,7 @@ import trio
 from harness import Event, FaultProxy, Notice, ReconnectPolicy, Segment, record
 
 from . import checks
-from ._core import Context, HarnessError, Judge, Measure, Plot, Skip, TargetFault, case, overdue
+from ._core import Context, HarnessError, Judge, Measure, Plot, Skip, TargetFault, case
 from ._shared import lifecycle
 from ._wire import judge_replay_via_proxy
 
@@ -234,9 +234,13 @@ async def cuts_between_events(ctx: Context, judge: Judge) -> None:
         judge.fail("following through the cuts stopped short of the terminal event", "a terminal event",
                    trace.gave_up)
         return
-    if effective < required:
+    if effective < MIN_CUTS:
         raise HarnessError(f"only {effective} of the {required} cuts planned for {deliveries} deliveries landed "
-                           f"before the job ended")
+                           f"before the job ended (at least {MIN_CUTS} are needed to judge)")
+    if effective < required:
+        # Fewer than planned (a busy machine paces the cutter late), but enough to judge: the
+        # union across the cuts that did land is what was judged, and the report says how many.
+        judge.step(f"only {effective} of the {required} planned cuts landed before the job ended; judged on those")
 
 
 @case("4.4", "lastEventId query parameter resumes like the header", invariants=("6",))
@@ -290,7 +294,7 @@ async def full_replay(ctx: Context, judge: Judge) -> None:
     judge.evidence["replayMs"] = round((segment.ended_at - started) * 1000, 1)
     judge.expect(segment.status == 200, "full replay refused", 200, segment.status)
     judge.add(checks.check_replay(segment.events, recording.segment.events))
-    judge.add(overdue(segment, "the replay's next event, up to the terminal event"))
+    ctx.expect_delivered(judge, segment, "the replay's next event, up to the terminal event")
     judge.add(checks.check_terminal(segment, ctx.profile, close_within=ctx.close_within,
                                     starvation=ctx.starved()))
 
