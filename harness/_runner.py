@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from ._cases import REGISTRY, Case, CaseResult, Context, HarnessError, Outcome, load_cases, run_case
-from ._profile import Profile
+from ._cases import REGISTRY, Case, CaseResult, Context, HarnessError, Outcome, TargetFault, load_cases, run_case
+from ._preflight import PREFLIGHT_EVENTS, raise_for
+from ._profile import Profile, ProfileError
 from ._starvation import descendants, find_listening_pid, process_name
 from ._version import VERSION
 
@@ -71,6 +72,23 @@ def select_cases(only: Sequence[str] = (), skip: Sequence[str] = (), *,
     return sorted(chosen, key=lambda c: c.sort_key)
 
 
+async def _preflight(ctx: Context) -> None:
+    """A stream profile checked against its stream's first events (harness._preflight): a
+    ProfileError naming the key when they contradict it. A stream that brings nothing in time,
+    or cannot be opened, says nothing here: the cases judge that."""
+    seen: list = []
+
+    def enough(event) -> bool:
+        seen.append(event)
+        return len(seen) >= PREFLIGHT_EVENTS
+
+    try:
+        await ctx.record_stream(stop=enough, limits=ctx.stream_limits(total=10.0, read=10.0))
+    except (TargetFault, httpx.HTTPError):
+        return
+    raise_for(ctx.profile, seen)
+
+
 def _observe_target(ctx: Context, base_url: str, pid: int | None) -> None:
     """Watch the target's wait for a core while cases run, when it runs on this host and its
     process can be seen: the pid given (the embedded server), else the one listening on the
@@ -124,8 +142,12 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
         ctx = Context(profile, http, same_host=is_same_host(profile.base_url, same_host), options=options)
         try:
             await ctx.load_settings()
+            if profile.kind == "stream":
+                await _preflight(ctx)
         except HarnessError as exc:
             error = str(exc)
+        except ProfileError as exc:
+            error = f"bad profile: {exc}"
 
         def done(result) -> None:
             results[result.id] = result
