@@ -127,7 +127,13 @@ class ReconnectPolicy:
 
 
 def _headers(extra: dict[str, str] | None, last_event_id: str | None) -> dict[str, str]:
-    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    # identity: the recorder keeps and decodes the bytes as they come (aiter_raw), so it asks for
+    # them uncompressed (httpx would ask for gzip, deflate...). Whether a server compresses when a
+    # browser asks is a check of its own (scenarios/_shared.py as_a_browser_asks); a caller's
+    # ``Accept-Encoding`` in ``extra`` wins.
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Accept-Encoding": "identity"}
+    given = {name.lower() for name in extra or {}}
+    headers = {name: value for name, value in headers.items() if name.lower() not in given}
     headers.update(extra or {})
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
@@ -177,7 +183,10 @@ def _is_terminal(terminal_types: Iterable[str], terminal: Callable[[Event], bool
 
 
 async def _record(client, url, headers, last_event_id, limits, stop, is_terminal, sink, record_lines,
-                  keep_bytes=False, patient=None, method="GET", content=None) -> Segment:
+                  keep_bytes=False, patient=None, method="GET", content=None, waiting=False) -> Segment:
+    """One connection. ``waiting``: the last event before it (on an earlier connection) said a
+    silence is legitimate (a queued job): the events deadline starts lifted, as it would have
+    stayed on that connection."""
     decoder = Decoder(max_line=limits.max_line, record_lines=record_lines)
     records: list[Record] = []
     chunks: list[tuple[float, int]] = []
@@ -210,7 +219,7 @@ async def _record(client, url, headers, last_event_id, limits, stop, is_terminal
 
     with trio.move_on_after(limits.total) as total_scope, trio.CancelScope() as after_terminal, \
             trio.CancelScope() as no_events:
-        if limits.between_events is not None:
+        if limits.between_events is not None and not waiting:
             no_events.deadline = trio.current_time() + limits.between_events
         try:
             async with client.stream(method, url, headers=headers, timeout=timeout, content=content) as response:
@@ -324,8 +333,10 @@ async def follow(
         if client is None:
             client = await stack.enter_async_context(httpx.AsyncClient())
         while True:
+            earlier = [e for s in segments for e in s.events]
+            waiting = bool(earlier) and patient is not None and patient(earlier[-1])
             segment = await _record(client, url, _headers(headers, last_event_id), last_event_id, limits, None,
-                                    is_terminal, sink, False, False, patient, method, content)
+                                    is_terminal, sink, False, False, patient, method, content, waiting)
             segments.append(segment)
             if on_segment is not None:
                 await on_segment(segment)

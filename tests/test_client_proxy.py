@@ -180,3 +180,29 @@ async def test_library_stream_api(sse_port):
 def test_proxy_refuses_foreign_targets():
     with pytest.raises(ValueError):
         FaultProxy(80, "10.0.0.1")
+
+
+async def test_a_queued_jobs_reconnect_stays_patient(nursery):
+    """The first connection brings a "queued" event and is closed; the reconnect (Last-Event-ID 1)
+    brings nothing for longer than the events deadline, then the job runs: the follower waits,
+    as it would have on the first connection (it gave up before: 4.3 judged a queued job's events
+    as never sent)."""
+    async def queued_then_runs(stream_):
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream_.receive_some(4096)
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: close\r\n\r\n")
+        await stream_.send_all(head)
+        if b"last-event-id" not in request.lower():
+            await stream_.send_all(_chunk(b'id: 1\nevent: status\ndata: {"status": "queued"}\n\n') + b"0\r\n\r\n")
+            return
+        await trio.sleep(0.6)  # past the events deadline below, still queued
+        await stream_.send_all(_chunk(b'id: 2\nevent: end\ndata: {"status": "done"}\n\n') + b"0\r\n\r\n")
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, queued_then_runs, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    trace = await follow(f"http://127.0.0.1:{port}/", limits=Limits(between_events=0.3), terminal_types={"end"},
+                         policy=ReconnectPolicy(max_attempts=2, delay_ms=10),
+                         patient=lambda e: '"queued"' in e.data)
+    assert [e.id for e in trace.events] == ["1", "2"] and not trace.gave_up
