@@ -28,7 +28,7 @@ from ._api import ApiClient, Reply
 from ._client import End, Limits, ReconnectPolicy, Segment, Trace, follow, record
 from ._decoder import Event
 from ._invariants import is_number
-from ._profile import Profile
+from ._profile import Profile, ProfileError
 from ._starvation import Explained, Starvation, StarvationMonitor
 from ._stream_profile import CLAIMS, SetupFailed, StreamRequest
 from ._tasks import background_nursery
@@ -419,12 +419,18 @@ class Context:
     async def load_settings(self) -> None:
         if not self.profile.claims.has("health"):
             return  # a stream profile that claims no health endpoint: the first stream says it all
+        stream = self.profile.kind == "stream"
+        where = self.profile.base_url.rstrip("/") + self.profile.claims.health if stream else self.profile.url("healthz")
         try:
             reply = await self.api.healthz()
         except httpx.HTTPError as exc:
-            raise HarnessError(f"target unreachable at {self.profile.url('healthz')}: {exc!r}") from None
+            raise HarnessError(f"target unreachable at {where}: {exc!r}") from None
         if reply.status == 200 and isinstance(reply.json, dict):
             self.health = reply.json
+        elif stream and not 200 <= reply.status < 300:
+            # A capability claimed but absent: the profile is wrong about the server, not a verdict.
+            raise ProfileError(f"[claims].health = {self.profile.claims.health!r} is claimed, but {where} "
+                               f"answered HTTP {reply.status}")
 
     def _setting(self, timing_key: str, health_key: str, scale: float, fallback: float) -> float:
         configured = self.profile.timing[timing_key]

@@ -67,3 +67,19 @@ def test_a_profile_that_does_not_fit_is_exit_2_naming_the_key(tmp_path):
         assert [c["outcome"] for c in report["cases"]] == ["error"]  # not judged: no verdict on a bad profile
     finally:
         server.stop()
+
+
+async def test_a_claimed_health_endpoint_that_is_absent_is_a_bad_profile(tmp_path):
+    """[claims].health names a path the server does not have: the run is not done (exit 2)."""
+    from harness._runner import run_suite
+
+    server = RunningServer(reference_args())
+    try:
+        path = write_profile(tmp_path, 'end_types = ["job-completed"]', 'ids = true\nhealth = "/no/such/health"')
+        report = await run_suite(load_profile(path, base_url=server.base_url), only=["12.1"])
+        assert report.exit_code() == 2
+        assert report.error.startswith("bad profile: [claims].health = '/no/such/health' is claimed, but")
+        good = write_profile(tmp_path, 'end_types = ["job-completed"]', 'ids = true\nhealth = "/api/healthz"')
+        assert not (await run_suite(load_profile(good, base_url=server.base_url), only=["12.1"])).error
+    finally:
+        server.stop()
