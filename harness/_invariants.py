@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ._decoder import Event
 from ._profile import Profile
 
 __all__ = [
-    "KINDS", "Breach", "Excused", "IdOrder", "JobAndTs", "ProgressOrder", "StreamJudge", "TerminalWatch",
-    "blocked_during", "judge_timing", "silence_breach",
+    "KINDS", "AnyStreamJudge", "Breach", "Excused", "IdOrder", "JobAndTs", "ProgressOrder", "StreamIds", "StreamJudge",
+    "TerminalWatch", "blocked_during", "judge_timing", "silence_breach",
 ]
 
 # The short names of broken invariants; load failures are reported under these.
@@ -172,10 +172,13 @@ class TerminalWatch:
     terminal one) are kept for a finding that lists them.
     """
 
-    __slots__ = ("_terminal_types", "terminal", "terminals", "after", "after_count", "_last_types")
+    __slots__ = ("_terminal_types", "_is_end", "terminal", "terminals", "after", "after_count", "_last_types")
 
-    def __init__(self, terminal_types: Iterable[str]) -> None:
+    def __init__(self, terminal_types: Iterable[str], is_end: Callable[[Event], bool] | None = None) -> None:
+        """``terminal_types`` end the stream, or ``is_end`` says which event does (a stream
+        profile's meaning; the types then only name the end in a finding)."""
         self._terminal_types = frozenset(terminal_types)
+        self._is_end = is_end
         self.terminal: Event | None = None
         self.terminals: list[Event] = []
         self.after: list[Event] = []
@@ -184,7 +187,7 @@ class TerminalWatch:
 
     def see(self, event: Event) -> Breach | None:
         self._last_types.append(event.type)
-        is_terminal = event.type in self._terminal_types
+        is_terminal = self._is_end(event) if self._is_end is not None else event.type in self._terminal_types
         if self.terminal is None:
             if is_terminal:
                 self.terminal = event
@@ -308,4 +311,85 @@ class StreamJudge:
         breach = self.terminal.see(event)
         if breach is not None:
             out.append(breach)
+        return out
+
+
+class StreamIds:
+    """Ids on any stream whose profile claims them (one instance per reader, across its
+    connections, so that a resume with Last-Event-ID is judged too): an id is never carried
+    twice, decimal ids increase, and once the reader's first ids have counted up by one (as
+    ``scenarios.checks.check_continuity`` decides it), a jump is a gap. Events without an id
+    line of their own are not judged; non-decimal ids only for repeats among the recent ones."""
+
+    __slots__ = ("last", "counting", "_steps", "_recent", "_order", "_repeating")
+
+    COUNTING_AFTER = 2  # steps of one (three ids) before a jump counts as a gap
+    RECENT = 1000  # non-decimal ids remembered for repeats
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.counting: bool | None = None  # None: not yet known
+        self._steps = 0
+        self._recent: set[str] = set()
+        self._order: collections.deque[str] = collections.deque()
+        self._repeating = False
+
+    def see(self, event: Event) -> Breach | None:
+        if not event.has_id or not event.id:
+            return None
+        event_id = event.id
+        if not event_id.isdigit():
+            if event_id in self._recent:
+                return Breach(ID_REPEAT, "id repeated", "each id once", event_id, event_id)
+            self._recent.add(event_id)
+            self._order.append(event_id)
+            if len(self._order) > self.RECENT:
+                self._recent.discard(self._order.popleft())
+            return None
+        number, last = int(event_id), self.last
+        if last is not None and number <= last:
+            # Already had (a replay gone wrong): one breach per run of them.
+            if self._repeating:
+                return None
+            self._repeating = True
+            return Breach(ID_REPEAT, "id repeated or went backwards: sequence broken", f"> {last}", number, event_id)
+        self._repeating = False
+        self.last = number
+        if last is None:
+            return None
+        if self.counting is None:
+            if number == last + 1:
+                self._steps += 1
+                if self._steps >= self.COUNTING_AFTER:
+                    self.counting = True
+            else:
+                self.counting = False  # sparse ids (timestamps, say): a jump is not a gap
+            return None
+        if self.counting and number != last + 1:
+            return Breach(ID_GAP, "id skipped: the stream counts up by one", last + 1, number, event_id)
+        return None
+
+
+class AnyStreamJudge:
+    """The per-event invariants of one reader's view of a stream profile's stream, across its
+    connections: ids when the profile claims them, and the end as the profile's meaning says it
+    (``meaning.is_end``): one end, the last event, and the response closed soon after it."""
+
+    __slots__ = ("ids", "terminal")
+
+    def __init__(self, profile: Profile) -> None:
+        self.ids = StreamIds() if profile.claims.has("ids") else None
+        meaning = profile.meaning
+        self.terminal = TerminalWatch(meaning.end_names, meaning.is_end) if meaning.ends else None
+
+    def see(self, event: Event) -> list[Breach]:
+        out: list[Breach] = []
+        if self.ids is not None:
+            breach = self.ids.see(event)
+            if breach is not None:
+                out.append(breach)
+        if self.terminal is not None:
+            breach = self.terminal.see(event)
+            if breach is not None:
+                out.append(breach)
         return out

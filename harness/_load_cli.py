@@ -81,6 +81,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     load.add_argument("--job-id", help="attach every user to this job instead of creating jobs")
     load.add_argument("--stream-url", help="attach every user to this stream URL instead of creating jobs")
     load.add_argument("--job-timeout", type=float, help="seconds a job may take (default: the profile's)")
+    load.add_argument("--session-seconds", type=float,
+                      help="a stream profile whose stream never ends by itself: seconds each reader follows it "
+                           "(default 10)")
     load.add_argument("--locustfile", type=Path, default=SHIPPED_LOCUSTFILE,
                       help="a locustfile of your own (e.g. one subclassing harness.load.SSEUser)")
     load.add_argument("locust_args", nargs=argparse.REMAINDER, help="after --: further locust options")
@@ -106,7 +109,7 @@ def locust_command(args, base_url: str, prefix: Path, target_pid: int | None = N
                "--sse-cut-share": args.cut_share, "--sse-cut-within": args.cut_within,
                "--sse-stage-seconds": args.stage_seconds, "--sse-stall-seconds": args.stall_seconds,
                "--sse-scenes": args.scenes, "--sse-job-id": args.job_id, "--sse-stream-url": args.stream_url,
-               "--sse-job-timeout": args.job_timeout}
+               "--sse-job-timeout": args.job_timeout, "--sse-session-seconds": args.session_seconds}
     for flag, value in options.items():
         if value is not None:
             command += [flag, str(value)]
@@ -129,6 +132,12 @@ def main(args, console: Console) -> int:
         if not profile.knobs:
             console.print("[red]--stage-seconds/--stall-seconds need a target that takes the test knobs")
             return 2
+    if profile.kind == "stream":
+        refused = _stream_refusal(args, profile)
+        if refused:
+            console.print(f"[red]{refused}")
+            return 2
+        args.target = args.target or profile.base_url  # the embedded server speaks the contract, not this stream
     if not args.locustfile.is_file():
         console.print(f"[red]no locustfile at {args.locustfile}")
         return 2
@@ -150,11 +159,14 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
     target_pid: int | None = None
     if args.target:
         base_url = profile.base_url
+        # Any answer says it is there: the contract's healthz, a stream profile's health path or its root.
+        reach = profile.url("healthz") if profile.kind == "contract" else \
+            base_url.rstrip("/") + (profile.claims.health or "/")
         try:
             async with httpx.AsyncClient(timeout=10.0, headers=profile.headers()) as client:
-                await client.get(profile.url("healthz"))
+                await client.get(reach)
         except httpx.HTTPError as exc:
-            console.print(f"[red]target unreachable at {profile.url('healthz')}: {exc!r}")
+            console.print(f"[red]target unreachable at {reach}: {exc!r}")
             return 2
         target_pid = await trio.to_thread.run_sync(_loopback_pid, base_url)
         if target_pid is not None:
@@ -198,6 +210,21 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
         console.print(f"{name:>9}: {path}")
     console.print(f"locust CSVs and HTML: {prefix}_*.csv, {prefix.with_suffix('.html')}")
     return result.exit_code
+
+
+def _stream_refusal(args, profile) -> str:
+    """Why a stream profile cannot be loaded with these arguments ("" if it can)."""
+    if profile.stream is not None and profile.stream.hook:
+        return (f"[stream].hook {profile.stream.hook!r} is an async function (httpx.AsyncClient); the load user "
+                "runs under gevent and cannot call it: describe the stream with [stream] and [[setup]]")
+    for flag, value in (("--job-id", args.job_id), ("--stream-url", args.stream_url), ("--scenes", args.scenes)):
+        if value:
+            return f"{flag} is for the contract's jobs; a stream profile opens its stream as [stream] says"
+    if args.subscribers != 1:
+        return "--subscribers is the contract's fan-out on a job; a stream profile's readers each open the stream"
+    if args.session_seconds is not None and not args.session_seconds > 0:
+        return f"--session-seconds must be positive, not {args.session_seconds}"
+    return ""
 
 
 def _loopback_pid(base_url: str) -> int | None:

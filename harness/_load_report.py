@@ -23,7 +23,7 @@ INVARIANT_TYPE = "invariant"
 # (or "/ CPU pressure") say what explained them.
 CONFOUNDED_TYPE = "confounded"
 _PERCENTILES = ("50%", "95%", "99%", "100%")
-_SAMPLES = ("lag", "gap", "own delay", "target wait", "CPU pressure")  # per event or tick, not operations
+_SAMPLES = ("lag", "gap", "event", "own delay", "target wait", "CPU pressure")  # per event or tick, not operations
 _NOT_OPERATIONS = (INVARIANT_TYPE, CONFOUNDED_TYPE)
 _MARK_BEGIN, _MARK_END = "<!-- sse-harness load: begin -->", "<!-- sse-harness load: end -->"
 
@@ -119,7 +119,8 @@ class LoadResult:
                       and r["Type"] != CONFOUNDED_TYPE]
         counted = sum(int(r["Request Count"]) for r in operations)
         failures = sum(int(r["Failure Count"]) for r in operations)
-        events = count("lag")
+        # A stream profile's reader counts every event ("event"); the contract's, every live one ("lag").
+        events = count("event") if self.row("event") else count("lag")
         return {
             "jobs": jobs, "completedJobs": jobs - failed_jobs, "failedJobs": failed_jobs,
             "events": events, "eventsPerSecond": round(events / self.duration_s, 1) if self.duration_s else None,

@@ -14,14 +14,15 @@ import datetime
 import importlib
 import json
 import re
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Generator
 
 import httpx
 
 from ._decoder import Event
 
-__all__ = ["CLAIMS", "CONTRACT_CLAIMS", "CONTRACT_MEANING", "Capture", "Claims", "Meaning", "SetupFailed", "SetupStep",
-           "StreamRequest", "StreamSpec", "contract_stream", "parse_stream_profile", "pointer_get"]
+__all__ = ["CLAIMS", "CONTRACT_CLAIMS", "CONTRACT_MEANING", "Capture", "Claims", "Meaning", "SetupAnswer", "SetupCall",
+           "SetupFailed", "SetupStep", "StreamRequest", "StreamSpec", "contract_stream", "parse_stream_profile",
+           "pointer_get"]
 
 
 class _Error(ValueError):
@@ -80,12 +81,12 @@ class Capture:
     name: str
     source: str  # "header:Name" or "json:/pointer"
 
-    def take(self, response: httpx.Response) -> str | None:
+    def take(self, answer: "SetupAnswer") -> str | None:
         kind, _, where = self.source.partition(":")
         if kind == "header":
-            return response.headers.get(where)
+            return answer.header(where)
         try:
-            value: Any = response.json()
+            value: Any = json.loads(answer.body)
         except ValueError:
             return None
         for part in where.split("/")[1:]:
@@ -116,6 +117,31 @@ class StreamRequest:
 
 
 @dataclasses.dataclass(frozen=True)
+class SetupCall:
+    """One set-up request, ready to send; ``path`` is its template as the profile gives it (a
+    name that groups its requests)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SetupAnswer:
+    """What a set-up request got back: status, headers, body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == lowered), None)
+
+
+@dataclasses.dataclass(frozen=True)
 class StreamSpec:
     """How to open the stream: method, path template, body, headers, set-up requests, or a hook
     (``module:function``, an async function (client, base_url, captured) -> StreamRequest)."""
@@ -128,29 +154,49 @@ class StreamSpec:
     hook: str = ""
     shared: bool = False  # a channel: every reader sees the same events (else each request its own stream)
 
-    async def open(self, client: httpx.AsyncClient, base_url: str, extra_headers: dict[str, str]) -> StreamRequest:
-        """Run the set-up requests (their failures are the target's: httpx errors and a status
-        that is not 2xx raise SetupFailed) and fill in the stream's request."""
+    def opening(self, base_url: str,
+                extra_headers: dict[str, str]) -> Generator[SetupCall, SetupAnswer, dict[str, str]]:
+        """The set-up requests, sans I/O: yields each request ready to send (captured values
+        filled in), is sent its answer, and returns what was captured. A status that is not 2xx
+        or a capture missing from the answer raises SetupFailed (the target's doing). One copy
+        of the logic for every driver: ``open`` (httpx, trio) and the load user (gevent)."""
         captured: dict[str, str] = {}
         base = base_url.rstrip("/")
         for step in self.setup:
-            headers = {**extra_headers, **_fill(step.headers, captured)}
-            response = await client.request(step.method, base + _fill_text(step.path, captured), headers=headers,
-                                            content=step.content and _fill_text(step.content.decode(), captured).encode())
-            if not 200 <= response.status_code < 300:
-                raise SetupFailed(f"set-up request {step.method} {step.path} answered HTTP {response.status_code}: "
-                                  f"{response.text[:200]}")
+            answer = yield SetupCall(step.method, base + _fill_text(step.path, captured),
+                                     {**extra_headers, **_fill(step.headers, captured)},
+                                     step.content and _fill_text(step.content.decode(), captured).encode(), step.path)
+            if not 200 <= answer.status < 300:
+                raise SetupFailed(f"set-up request {step.method} {step.path} answered HTTP {answer.status}: "
+                                  f"{answer.body.decode(errors='replace')[:200]}")
             for capture in step.captures:
-                value = capture.take(response)
+                value = capture.take(answer)
                 if value is None:
                     raise SetupFailed(f"set-up request {step.method} {step.path}: {capture.source} "
                                       f"(capture {capture.name}) is not in its answer")
                 captured[capture.name] = value
+        return captured
+
+    def request(self, base_url: str, extra_headers: dict[str, str], captured: dict[str, str]) -> StreamRequest:
+        """The stream's request with the captured values filled in (not for a hook's profile)."""
+        content = self.content and _fill_text(self.content.decode(), captured).encode()
+        return StreamRequest(base_url.rstrip("/") + _fill_text(self.path, captured), self.method,
+                             {**extra_headers, **_fill(self.headers, captured)}, content, captured)
+
+    async def open(self, client: httpx.AsyncClient, base_url: str, extra_headers: dict[str, str]) -> StreamRequest:
+        """Run the set-up requests (their failures are the target's: httpx errors and a status
+        that is not 2xx raise SetupFailed) and fill in the stream's request."""
+        steps = self.opening(base_url, extra_headers)
+        try:
+            call = next(steps)
+            while True:
+                response = await client.request(call.method, call.url, headers=call.headers, content=call.content)
+                call = steps.send(SetupAnswer(response.status_code, dict(response.headers), response.content))
+        except StopIteration as done:
+            captured = done.value
         if self.hook:
             return await _hook(self.hook)(client, base_url, captured)
-        content = self.content and _fill_text(self.content.decode(), captured).encode()
-        return StreamRequest(base + _fill_text(self.path, captured), self.method,
-                             {**extra_headers, **_fill(self.headers, captured)}, content, captured)
+        return self.request(base_url, extra_headers, captured)
 
     @property
     def browser_can_open(self) -> bool:
@@ -194,6 +240,16 @@ class Meaning:
     @property
     def ends(self) -> bool:
         return bool(self.end_types or self.end_data or (self.end_field and self.end_values))
+
+    @property
+    def end_names(self) -> tuple[str, ...]:
+        """What ends the stream, in words a finding can show."""
+        names = [f"event: {t}" for t in self.end_types]
+        if self.end_data:
+            names.append(f"data: {self.end_data}")
+        if self.end_field and self.end_values:
+            names.append(f"{self.end_field} in {list(self.end_values)}")
+        return tuple(names)
 
     def is_end(self, event: Event) -> bool:
         if event.type in self.end_types:

@@ -59,8 +59,10 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from ._decoder import Decoder, Event, Violation
 from ._load_starvation import TargetProcess, WorkerStarvation
-from ._invariants import NO_TERMINAL, NOT_CLOSED, Breach, Excused, StreamJudge, judge_timing, silence_breach
+from ._invariants import (NO_TERMINAL, NOT_CLOSED, AnyStreamJudge, Breach, Excused, StreamJudge, judge_timing,
+                          silence_breach)
 from ._profile import Profile, load_profile
+from ._stream_profile import SetupAnswer, SetupFailed, StreamRequest
 from ._starvation import Explained
 
 __all__ = ["InvariantBroken", "LoadPlan", "SSEUser"]
@@ -103,6 +105,8 @@ def _options(parser) -> None:
     group.add_argument("--sse-job-timeout", type=float, default=0.0,
                        help="seconds a job may take to its terminal event (default: the profile's)")
     group.add_argument("--sse-jobs-per-user", type=int, default=1000, help="a user stops after this many jobs")
+    group.add_argument("--sse-session-seconds", type=float, default=10.0,
+                       help="a stream profile's stream that never ends by itself: seconds each reader follows it")
     group.add_argument("--sse-target-pid", type=int, default=0,
                        help="the target's pid when it runs on this host (default: found by the port it listens on, "
                             "for a loopback host)")
@@ -126,6 +130,7 @@ class LoadPlan:
     close_within: float
     retry_seconds: float
     cancel_deadline: float
+    session_seconds: float = 10.0  # a stream profile's stream that never ends: how long a reader follows it
 
     @classmethod
     def from_options(cls, options: Any, profile: Profile, health: dict[str, Any]) -> "LoadPlan":
@@ -133,6 +138,8 @@ class LoadPlan:
             return getattr(options, name, default) if options is not None else default
 
         timing = profile.timing
+        if profile.kind == "stream":
+            return cls._for_stream(opt, profile)
 
         def setting(key: str, health_key: str, scale: float, fallback: float) -> float:
             if timing[key] > 0:
@@ -176,6 +183,39 @@ class LoadPlan:
             retry_seconds=min(5.0, max(0.0, float(health.get("retryMs", 1000)) / 1000)
                               if isinstance(health.get("retryMs"), (int, float)) else 1.0),
             cancel_deadline=setting("cancel_deadline_ms", "cancelDeadlineMs", 1.0, 1000.0) / 1000,
+        )
+
+    @classmethod
+    def _for_stream(cls, opt, profile: Profile) -> "LoadPlan":
+        """A stream profile's plan: timings from its claims; no jobs to create, cancel or attach to."""
+        if profile.stream is not None and profile.stream.hook:
+            raise ValueError(f"[stream].hook {profile.stream.hook!r} is an async function (httpx.AsyncClient); "
+                             "the load user runs under gevent and cannot call it: describe the stream with "
+                             "[stream] and [[setup]] instead")
+        for name in ("job_id", "stream_url"):
+            if opt(f"sse_{name}", ""):
+                raise ValueError(f"--sse-{name.replace('_', '-')} is for the contract's jobs; a stream profile "
+                                 "opens its stream as [stream] says")
+        timing = profile.timing
+        claims = profile.claims
+        keepalive = claims.keepalive_seconds
+        tolerance = max(timing["tolerance_fraction"] * keepalive, timing["tolerance_min_seconds"])
+        cut_share = float(opt("sse_cut_share", 0.2))
+        if not 0 <= cut_share <= 1:
+            raise ValueError(f"--sse-cut-share must be within [0, 1], not {cut_share}")
+        session = float(opt("sse_session_seconds", 10.0))
+        if not session > 0:
+            raise ValueError(f"--sse-session-seconds must be positive, not {session}")
+        return cls(
+            profile=profile, subscribers=1, cancel_share=0.0,
+            cut_share=cut_share if claims.has("replay") else 0.0,  # a resume needs Last-Event-ID replay
+            cut_within=max(0.05, float(opt("sse_cut_within", 3.0))), job_body={}, job_id="", stream_url="",
+            job_timeout=float(opt("sse_job_timeout", 0.0) or timing["job_timeout_seconds"]),
+            jobs_per_user=max(1, int(opt("sse_jobs_per_user", 1000))),
+            keepalive_limit=keepalive + tolerance if keepalive else 0.0,
+            close_within=timing["terminal_close_seconds"],
+            retry_seconds=min(5.0, claims.retry_ms / 1000) if claims.retry_ms else 1.0,
+            cancel_deadline=0.0, session_seconds=session,
         )
 
 
@@ -245,6 +285,8 @@ _shared = _Shared()
 
 
 def _health(user: "SSEUser", profile: Profile) -> dict[str, Any]:
+    if profile.kind == "stream":
+        return {}  # its settings are its claims
     try:
         reply = user.client.get(profile.paths["healthz"], name="healthz", headers=profile.headers())
         value = reply.json() if reply.status_code == 200 else {}
@@ -354,6 +396,26 @@ class _Job:
         self.connections = 0
 
 
+class _Session:
+    """One reader's view of a stream profile's stream, across its connections (the fields
+    ``SSEUser``'s reporting reads are named as in ``_Job``)."""
+
+    __slots__ = ("job_id", "judge", "bytes", "breaches", "failure", "last_id", "cut_at", "cut_done",
+                 "first_event_done", "connections")
+
+    def __init__(self, plan: LoadPlan) -> None:
+        self.job_id: str | None = None  # the stream's URL once opened, for the log
+        self.judge = AnyStreamJudge(plan.profile)
+        self.bytes = 0
+        self.breaches = 0
+        self.failure: str | None = None
+        self.last_id = ""
+        self.cut_at: float | None = None
+        self.cut_done = False
+        self.first_event_done = False
+        self.connections = 0
+
+
 class SSEUser(FastHttpUser):
     """Follows job streams: create a job (or take a place on one another user created, or
     attach to ``--sse-job-id`` / ``--sse-stream-url``), read the stream, judge every event,
@@ -414,6 +476,9 @@ class SSEUser(FastHttpUser):
             raise StopUser()
         self._jobs_done += 1
         plan = self._plan()
+        if plan.profile.kind == "stream":
+            self._follow_stream(plan)
+            return
         profile = plan.profile
         started = time.perf_counter()
         if plan.stream_url:
@@ -562,19 +627,11 @@ class SSEUser(FastHttpUser):
                 except TimeoutError:
                     now = time.perf_counter()
                     if terminal_at is not None and now >= close_due:
-                        # Still open: the target's, unless the machine's starvation since the
-                        # terminal event explains the wait so far; then judged again later.
-                        open_for = now - terminal_at
-                        explained = _shared.starvation(terminal_at, now)
-                        verdict = judge_timing(NOT_CLOSED, "", measured=open_for, limit=plan.close_within,
-                                               explained=explained.total)
-                        if isinstance(verdict, Excused) and now < deadline:
-                            close_due = max(now + _PROC_PERIOD, terminal_at + plan.close_within + explained.total)
-                            continue
-                        self._judge_end(plan, job, server_closed=False, ended_at=now,
-                                        how=f"still open {open_for:.2f}s after the terminal event; "
-                                            f"{explained.describe()}: not enough to explain it")
-                        return "done"
+                        again = self._still_open(plan, job, terminal_at, now, deadline)
+                        if again is None:
+                            return "done"
+                        close_due = again
+                        continue
                     if cut_at is not None and terminal_at is None and now >= cut_at:
                         job.cut_done = True
                         return "cut"
@@ -655,6 +712,21 @@ class SSEUser(FastHttpUser):
                 if type(record) is Violation:
                     self._other_failure(job, record.kind, record.detail)
 
+    def _still_open(self, plan: LoadPlan, job: _Job | _Session, terminal_at: float, now: float,
+                    deadline: float) -> float | None:
+        """The response still open after the terminal event: the target's, unless the machine's
+        starvation since that event explains the wait so far; then returns when to judge again
+        (None: judged, the connection is done)."""
+        open_for = now - terminal_at
+        explained = _shared.starvation(terminal_at, now)
+        verdict = judge_timing(NOT_CLOSED, "", measured=open_for, limit=plan.close_within, explained=explained.total)
+        if isinstance(verdict, Excused) and now < deadline:
+            return max(now + _PROC_PERIOD, terminal_at + plan.close_within + explained.total)
+        self._judge_end(plan, job, server_closed=False, ended_at=now,
+                        how=f"still open {open_for:.2f}s after the terminal event; "
+                            f"{explained.describe()}: not enough to explain it")
+        return None
+
     def _timed(self, job: _Job, verdict: Breach | Excused | None, explained: Explained) -> None:
         """A timing's verdict: the target's breach, or one the machine's starvation explains,
         counted apart (type ``confounded``) with what explained it, never a failure of the target."""
@@ -717,3 +789,184 @@ class SSEUser(FastHttpUser):
                 continue
             self._breach(job, breach)
 
+
+    # -- a stream profile's stream ------------------------------------------------------------------
+    def _follow_stream(self, plan: LoadPlan) -> None:
+        """One reader of a stream profile's stream: set-up requests, the stream, and (where the
+        profile claims replay) one cut resumed with Last-Event-ID; to its end, or for
+        ``--sse-session-seconds`` when it never ends by itself."""
+        started = time.perf_counter()
+        request = self._open_stream(plan)
+        if request is None:
+            return  # the set-up request's failure is counted in its own row
+        session = _Session(plan)
+        session.job_id = request.url
+        if random.random() < plan.cut_share:
+            session.cut_at = 0.0  # set when the first connection is up
+        ends = session.judge.terminal is not None
+        deadline = started + (plan.job_timeout if ends else plan.session_seconds)
+        error: Exception | None = None
+        try:
+            resume_from: float | None = None
+            while self._stream_connection(plan, session, request, deadline, resume_from) == "cut":
+                resume_from = time.perf_counter()
+                gevent.sleep(plan.retry_seconds)  # as an EventSource waits its retry before resuming
+        except StreamError as exc:
+            error = exc
+            if session.failure is None:
+                session.failure = str(exc)
+        if error is None and session.failure is not None:
+            error = InvariantBroken(session.failure)
+        self._sample("job", (time.perf_counter() - started) * 1000, session.bytes, error)
+
+    def _open_stream(self, plan: LoadPlan) -> StreamRequest | None:
+        """The profile's set-up requests (the same sans-IO steps ``run`` takes, sent with
+        locust's client, each counted as ``setup <path>``), then the stream's request; None when
+        a set-up request failed (the target's: its row says why)."""
+        profile = plan.profile
+        spec = profile.stream
+        steps = spec.opening(profile.base_url, profile.headers())
+        captured: dict[str, str] = {}
+        try:
+            call = next(steps)
+        except StopIteration as done:
+            call, captured = None, done.value
+        while call is not None:
+            with self.client.request(call.method, call.url, name=f"setup {call.path}", data=call.content,
+                                     headers=call.headers, catch_response=True) as reply:
+                status = reply.status_code or 0
+                answer = SetupAnswer(status, dict(reply.headers or {}) if status else {},
+                                     (reply.content or b"") if status else b"")
+                try:
+                    call = steps.send(answer)
+                except StopIteration as done:
+                    call, captured = None, done.value
+                except SetupFailed as exc:
+                    reply.failure(str(exc))
+                    return None
+        return spec.request(profile.base_url, profile.headers(), captured)
+
+    def _stream_connection(self, plan: LoadPlan, session: _Session, request: StreamRequest, deadline: float,
+                           resume_from: float | None) -> str:
+        """One connection; returns "cut" when this user cut it to resume, else "done"."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Accept-Encoding": "identity",
+                   **request.headers}
+        if session.last_id:
+            headers["Last-Event-ID"] = session.last_id
+        requested = time.perf_counter()
+        requested_wall_ms = time.time() * 1000
+        reply = self.client.request(request.method, request.url, name="connect", data=request.content,
+                                    headers=headers, stream=True)
+        session.connections += 1
+        if resume_from is not None and reply.status_code in (200, 204):
+            self._sample("reconnect", (time.perf_counter() - resume_from) * 1000)
+        if reply.status_code == 204:  # "finished": judged as the end of the stream it resumes
+            if reply.stream is not None:
+                reply.stream.release()
+            if session.judge.terminal is None:
+                raise StreamError("HTTP 204 on a stream the profile says never ends")
+            self._judge_end(plan, session, server_closed=True, ended_at=time.perf_counter(), how="204")
+            return "done"
+        if reply.status_code != 200:
+            raise StreamError(f"connect: HTTP {reply.status_code}")  # locust counted it under "connect"
+        stream = reply.stream
+        try:
+            return self._read_stream(plan, session, stream, requested, requested_wall_ms, deadline)
+        finally:
+            stream.release()
+
+    def _read_stream(self, plan: LoadPlan, session: _Session, stream, requested: float, requested_wall_ms: float,
+                     deadline: float) -> str:
+        """The contract's reading (``_read``) for any stream: every event judged by the profile's
+        claims and meaning (ids, the end), keep-alive silence against the claimed interval, lag
+        by the mapped timestamp, every event counted (``event``: time since the one before)."""
+        meaning = plan.profile.meaning
+        judge = session.judge
+        ends = judge.terminal is not None
+        limit = plan.keepalive_limit
+        connected = last_arrival = previous_event = time.perf_counter()
+        if session.cut_at == 0.0:
+            session.cut_at = connected + random.uniform(0.05, plan.cut_within)
+        cut_at = session.cut_at if not session.cut_done else None
+        silence_told = False
+        silence_due = last_arrival + limit + 0.05
+        terminal_at: float | None = None
+        close_due = 0.0
+        decoder = Decoder()
+        try:
+            while True:
+                now = time.perf_counter()
+                wait = deadline - now
+                if terminal_at is not None:
+                    wait = min(wait, close_due - now)
+                elif cut_at is not None:
+                    wait = min(wait, cut_at - now)
+                if limit and not silence_told:
+                    wait = min(wait, silence_due - now)
+                try:
+                    data = _read_some(stream, wait)
+                except TimeoutError:
+                    now = time.perf_counter()
+                    if terminal_at is not None and now >= close_due:
+                        again = self._still_open(plan, session, terminal_at, now, deadline)
+                        if again is None:
+                            return "done"
+                        close_due = again
+                        continue
+                    if cut_at is not None and terminal_at is None and now >= cut_at:
+                        session.cut_done = True
+                        return "cut"
+                    if now >= deadline:
+                        if ends:
+                            self._breach(session, Breach(NO_TERMINAL, "no end of the stream",
+                                                         f"within {plan.job_timeout:.0f}s", list(meaning.end_names)))
+                        return "done"  # a stream that never ends: followed for its session
+                    if limit and not silence_told and now >= silence_due:
+                        silence_told, silence_due = self._silence(session, plan, last_arrival, now, connected,
+                                                                  ongoing=True)
+                    continue
+                except OSError as exc:
+                    if terminal_at is not None:
+                        self._judge_end(plan, session, server_closed=True, ended_at=time.perf_counter())
+                        return "done"
+                    raise StreamError(f"stream lost: {exc!r}") from None
+                now = time.perf_counter()
+                if not data:
+                    if not ends:
+                        raise StreamError("the server ended a stream the profile says never ends")
+                    self._judge_end(plan, session, server_closed=True, ended_at=now)
+                    return "done"
+                session.bytes += len(data)
+                if limit and not silence_told and now - last_arrival > limit:
+                    silence_told, _ = self._silence(session, plan, last_arrival, now, connected, ongoing=False)
+                last_arrival = now
+                silence_due = now + limit + 0.05
+                wall_ms = time.time() * 1000
+                for record in decoder.feed(data, now):
+                    if type(record) is not Event:
+                        if type(record) is Violation:
+                            self._other_failure(session, record.kind, record.detail)
+                        continue
+                    event: Event = record
+                    if event.id:
+                        session.last_id = event.id
+                    for breach in judge.see(event):
+                        self._breach(session, breach)
+                    self._measure("event", (now - previous_event) * 1000)
+                    previous_event = now
+                    if not session.first_event_done:
+                        session.first_event_done = True
+                        self._sample("first event", (now - requested) * 1000)
+                    stamp = meaning.timestamp_ms(event)
+                    if stamp is not None and stamp >= requested_wall_ms - 1:  # live, not replayed history
+                        self._measure("lag", wall_ms - stamp)
+                    if ends and terminal_at is None and judge.terminal.terminal is not None:
+                        terminal_at = now
+                        close_due = now + plan.close_within
+                if cut_at is not None and terminal_at is None and time.perf_counter() >= cut_at:
+                    session.cut_done = True
+                    return "cut"
+        finally:
+            for record in decoder.close(time.perf_counter()):
+                if type(record) is Violation:
+                    self._other_failure(session, record.kind, record.detail)
