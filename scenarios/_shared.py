@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from harness import Segment
+from harness._stream_profile import StreamRequest
 
 from ._core import Context, HarnessError, Judge, Severity, TargetFault, parse_data
 
@@ -63,6 +64,19 @@ async def lifecycle(ctx: Context) -> Lifecycle:
         return Lifecycle(job_id, segment, tuple(samples))
 
     return await ctx.shared("lifecycle", make)
+
+
+# What a browser's EventSource sends (Chromium, Firefox, Safari): the encodings it accepts.
+BROWSER_ACCEPT_ENCODING = "gzip, deflate, br"
+
+
+async def as_a_browser_asks(ctx: Context, request: StreamRequest | None = None) -> Segment:
+    """The stream's answer (its head, and what comes in 1.5 s) to a request with a browser's
+    Accept-Encoding. The harness's recordings ask for identity, so that they can decode what they
+    read; a server that compresses only when asked shows it here (checks.check_compressed_when_asked)."""
+    request = request if request is not None else await ctx.open_stream()
+    request = dataclasses.replace(request, headers={**request.headers, "Accept-Encoding": BROWSER_ACCEPT_ENCODING})
+    return await ctx.record_stream(request, limits=ctx.stream_limits(total=1.5, read=1.5))
 
 
 class ResourceWatcher:

@@ -403,6 +403,18 @@ def check_cors(segment: Segment, origin: str) -> list[Finding]:
     return findings
 
 
+def check_compressed_when_asked(asked: Segment) -> list[Finding]:
+    """The stream's answer to a request that accepts compression as a browser's does: a
+    Content-Encoding there is a stream a compressor holds (proxies and servers buffer compressed
+    output until a block fills), though a reader asking for identity gets it plain."""
+    encoding = asked.header("content-encoding")
+    if encoding in (None, "identity"):
+        return []
+    accepted = dict((k.lower(), v) for k, v in asked.request_headers).get("accept-encoding")
+    return [Finding("a stream must not be compressed", None,
+                    f"Content-Encoding: {encoding} to Accept-Encoding: {accepted}")]
+
+
 def line_endings(raw: bytes) -> dict[str, int]:
     """How the body's lines end: LF, CRLF, lone CR."""
     crlf = raw.count(b"\r\n")

@@ -24,7 +24,8 @@ from harness import End, Event, FaultProxy, Retry, Segment, record
 from harness._stream_profile import StreamRequest, pointer_get
 
 from . import checks
-from ._core import Context, HarnessError, Judge, Measure, Skip, TargetFault, case
+from ._core import Context, Finding, HarnessError, Judge, Measure, Skip, TargetFault, case
+from ._shared import BROWSER_ACCEPT_ENCODING, as_a_browser_asks
 from ._wire import compare_connections, judge_replay_via_proxy, place_missing
 from .keepalive import comment_spacing, stalled_stream
 from .replay import MIN_CUTS, cut_at_pace, noting_arrivals
@@ -40,6 +41,9 @@ WATCH_MIN_SECONDS, WATCH_MAX_SECONDS = 4.0, 40.0
 CUT_WINDOW_SECONDS = 8.0
 # A reconnect after the end: how long its answer is watched (a 200 held open shows by then).
 AFTER_END_SECONDS = 2.0
+# A stream that stays open, watched for a keep-alive claimed longer than the usual window: past
+# the claimed interval and its tolerance by this much, and never longer than the cap.
+KEEPALIVE_MARGIN_SECONDS, KEEPALIVE_WATCH_MAX_SECONDS = 2.0, 80.0
 
 
 def _ends(ctx: Context) -> bool:
@@ -65,17 +69,44 @@ class Recorded:
 
 async def recorded(ctx: Context) -> Recorded:
     """One connection to the stream, to its end or for a window, bytes kept: shared by the cases
-    that judge what one reader sees."""
+    that judge what one reader sees. A response head that never came is returned as it is: it is
+    12.3's finding (``readable`` makes the others skip, naming it)."""
 
     async def make() -> Recorded:
         request = await ctx.open_stream()
         segment = await ctx.record_stream(request, keep_bytes=True, limits=_limits(ctx))
-        if segment.status != 200:
+        if segment.head_at is not None and segment.status != 200:
             raise TargetFault(f"the stream answered HTTP {segment.status}", 200,
                               f"{segment.status}: {segment.body[:200]!r}")
         return Recorded(request, segment)
 
     return await ctx.shared("stream", make)
+
+
+def _headless(segment: Segment) -> str:
+    """What became of a connection whose response head never came."""
+    return (f"no response head within {segment.ended_at - segment.started_at:.1f}s "
+            f"({segment.end}: {segment.end_detail})")
+
+
+def _unheard(segment: Segment) -> None:
+    """Skip a case whose connection got no response head: there is nothing of the stream to judge,
+    and the missing head is one finding, 12.3's."""
+    if segment.head_at is None:
+        raise Skip(f"{_headless(segment)}: nothing to judge (12.3 judges the missing head)")
+
+
+async def readable(ctx: Context) -> Recorded:
+    """The shared recording, for a case that judges what the stream carried. Nothing to judge is
+    a skip naming the case that judges why: no response head (12.3), a body compressed though
+    the harness asked for identity (12.1): its bytes would be judged as garbage."""
+    recording = await recorded(ctx)
+    _unheard(recording.segment)
+    encoding = recording.segment.header("content-encoding")
+    if encoding not in (None, "identity"):
+        raise Skip(f"the stream came with Content-Encoding: {encoding} though the harness asked for identity: its "
+                   f"bytes are not read here (12.1 judges the compression)")
+    return recording
 
 
 def _opened(segment: Segment) -> str:
@@ -90,11 +121,19 @@ def _ended_by_itself(ctx: Context, segment: Segment) -> bool:
       invariants=("stream headers",), needs=("stream",))
 async def headers(ctx: Context, judge: Judge) -> None:
     segment = (await recorded(ctx)).segment
+    _unheard(segment)
     judge.evidence["headers"] = dict(segment.headers)
     contract = ctx.profile.kind == "contract"
     judge.add(checks.check_stream_headers(segment, advice=not contract))
     if contract:
         judge.step("Cache-Control and X-Accel-Buffering are the contract's rules: judged by 1.2, not here")
+    if segment.header("content-encoding") in (None, "identity"):
+        # The recording asked for identity; a browser asks for gzip, deflate, br.
+        asked = await as_a_browser_asks(ctx)
+        judge.evidence["asBrowserAsks"] = {"status": asked.status, "contentEncoding": asked.header("content-encoding")}
+        judge.step(f"with Accept-Encoding: {BROWSER_ACCEPT_ENCODING}: HTTP {asked.status}, Content-Encoding "
+                   f"{asked.header('content-encoding') or 'none'}")
+        judge.add(checks.check_compressed_when_asked(asked))
     request = await ctx.open_stream()
     request = dataclasses.replace(request, headers={**request.headers, "Origin": ORIGIN})
     asked = await ctx.record_stream(request, limits=ctx.stream_limits(total=1.5, read=1.5))
@@ -110,7 +149,7 @@ async def headers(ctx: Context, judge: Judge) -> None:
 @case("12.2", "framing: within a reader's bounds, UTF-8, no event cut off; BOM, lone CR, mixed line ends, "
               "unknown fields are hazards", invariants=("stream body",), needs=("stream",))
 async def framing(ctx: Context, judge: Judge) -> None:
-    segment = (await recorded(ctx)).segment
+    segment = (await readable(ctx)).segment
     judge.evidence.update(lineEndings=checks.line_endings(segment.raw), bytes=len(segment.raw),
                           events=len(segment.events), ended=_opened(segment))
     judge.step(f"read {len(segment.raw)} bytes, {len(segment.events)} events")
@@ -128,10 +167,17 @@ async def prompt(ctx: Context, judge: Judge) -> None:
     first_event = segment.events[0].arrived_at if segment.events else None
     judge.evidence.update({key: None if at is None else round((at - start) * 1000, 1) for key, at in
                            (("headMs", head), ("firstByteMs", first_byte), ("firstEventMs", first_event))})
-    if head is None:
-        raise TargetFault("the stream's response head never came", "a response head", _opened(segment))
     starvation = ctx.starved()
     limit = HEAD_SECONDS * ctx.timing_slack
+    if head is None:
+        # One finding for the stream that never answered (the other cases skip, naming this one).
+        # A proxy in front answers 504 after its upstream timeout; an EventSource stays CONNECTING.
+        message = f"{_headless(segment)}: not even the status line"
+        found = checks.over_limit(message, measured=segment.ended_at - start, limit=limit,
+                                  explained=starvation.explained(start, segment.ended_at),
+                                  expected=f"a response head within {limit:.2f}s", observed=_opened(segment))
+        judge.add(found or [Finding(message, f"a response head within {limit:.2f}s", _opened(segment))])
+        return
     judge.add(checks.over_limit("the response head came late (an EventSource is not open until it does)",
                                 measured=head - start, limit=limit, explained=starvation.explained(start, head),
                                 expected=f"<= {limit:.2f}s", observed=f"{head - start:.3f}s"))
@@ -158,7 +204,7 @@ async def prompt(ctx: Context, judge: Judge) -> None:
       invariants=("delivery",), needs=("stream",),
       measures=(Measure("lateness p95", "ms", ("latenessMs", "p95"), 5.0),))
 async def not_buffered(ctx: Context, judge: Judge) -> None:
-    segment = (await recorded(ctx)).segment
+    segment = (await readable(ctx)).segment
     meaning = ctx.profile.meaning
     if meaning.timestamp:
         values = sorted(checks.lateness_ms(segment, meaning.timestamp_ms))
@@ -195,13 +241,42 @@ async def quiet_stream(ctx: Context) -> Segment:
     or the stream itself, watched for its window."""
     if ctx.profile.kind == "contract":
         return (await stalled_stream(ctx))[1]
-    return (await recorded(ctx)).segment
+    return (await readable(ctx)).segment
+
+
+def _watched(segment: Segment) -> float:
+    return segment.ended_at - segment.started_at
+
+
+async def keepalive_window(ctx: Context) -> Segment:
+    """A recording in which a keep-alive was due: longer than the claimed interval and its
+    tolerance. A stream that stays open is watched that long (a channel: up to
+    KEEPALIVE_WATCH_MAX_SECONDS); one that ended sooner is a skip saying so: no case passes on a
+    keep-alive it could not see. Shared by 12.5 and 12.6."""
+
+    async def make() -> Segment:
+        segment = await quiet_stream(ctx)
+        interval = ctx.stream_keepalive
+        due = interval + ctx.tolerance(interval)
+        if ctx.profile.kind != "contract" and not _ended_by_itself(ctx, segment) and _watched(segment) <= due:
+            total = due + KEEPALIVE_MARGIN_SECONDS
+            if total > KEEPALIVE_WATCH_MAX_SECONDS:
+                raise Skip(f"a keep-alive every {interval:g}s is owed later than this case watches a stream "
+                           f"({KEEPALIVE_WATCH_MAX_SECONDS:g}s)")
+            segment = await ctx.record_stream(limits=ctx.stream_limits(total=total))
+            _unheard(segment)
+        if _watched(segment) <= due:
+            raise Skip(f"the stream ended after {_watched(segment):.1f}s, before a keep-alive was due "
+                       f"({interval:g}s claimed): nothing to judge it by")
+        return segment
+
+    return await ctx.shared("keepalive-window", make)
 
 
 @case("12.5", "keep-alive: no silence past the claimed interval", invariants=("5",), needs=("stream", "keepalive"),
-      measures=(Measure("longest silence", "s", ("longestSilence",), 0.05),))
+      measures=(Measure("longest silence", "s", ("longestSilence",), 0.05),), timeout=90)
 async def keepalive_claimed(ctx: Context, judge: Judge) -> None:
-    segment = await quiet_stream(ctx)
+    segment = await keepalive_window(ctx)
     interval = ctx.stream_keepalive
     tolerance = ctx.tolerance(interval)
     silence, _ = checks.longest_silence(segment)
@@ -222,11 +297,17 @@ async def proxy_idle(ctx: Context, judge: Judge) -> None:
         if claimed + ctx.tolerance(claimed) > PROXY_IDLE_SECONDS:
             judge.non_strict(f"the claimed keep-alive interval leaves the stream silent past the {PROXY_IDLE_SECONDS:g}s "
                              f"idle timeout of common proxies", f"<= {PROXY_IDLE_SECONDS:g}s", f"{claimed:g}s")
-        segment = await quiet_stream(ctx)
+        try:
+            segment = await keepalive_window(ctx)
+        except Skip as unseen:
+            if judge.findings:  # judged on the claim itself
+                judge.step(f"{unseen}: the silences are not judged")
+                return
+            raise
         judge.step(f"keep-alive claimed every {claimed:g}s (observed by 12.5); the silences of a "
                    f"{segment.ended_at - segment.started_at:.1f}s watch are judged here too")
     else:
-        segment = (await recorded(ctx)).segment
+        segment = (await readable(ctx)).segment
         if _ended_by_itself(ctx, segment):
             silence, _ = checks.longest_silence(segment)
             raise Skip(f"the stream ended by itself after {segment.ended_at - segment.started_at:.1f}s (longest "
@@ -326,6 +407,8 @@ async def resume_under_cuts(ctx: Context, judge: Judge) -> None:
                           received=len(received), deliveries=deliveries, shared=shared)
     judge.step(f"{len(carried)} cuts landed, {len(segments)} connections, {len(received)} events "
                f"({'broadcast: against an uninterrupted reader' if shared else 'per-request: against the wire'})")
+    if segments and not any(s.head_at is not None for s in segments):
+        _unheard(segments[0])
     refused = next((s for s in segments[1:] if s.status != 200), None)
     if refused is not None and not _reached_end(ctx, segments):
         judge.fail("a reconnect with Last-Event-ID was refused", 200,
@@ -399,6 +482,8 @@ async def replay_scoped(ctx: Context, judge: Judge) -> None:
         nursery.start_soon(take, "a", first)
         nursery.start_soon(take, "b", second)
     a, b = recordings["a"], recordings["b"]
+    _unheard(a)
+    _unheard(b)
     judge.step(f"stream A: {_opened(a)}; stream B: {_opened(b)}")
     with_ids = [e for e in a.events if e.has_id]
     if not with_ids:
@@ -418,7 +503,7 @@ async def replay_scoped(ctx: Context, judge: Judge) -> None:
 @case("12.9", "a reconnect after the stream's end gets 204, never the stream again", invariants=("6",),
       needs=("stream", "ends"))
 async def after_end(ctx: Context, judge: Judge) -> None:
-    recording = await recorded(ctx)
+    recording = await readable(ctx)
     segment, request = recording.segment, recording.request
     if not any(ctx.profile.meaning.is_end(e) for e in segment.events):
         raise TargetFault("the stream did not reach its end", "the end event", _opened(segment))
@@ -451,7 +536,7 @@ LONG_RETRY_MS = 60_000
 
 @case("12.10", "the retry field: present and as claimed", invariants=("stream body 1",), needs=("stream",))
 async def retry_field(ctx: Context, judge: Judge) -> None:
-    segment = (await recorded(ctx)).segment
+    segment = (await readable(ctx)).segment
     seen = [r.ms for r in segment.records if isinstance(r, Retry)]
     judge.evidence["retry"] = seen
     if ctx.profile.claims.has("retry"):

@@ -5,10 +5,14 @@ outcomes pinned."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
+import time
+import zlib
 
 import pytest
+import trio
 
 from conftest import ROOT, RunningServer
 from harness import Decoder, Event, Severity, Violation, load_profile
@@ -244,3 +248,146 @@ async def test_a_stream_profile_with_set_up_on_the_variant_server(tmp_path, faul
         assert delivery.findings[0].message == "events arrive in bursts after silences (buffered)"
     else:
         assert set(got.values()) == {"pass"}, _why(report)
+
+
+# -- servers that give family 12 nothing to read: no response head, a compressed body -------------
+class _LoopbackServer:
+    """A few lines of HTTP on 127.0.0.1 in the test's own trio loop: ``answer(stream, request)``
+    writes whatever the case needs (or nothing at all); every connection ends within ``hold``."""
+
+    def __init__(self, nursery, answer, *, hold: float = 90.0) -> None:
+        self.nursery, self.answer, self.hold = nursery, answer, hold
+        self.requests: list[bytes] = []
+
+    async def start(self) -> str:
+        listeners = await self.nursery.start(functools.partial(trio.serve_tcp, self._serve, 0, host="127.0.0.1"))
+        return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+    async def _serve(self, stream) -> None:
+        with trio.move_on_after(self.hold):
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                head += chunk
+            request, _, rest = head.partition(b"\r\n\r\n")
+            self.requests.append(request)
+            length = next((int(line.split(b":", 1)[1]) for line in request.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(rest) < length:
+                rest += await stream.receive_some(4096)
+            try:
+                await self.answer(stream, request)
+            except trio.BrokenResourceError:
+                pass  # the reader left
+        with trio.move_on_after(1):
+            await stream.aclose()
+
+
+async def _json_or_hold(stream, request: bytes) -> None:
+    """A set-up POST gets its JSON; a stream's GET gets nothing, not even a status line (Flask-SSE on
+    a channel nobody publishes to), until the reader leaves."""
+    if request.startswith(b"POST "):
+        body = json.dumps({"id": f"s{time.monotonic_ns()}"}).encode()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                              + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        return
+    while await stream.receive_some(4096):
+        pass
+
+
+HEADLESS_PROFILES = {
+    # A job stream after a set-up request, claiming everything that reads the stream.
+    "job": """
+[[setup]]
+method = "POST"
+path = "/sessions"
+capture = { session = "json:/id" }
+[stream]
+path = "/sessions/{session}/events"
+[meaning]
+end_types = ["done"]
+[claims]
+ids = true
+replay = true
+keepalive_seconds = 1
+""",
+    # A channel claiming nothing (Flask-SSE's profile): 12.6 would read it for 62 s.
+    "channel": """
+[stream]
+path = "/stream"
+shared = true
+""",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HEADLESS_PROFILES))
+async def test_a_stream_that_never_sends_its_head_is_one_finding_of_12_3(nursery, tmp_path, kind):
+    """No response head within the window: 12.3 fails saying so, once; every other case whose claims
+    are met skips naming 12.3 (none passes on a stream it never saw, none fails with its own
+    look of the same fault)."""
+    server = _LoopbackServer(nursery, _json_or_hold)
+    path = tmp_path / "profile.toml"
+    path.write_text(HEADLESS_PROFILES[kind])
+    profile = load_profile(path, base_url=await server.start())
+    report = await run_suite(profile, only=["12"], parallel=8)
+    by_id = {r.id: r for r in report.results}
+    prompt = by_id.pop("12.3")
+    assert prompt.outcome == "fail" and len(prompt.findings) == 1, _why(report)
+    assert prompt.findings[0].message.startswith("no response head within "), prompt.findings[0].message
+    assert {r.outcome for r in by_id.values()} == {"skip"}, _why(report)
+    claimed = {r.id for r in by_id.values() if not r.reason.startswith("not claimed by the profile")}
+    assert claimed == ({"12.1", "12.2", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9", "12.10"} if kind == "job"
+                       else {"12.1", "12.2", "12.4", "12.6", "12.10"}), _why(report)
+    assert all("12.3" in by_id[i].reason for i in claimed), _why(report)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+def _compressing(when: str):
+    """Ten events 0.2 s apart, then the end; gzip-compressed (each event flushed) ``when`` "asked"
+    (Accept-Encoding names gzip: nginx's gzip on, a framework's GZip middleware) or "always"."""
+
+    async def answer(stream, request: bytes) -> None:
+        accepted = next((line.split(b":", 1)[1].lower() for line in request.split(b"\r\n")
+                         if line.lower().startswith(b"accept-encoding:")), b"")
+        packer = zlib.compressobj(wbits=31) if when == "always" or b"gzip" in accepted else None
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                              b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+                              + (b"Content-Encoding: gzip\r\n" if packer else b"") + b"\r\n")
+        for n in range(1, 11):
+            event = f"id: {n}\ndata: {json.dumps({'n': n})}\n\n".encode()
+            await stream.send_all(_chunk(packer.compress(event) + packer.flush(zlib.Z_SYNC_FLUSH) if packer else event))
+            await trio.sleep(0.2)
+        await stream.send_all(_chunk(packer.flush() if packer else b"") + b"0\r\n\r\n")
+
+    return answer
+
+
+@pytest.mark.parametrize("when", ["asked", "always"])
+async def test_a_compressed_stream_is_12_1s_finding_and_never_read_as_garbage(nursery, tmp_path, when):
+    """The recorder asks for identity, so a server that compresses when a browser asks is read
+    plain by every case and caught by 12.1's own request with a browser's Accept-Encoding; one
+    that compresses anyway is 12.1's fail and the cases that read the bytes skip, naming 12.1."""
+    server = _LoopbackServer(nursery, _compressing(when))
+    path = tmp_path / "profile.toml"
+    path.write_text('[stream]\npath = "/events"\n')
+    profile = load_profile(path, base_url=await server.start())
+    report = await run_suite(profile, only=["12"], parallel=8)
+    by_id = {r.id: r for r in report.results}
+    headers = by_id["12.1"]
+    assert headers.outcome == "fail", _why(report)
+    assert [f.message for f in headers.findings if f.severity == Severity.FAIL] == ["a stream must not be compressed"]
+    if when == "asked":
+        assert "to Accept-Encoding: gzip, deflate, br" in headers.findings[0].observed
+        assert _outcomes(report) == {**TOKEN_STREAM, "12.1": "fail"}, _why(report)
+        assert any(b"accept-encoding: identity" in r.lower() for r in server.requests)
+    else:
+        assert headers.findings[0].observed == "gzip"
+        read = {"12.2", "12.4", "12.6", "12.10"}
+        assert {i: by_id[i].outcome for i in read} == dict.fromkeys(read, "skip"), _why(report)
+        assert all("12.1 judges the compression" in by_id[i].reason for i in read), _why(report)
+        assert by_id["12.3"].outcome == "pass", _why(report)
