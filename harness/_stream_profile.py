@@ -43,7 +43,8 @@ CLAIMS = {
     "timestamps": "events carry a timestamp ([meaning].timestamp)",
     "progress": "events carry progress ([meaning].progress)",
     "health": "a health endpoint ([claims].health)",
-    "browser": "an EventSource can open it: GET, no custom headers and no set-up requests",
+    "browser": "an EventSource can open it: GET, no custom headers and no set-up requests (a contract profile's "
+               "job streams are family 10's)",
 }
 
 _POINTER = re.compile(r"^(data:(/.*)?|id|type)$")

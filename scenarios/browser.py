@@ -461,22 +461,7 @@ async def _cut(ctx: Context, browser, port: int, types: list[str], jobs: _Jobs) 
     async with BrowserRig(port) as rig, background_nursery() as nursery:
         page, ids = await _follow(run, rig, browser, types, jobs)
         done = trio.Event()
-
-        async def cutter() -> None:
-            acted: set[int] = set()
-            while len(cut_times) < CUTS and not done.is_set():
-                # Cut only a connection that carries the stream, CUT_DELAY after the tap saw an
-                # event on it (the browser has it by then): never a reconnect still on its way.
-                live = _event_seen(page, acted)
-                if live is None:
-                    await trio.sleep(0.02)
-                    continue
-                acted.add(id(live))
-                await trio.sleep(CUT_DELAY)
-                if not done.is_set() and live.ended_at is None and rig.proxy.cut():
-                    cut_times.append(time.monotonic())  # the tap's clock
-
-        nursery.start_soon(cutter)
+        nursery.start_soon(cut_after_events, page, done, cut_times)
         await run.until_done(page, range(1))
         done.set()
         await trio.sleep(0.3)
@@ -536,6 +521,23 @@ async def _seven(ctx: Context, browser, port: int, types: list[str], _: _Jobs) -
 
 
 SESSIONS = {"plain": _plain, "cut": _cut, "outage": _outage, "seven": _seven}
+
+
+async def cut_after_events(page: PageHandle, done: trio.Event, cut_times: list[float], cuts: int = CUTS) -> None:
+    """Up to ``cuts`` cuts at the page's proxy (their times, on the tap's clock, appended to
+    ``cut_times``) until ``done``: each CUT_DELAY after the tap saw an event on an open
+    connection of the page's first stream (the browser has it by then), never a reconnect still
+    on its way. Shared with family 14."""
+    acted: set[int] = set()
+    while len(cut_times) < cuts and not done.is_set():
+        live = _event_seen(page, acted)
+        if live is None:
+            await trio.sleep(0.02)
+            continue
+        acted.add(id(live))
+        await trio.sleep(CUT_DELAY)
+        if not done.is_set() and live.ended_at is None and page.rig.proxy.cut():
+            cut_times.append(time.monotonic())  # the tap's clock
 
 
 def _event_seen(page: PageHandle, acted: Collection[int]) -> Any:
@@ -868,29 +870,37 @@ async def browser_seven(ctx: Context, judge: Judge) -> None:
       invariants=(), timeout=TIMEOUT)
 async def browser_names(ctx: Context, judge: Judge) -> None:
     rec = await recording(ctx)
-    colliding = sorted(t for t in set(ctx.profile.events.values()) if t in ("error", "open"))
+    colliding = sorted(t for t in set(ctx.profile.events.values()) if t in COLLIDING_NAMES)
+    used = [name for name in ("cut", "outage") if isinstance(rec.sessions.get(name), Session)]
+    if not used:
+        rec.session("cut")  # raises what stopped it: the target's fault, the harness's trouble or a skip
+        raise HarnessError("neither the cut nor the outage session was recorded")
+    judge.step(f"browser: {rec.browser}; sessions {', '.join(used)}")
+    judge.evidence["contractTypesColliding"] = colliding
+    judge_name_collisions(judge, colliding, [rec.sessions[name].trace for name in used])
+
+
+COLLIDING_NAMES = ("error", "open")  # EventSource's own events, delivered to a listener of that type too
+
+
+def judge_name_collisions(judge: Judge, colliding: Sequence[str], traces: Sequence[PageTrace]) -> None:
+    """The event types in ``colliding`` share a name with EventSource's own events: count, over
+    the pages' first streams, the browser's own (plain) events that reached those types'
+    listeners, and the server's (MessageEvents) of those types; non-strict per name, with the
+    advice. Shared with family 14."""
     counts: dict[str, int] = {t: 0 for t in colliding}
     sent: dict[str, int] = {t: 0 for t in colliding}
     drops = 0
-    used = []
-    for name in ("cut", "outage"):
-        value = rec.sessions.get(name)
-        if not isinstance(value, Session):
-            continue
-        used.append(name)
-        drops += len(value.trace.of(0, "error"))
-        for o in value.trace.of(0, "ev"):
+    for trace in traces:
+        drops += len(trace.of(0, "error"))
+        for o in trace.of(0, "ev"):
             if o.type in counts:
                 if o.message:
                     sent[o.type] += 1
                 else:
                     counts[o.type] += 1
-    if not used:
-        rec.session("cut")  # raises what stopped it: the target's fault, the harness's trouble or a skip
-        raise HarnessError("neither the cut nor the outage session was recorded")
-    judge.step(f"browser: {rec.browser}; sessions {', '.join(used)}: {drops} connection error(s) seen by onerror")
-    judge.evidence.update(contractTypesColliding=colliding, browserEventsToTypeListener=counts,
-                          serverEventsOfThoseTypes=sent, connectionErrors=drops)
+    judge.step(f"{drops} connection error(s) seen by onerror")
+    judge.evidence.update(browserEventsToTypeListener=counts, serverEventsOfThoseTypes=sent, connectionErrors=drops)
     for name in colliding:
         judge.non_strict(f"a listener for the event type '{name}' also received {counts[name]} of the browser's "
                          f"own {name} events (plain Events without data) in {drops} connection errors: "

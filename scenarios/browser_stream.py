@@ -1,0 +1,692 @@
+"""Family 14, a browser on any stream: Chromium's EventSource on a stream profile's GET stream.
+
+Family 10 follows the contract's jobs (knobs, job creation, a Python recording of the same job);
+this family needs only a stream an EventSource can open (the "browser" claim: GET, no custom
+headers, no set-up requests, no hook). It reuses family 10's machinery (harness/_browser.py: the
+browser in its thread, the fault proxy and the recording tap in front of the target, the probe
+page) and its pure helpers.
+
+One browser per run; the first family-14 case to run records (``recording``, shared):
+
+- a short Python read of the stream first (at most LEARN_EVENTS events or LEARN_SECONDS), for the
+  event types the page must listen to (an EventSource delivers a type only to its listener);
+  the page also listens to ``message``, the profile's end types, ``error`` and ``open``;
+- ``plain``: a page with one EventSource, for a window (a stream that does not end) or until the
+  stream's end and then, for a stream that ends, the browser's own reconnects after it;
+  a broadcast stream (``shared``) is read by a Python reader at the same time (the yardstick);
+- ``cut`` (ids and replay claimed): the same, with up to three cuts at the proxy, each
+  CUT_DELAY after the tap sees an event on an open connection.
+
+The waits on the target end at deadlines (``stream_overdue``): no byte on an open connection
+for the stream's read deadline (``ctx.stream_limits().read``: three keep-alive intervals, at
+least 5 s; 70 s when none is claimed), no reconnect after a connection ended short of the end
+within the stream's retry (the browser's 3 s default when it sends none) with its tolerance, at
+least that deadline; a stream that ends bounded by the job time limit. Each is judged with the
+machine's starvation (``checks.over_limit``). docs/browser.md says what each case judges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import time
+from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+from harness import End, Event, Segment
+from harness._browser import (BrowserNotFound, BrowserRig, BrowserTimeout, BrowserUnavailable, PageHandle,
+                              canonical, find_browser, open_browser)
+from harness._cases import describe_arrivals
+from harness._starvation import descendants, every
+from harness._tasks import background_nursery
+
+from . import checks
+from ._core import Context, Finding, HarnessError, Judge, Severity, Skip, TargetFault, case
+from .browser import (COLLIDING_NAMES, CUT_DELAY, CUTS, PAGE_OPEN, POLL, Recording, Session, _delivered_before,
+                      _target_port, cut_after_events, judge_name_collisions)
+
+TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
+NEEDS = ("stream", "browser")
+LEARN_EVENTS, LEARN_SECONDS = 5, 4.0  # the first read, for the event types to listen to
+WINDOW_SECONDS = 5.0  # how long the plain page watches a stream that does not end
+CUT_WINDOW_MAX = 12.0  # and the cut page, at most (three cuts, each followed by the browser's retry)
+DEFAULT_RETRY = 3.0  # what Chromium waits before reconnecting when the stream sends no retry
+# After the stream's end: watched until CLOSED (and one retry period more), at most this long.
+AFTER_END_MAX = 10.0
+READER_MARGIN = 2.0  # the Python reader beside a page reads this much longer than the page
+
+
+# -- the waits (pure: the tap's record) -------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Overdue:
+    """What a page's wait on the target ended at: a timing over its deadline, with its window
+    (for the starvation that may explain it), and what was awaited and seen."""
+
+    message: str
+    measured: float
+    limit: float
+    start: float
+    end: float
+    expected: str
+    observed: str
+
+    def finding(self, ctx: Context) -> list[Finding]:
+        return checks.over_limit(self.message, measured=self.measured, limit=self.limit,
+                                 explained=ctx.starved().explained(self.start, self.end), expected=self.expected,
+                                 observed=self.observed)
+
+
+def stream_overdue(segments: Sequence[Segment], now: float, *, silence: float, reconnect_within: float,
+                   is_end: Callable[[Event], bool]) -> Overdue | None:
+    """Whether the target is overdue on a page's stream at ``now`` (pure: the tap's record).
+
+    ``silence``: an open connection brought no byte (event or comment) for longer than that,
+    counted from its last byte (from its request before any). ``reconnect_within``: the last
+    connection ended short of the stream's end and no request followed for longer than that
+    (the stream's retry told the browser to wait that long, or the browser stopped: a page
+    CLOSED ends the wait anyway). None while nothing is owed: no request yet, or the end seen."""
+    if not segments or any(is_end(e) for s in segments for e in s.events):
+        return None
+    latest = segments[-1]
+    if latest.end == "open":
+        last = max([latest.started_at, *(t for t, _ in latest.chunks)])
+        if now - last > silence:
+            return Overdue("the browser's open stream brought no byte within the read deadline", now - last, silence,
+                           last, now, f"an event or a comment within {silence:.1f}s",
+                           f"{now - last:.2f}s of silence on connection {len(segments)} "
+                           f"(HTTP {latest.status}): {describe_arrivals(latest.records)}")
+        return None
+    if now - latest.ended_at > reconnect_within:
+        told = (f"the stream's retry: {latest.retry_ms} ms" if latest.retry_ms is not None
+                else "the stream sent no retry (the browser waits its own default)")
+        return Overdue("the browser did not reconnect after its connection ended short of the stream's end",
+                       now - latest.ended_at, reconnect_within, latest.ended_at, now,
+                       f"a reconnect within {reconnect_within:.1f}s",
+                       f"no request for {now - latest.ended_at:.2f}s since connection {len(segments)} ended "
+                       f"({latest.end}: {latest.end_detail}); {told}")
+    return None
+
+
+# -- comparing deliveries (pure) ----------------------------------------------------------------
+
+def overlap(received: Sequence[Event], reference: Sequence[Event]) -> tuple[list[Event], list[Event]]:
+    """The part of a broadcast both readers were there for: from the first event both have to
+    the last (by canonical bytes), in each reader's own record."""
+    common = {e.raw for e in received} & {e.raw for e in reference}
+    if not common:
+        return [], []
+
+    def span(events: Sequence[Event]) -> list[Event]:
+        marks = [i for i, e in enumerate(events) if e.raw in common]
+        return list(events[marks[0]:marks[-1] + 1])
+
+    return span(received), span(reference)
+
+
+def check_same_events(received: Sequence[Event], reference: Sequence[Event]) -> list[Finding]:
+    """The events ``received`` are those of ``reference``, in order, each once (compared by
+    canonical bytes: id, type, data; ids need not be there nor count up)."""
+    got, ref = [e.raw for e in received], [e.raw for e in reference]
+    findings = []
+    matcher = difflib.SequenceMatcher(None, ref, got, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        for j in range(j1, j2) if tag in ("insert", "replace") else ():
+            raw = got[j]
+            if raw not in ref:
+                message = "an event the other reader did not get"
+            elif got.count(raw) > ref.count(raw):
+                message = "an event delivered more times than the other reader got it"
+            else:
+                message = "an event delivered out of order"
+            findings.append(Finding(message, None, raw[:200].decode(errors="replace"), received[j].id or None))
+        for i in range(i1, i2) if tag in ("delete", "replace") else ():
+            if ref[i] not in got:
+                findings.append(Finding("an event the browser did not deliver", ref[i][:200].decode(errors="replace"),
+                                        None, reference[i].id or None))
+        if len(findings) >= 20:
+            break
+    return findings[:20]
+
+
+def place_missing(missing: Sequence[str], segments: Sequence[Segment], cut_times: Sequence[float]
+                  ) -> tuple[dict[str, str], list[str]]:
+    """Where each id the browser should have delivered went, from the tap's record: sent on a
+    connection the harness's proxy cut and not replayed (the target's), sent on no connection
+    of the browser's (the target's), or sent on a connection nobody cut and not delivered (the
+    harness's: the second list)."""
+    target: dict[str, str] = {}
+    harness: list[str] = []
+    for wanted in missing:
+        index = next((i for i, s in enumerate(segments) for e in s.events if e.id == wanted), None)
+        if index is None:
+            target[wanted] = f"the target sent it on none of the browser's {len(segments)} connection(s)"
+            continue
+        segment = segments[index]
+        cut = segment.end == End.CLIENT_CLOSED and any(abs(t - segment.ended_at) < 1.0 for t in cut_times)
+        if not cut:
+            harness.append(wanted)
+            continue
+        after = (f"the reconnect sent Last-Event-ID {segments[index + 1].last_event_id_sent!r} and did not bring it"
+                 if index + 1 < len(segments) else "no connection followed")
+        target[wanted] = f"sent on connection {index + 1}, which the harness cut before it went on; {after}"
+    return target, harness
+
+
+def restarts_after_end(segments: Sequence[Segment], is_end: Callable[[Event], bool]) -> tuple[int, list[Segment]]:
+    """The connection that carried the stream's end, and those after it (the browser's own
+    reconnects): (index of the end's connection, -1 when none; the reconnects)."""
+    ending = next((i for i, s in enumerate(segments) if any(is_end(e) for e in s.events)), -1)
+    return ending, list(segments[ending + 1:]) if ending >= 0 else []
+
+
+# -- the recording --------------------------------------------------------------------------
+
+async def recording(ctx: Context) -> Recording:
+    """The family's browser sessions, recorded once per run and shared by its cases."""
+    return await ctx.shared("browser-stream-family", lambda: _record(ctx))
+
+
+def _page_path(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(("", "", parts.path or "/", parts.query, ""))
+
+
+def _listened(ctx: Context, learned: Sequence[Event]) -> list[str]:
+    return sorted({e.type for e in learned} | set(ctx.profile.meaning.end_types) | {"message", *COLLIDING_NAMES})
+
+
+async def _record(ctx: Context) -> Recording:
+    if ctx.profile.kind == "contract":
+        raise Skip("the contract profile's streams are a job's: family 10 follows them in the browser")
+    try:
+        path = find_browser(ctx.options.get("browser"))
+    except BrowserNotFound as exc:
+        raise Skip(str(exc)) from None
+    except BrowserUnavailable as exc:  # a browser was named and is not there: the user's to fix
+        raise HarnessError(str(exc)) from None
+    port = _target_port(ctx)
+    request = await ctx.open_stream()
+    if request.headers:
+        raise Skip(f"the stream is opened with headers an EventSource cannot send ({', '.join(sorted(request.headers))}"
+                   f", from the profile's [target]): no browser can open it as the profile says")
+    ctx.starvation.observe("browser", every(2.0, lambda: descendants(os.getpid(), named="chrom")),
+                           "Chromium, below the harness's process")
+    learned: list[Segment] = []
+
+    async def learn() -> None:
+        seen: list[Event] = []
+
+        def enough(event: Event) -> bool:
+            seen.append(event)
+            return len(seen) >= LEARN_EVENTS
+
+        learned.append(await ctx.record_stream(request, stop=enough,
+                                               limits=ctx.stream_limits(total=LEARN_SECONDS, after_terminal=0.5)))
+
+    sessions: dict[str, Any] = {}
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(learn)  # while the browser starts
+            async with open_browser(path) as browser:
+                while not learned:  # the first read is bounded by its own limits
+                    await trio.sleep(0.05)
+                first = learned[0]
+                if first.status != 200:
+                    raise TargetFault(f"the stream answered HTTP {first.status}", 200,
+                                      f"{first.status}: {first.body[:200]!r}")
+                types = _listened(ctx, first.events)
+                retry = (first.retry_ms / 1000) if first.retry_ms is not None else DEFAULT_RETRY
+                plan = _Plan(ctx, request.url, _page_path(request.url), types, retry, first)
+
+                async def one(name: str, make) -> None:
+                    try:
+                        sessions[name] = await make(plan, browser, port)
+                    except (Skip, TargetFault, HarnessError) as exc:
+                        sessions[name] = exc
+                    except BrowserTimeout as exc:
+                        sessions[name] = HarnessError(f"{exc} (the {name} session)")
+                    except Exception as exc:  # the browser's trouble, or a bug of ours: this session's error
+                        whose = "the browser failed" if type(exc).__module__.startswith("playwright") else "harness bug"
+                        sessions[name] = HarnessError(f"{whose} in the {name} session: {type(exc).__name__}: {exc}")
+
+                async with trio.open_nursery() as pages:
+                    pages.start_soon(one, "plain", _plain)
+                    if ctx.profile.claims.has("ids") and ctx.profile.claims.has("replay"):
+                        pages.start_soon(one, "cut", _cut)
+                version = browser.version
+    except BrowserUnavailable as exc:
+        raise HarnessError(str(exc)) from None
+    return Recording(f"{path} (Chromium {version})", sessions)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What every session of the run shares: the stream, how it is read, what was learned first."""
+
+    ctx: Context
+    url: str
+    path: str
+    types: list[str]
+    retry: float  # seconds: the stream's retry, else the browser's default
+    learned: Segment
+
+    @property
+    def ends(self) -> bool:
+        return self.ctx.profile.claims.has("ends")
+
+    @property
+    def shared(self) -> bool:
+        return self.ctx.profile.stream.shared
+
+    def reconnect_within(self) -> float:
+        ctx = self.ctx
+        return max(ctx.stream_limits().read, self.retry + ctx.tolerance(self.retry))
+
+    def is_end(self, event: Event) -> bool:
+        return self.ctx.profile.meaning.is_end(event)
+
+
+def _segments(page: PageHandle) -> list[Segment]:
+    return [x.segment() for x in page.rig.tap.exchanges if x.target == page.streams[0]]
+
+
+async def _watch(plan: _Plan, page: PageHandle, notes: dict[str, Any], steps: list[str], window: float) -> None:
+    """Follow the page's stream for ``window`` (a stream that does not end), or until the page
+    delivered the end (or is CLOSED); the wait ends sooner at a deadline, noted in ``notes``."""
+    ctx = plan.ctx
+    limit = ctx.job_timeout if plan.ends else window
+    outer = trio.current_time() + limit
+    silence = ctx.stream_limits().read
+    while True:
+        segments = _segments(page)
+        end = next((e for s in segments for e in s.events if plan.is_end(e)), None)
+        if end is not None:
+            delivered = await page.wait_for(
+                "([t, d]) => __obs.some(o => (o.k === 'ev' && o.message && o.type === t && o.data === d) || o.rs === 2)",
+                [end.type, end.data], timeout=3.0)
+            steps.append("the stream's end reached the tap" + ("" if delivered else
+                                                               "; the page did not deliver it within 3 s"))
+            notes["endedAt"] = time.monotonic()
+            return
+        if await page.evaluate("() => __obs.some(o => o.s === 0 && o.rs === 2)"):
+            steps.append("the page's EventSource is CLOSED")
+            return
+        found = stream_overdue(segments, time.monotonic(), silence=silence, reconnect_within=plan.reconnect_within(),
+                               is_end=plan.is_end)
+        if found is not None:
+            notes["overdue"] = found
+            steps.append(f"the wait on the target ended: {found.message}")
+            return
+        if trio.current_time() >= outer:
+            if plan.ends:
+                notes["overdue"] = Overdue(
+                    "the stream's end did not reach the browser within the job time limit", limit, limit,
+                    time.monotonic() - limit, time.monotonic(), f"the end within {limit:.0f}s (job_timeout_seconds)",
+                    f"{len(segments)} request(s), {describe_arrivals([r for s in segments for r in s.records])}")
+                steps.append(f"the wait on the target ended at the job time limit ({limit:.0f}s)")
+            return
+        await trio.sleep(POLL)
+
+
+class _Reader:
+    """A Python reader of a broadcast stream beside a page, the yardstick of what was sent: its
+    events as they arrive, until ``stop`` (the page has finished, and a margin)."""
+
+    def __init__(self, plan: _Plan, seconds: float) -> None:
+        self.plan, self.seconds = plan, seconds
+        self.events: list[Event] = []
+        self.ended = "still reading when the page finished"
+        self._scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        plan = self.plan
+
+        async def keep(record) -> None:
+            if isinstance(record, Event):
+                self.events.append(record)
+
+        with self._scope:
+            segment = await plan.ctx.record_stream(await plan.ctx.open_stream(), sink=keep,
+                                                   limits=plan.ctx.stream_limits(total=self.seconds))
+            self.ended = f"HTTP {segment.status}, {segment.end}: {segment.end_detail}"
+
+    async def stop(self, after: float) -> None:
+        await trio.sleep(after)
+        self._scope.cancel()
+
+
+async def _session(plan: _Plan, browser, port: int, name: str, window: float, *, cut: bool) -> Session:
+    ctx = plan.ctx
+    steps: list[str] = []
+    notes: dict[str, Any] = {"types": tuple(plan.types), "window": window}
+    cut_times: list[float] = []
+    reader = _Reader(plan, (ctx.job_timeout if plan.ends else window) + READER_MARGIN) if plan.shared else None
+    async with BrowserRig(port) as rig, background_nursery() as nursery:
+        page = rig.page(browser, None, plan.types)
+        await page.open(timeout=PAGE_OPEN)  # first: a slow page load must not eat into the window
+        if reader is not None:
+            nursery.start_soon(reader.run)
+            await trio.sleep(0.2)  # the reader connected first: its record spans the page's
+        await page.start([plan.path])
+        steps.append(f"the page opened one EventSource on {plan.path} with listeners for {', '.join(plan.types)}"
+                     + (", a Python reader beside it" if reader is not None else ""))
+        done = trio.Event()
+        if cut:
+            nursery.start_soon(cut_after_events, page, done, cut_times)
+        await _watch(plan, page, notes, steps, window)
+        done.set()
+        if plan.ends and "endedAt" in notes and not cut:
+            await _after_end(plan, page, notes, steps)
+        await trio.sleep(0.3)
+        trace = await page.finish()
+        if reader is not None:
+            await reader.stop(READER_MARGIN / 4)  # what the page had, the reader has had by then
+            notes.update(reader=tuple(reader.events), readerEnded=reader.ended)
+    notes.update(cuts=len(cut_times), cutTimes=tuple(cut_times))
+    if cut:
+        steps.append(f"{len(cut_times)} cut(s) at the proxy, each {CUT_DELAY}s after the tap saw an event")
+    return Session(name, trace, (), None, tuple(steps), notes)
+
+
+async def _after_end(plan: _Plan, page: PageHandle, notes: dict[str, Any], steps: list[str]) -> None:
+    """After the end: watch the browser's own reconnects until CLOSED and one retry period more,
+    or for the close, two retry periods and a second (at most AFTER_END_MAX)."""
+    hold = min(AFTER_END_MAX, plan.ctx.close_within + 2 * plan.retry + 1.0)
+    started = trio.current_time()
+    if await page.wait_for("() => __obs.some(o => o.s === 0 && o.rs === 2)", timeout=hold):
+        await trio.sleep(min(plan.retry, max(0.0, started + hold - trio.current_time())))
+    notes["holdSeconds"] = round(trio.current_time() - started, 2)
+    steps.append(f"after the end: watched {notes['holdSeconds']}s (until CLOSED and a retry period more, "
+                 f"at most {hold:.1f}s)")
+
+
+async def _plain(plan: _Plan, browser, port: int) -> Session:
+    return await _session(plan, browser, port, "plain", WINDOW_SECONDS, cut=False)
+
+
+async def _cut(plan: _Plan, browser, port: int) -> Session:
+    window = min(CUT_WINDOW_MAX, CUTS * (plan.retry + 1.0) + 1.5)
+    return await _session(plan, browser, port, "cut", window, cut=True)
+
+
+# -- judging -------------------------------------------------------------------------------
+
+def _taken(rec: Recording, name: str) -> Session:
+    value = rec.sessions.get(name)
+    if value is None:
+        raise HarnessError(f"the {name} session was not recorded")
+    return rec.session(name)
+
+
+def _begin(ctx: Context, judge: Judge, rec: Recording, session: Session) -> bool:
+    """Steps; the session's wait ended at a deadline: its finding (True when it did)."""
+    judge.step(f"browser: {rec.browser}")
+    for step in session.steps:
+        judge.step(step)
+    overdue = session.notes.get("overdue")
+    if overdue is None:
+        return False
+    findings = overdue.finding(ctx)
+    if findings and findings[0].severity == Severity.CONFOUNDED:
+        raise TargetFault(findings[0].message, findings[0].expected, findings[0].observed, Severity.CONFOUNDED)
+    judge.add(findings)
+    return True
+
+
+def _refused(segments: Sequence[Segment]) -> Finding | None:
+    """The browser's first request was not answered as a stream an EventSource accepts."""
+    if not segments:
+        return Finding("the browser's EventSource never reached the target", "a request for the stream", None)
+    first = segments[0]
+    content_type = first.header("content-type") or ""
+    if first.status == 200 and content_type.split(";")[0].strip().lower() == "text/event-stream":
+        return None
+    return Finding("the browser could not open the stream (an EventSource accepts only 200 text/event-stream)",
+                   "200, content-type text/event-stream", f"HTTP {first.status}, content-type {content_type or 'none'}")
+
+
+def _unlistened(judge: Judge, session: Session, types: Sequence[str]) -> None:
+    sent = {e.type for s in session.trace.segments(0) for e in s.events} - set(types)
+    if sent:
+        judge.step(f"event type(s) {', '.join(sorted(sent))} reached the tap and had no listener (not seen in the "
+                   "first read): left out of the comparison")
+        judge.evidence["typesWithoutListener"] = sorted(sent)
+
+
+@case("14.1", "a browser's EventSource receives the stream's events as a Python reader does: in order, each once",
+      invariants=("1", "6"), needs=NEEDS, timeout=TIMEOUT)
+async def browser_receives(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = _taken(rec, "plain")
+    overdue = _begin(ctx, judge, rec, session)
+    trace = session.trace
+    segments = trace.segments(0)
+    refused = _refused(segments)
+    if refused is not None:
+        judge.add([refused])
+        return
+    types = session.notes["types"]
+    _unlistened(judge, session, types)
+    delivered = trace.events(0)
+    is_end = ctx.profile.meaning.is_end
+    if "reader" in session.notes:  # broadcast: both readers at once, compared where both were there
+        reference = [canonical(e) for e in session.notes["reader"] if e.type in types]
+        mine, theirs = overlap(delivered, reference)
+        judge.evidence.update(delivered=len(delivered), pythonReader=len(reference), overlap=len(theirs),
+                              compared="broadcast: the overlap with a Python reader at the same time")
+        if not theirs:
+            if delivered and reference:
+                judge.fail("the browser and the Python reader of the same broadcast got no event in common",
+                           "the same events", f"browser {len(delivered)}, Python reader {len(reference)}")
+            elif reference:
+                judge.fail("the browser delivered none of the broadcast's events", f"{len(reference)} event(s)",
+                           "none")
+            elif not overdue:
+                raise Skip(f"no event on the broadcast while both readers were there: nothing to compare "
+                           f"(the Python reader: {session.notes['readerEnded']})")
+            return
+        judge.step(f"broadcast: {len(mine)} browser event(s) against {len(theirs)} of the Python reader's, where both "
+                   "were reading")
+        judge.add(check_same_events(mine, theirs))
+        return
+    # Per request: the browser's events against what the tap saw the target send, up to the end.
+    ending, _ = restarts_after_end(segments, is_end)
+    upto = segments[:ending + 1] if ending >= 0 else segments
+    until = segments[ending + 1].started_at if 0 <= ending < len(segments) - 1 else float("inf")
+    sent = [canonical(e) for s in upto for e in s.events if e.type in types]
+    mine = [e for e in delivered if e.arrived_at < until]
+    judge.evidence.update(delivered=len(mine), sentOnTheBrowsersConnections=len(sent), connections=len(upto),
+                          compared="per request: against what the tap saw the target send")
+    if not sent and not overdue:
+        raise Skip(f"the target sent no event on the browser's stream in {session.notes.get('window', WINDOW_SECONDS)}s"
+                   f" watched: nothing to compare")
+    judge.step(f"per request: {len(mine)} browser event(s) against the {len(sent)} the target sent on "
+               f"{len(upto)} connection(s)")
+    judge.add(check_same_events(mine, sent))
+    if ctx.profile.claims.has("ends") and not overdue and ending < 0:
+        judge.fail("the stream's end never reached the browser", "the end event", _opened(segments[-1]))
+
+
+def _opened(segment: Segment) -> str:
+    return f"{segment.end}: {segment.end_detail}; {len(segment.events)} events, {len(segment.comments)} comments"
+
+
+def _has_ids(events: Sequence[Event]) -> bool:
+    return all(e.has_id for e in events)
+
+
+def _no_cut(ctx: Context, session: Session, end_at: float) -> Exception:
+    """No cut landed before the stream's end: the stream left no room (a skip that says so), or
+    it did and the harness's proxy cut nothing (the harness's)."""
+    segments = session.trace.segments(0)
+    arrivals = sorted({round(e.arrived_at, 2) for s in segments for e in s.events if e.arrived_at < end_at})
+    deliveries = 1 + sum(1 for a, b in zip(arrivals, arrivals[1:]) if b - a > 0.05) if arrivals else 0
+    if deliveries < 2:
+        return Skip(f"no cut could land mid-stream: the stream's events reached the tap in {deliveries} burst(s) "
+                    f"before {'its end' if end_at < float('inf') else 'the watch ended'}, and a cut comes {CUT_DELAY}s "
+                    "after the tap sees an event (delivery in bursts is 12.4's finding)")
+    return HarnessError(f"the harness's proxy made no cut although the stream left room for one ({deliveries} "
+                        f"deliveries on the tap)")
+
+
+@case("14.2", "a cut mid-stream: the browser reconnects by itself with Last-Event-ID, nothing lost or repeated",
+      invariants=("1", "6"), needs=(*NEEDS, "ids", "replay"), timeout=TIMEOUT)
+async def browser_resumes(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = _taken(rec, "cut")
+    overdue = _begin(ctx, judge, rec, session)
+    trace = session.trace
+    segments = trace.segments(0)
+    refused = _refused(segments)
+    if refused is not None:
+        judge.add([refused])
+        return
+    is_end = ctx.profile.meaning.is_end
+    types = session.notes["types"]
+    _unlistened(judge, session, types)
+    end_at = min((e.arrived_at for s in segments for e in s.events if is_end(e)), default=float("inf"))
+    cuts = [t for t in session.notes.get("cutTimes", ()) if t < end_at]
+    ending, _ = restarts_after_end(segments, is_end)
+    upto = segments[:ending + 1] if ending >= 0 else segments
+    judge.evidence["connections"] = [
+        {"atSeconds": round(s.started_at - segments[0].started_at, 3), "lastEventIdSent": s.last_event_id_sent,
+         "status": s.status, "events": len(s.events), "end": s.end} for s in upto[:50]]
+    judge.evidence["cuts"] = len(cuts)
+    if not cuts:
+        if overdue:
+            return
+        closed = trace.closed_at(0)
+        if closed is not None and closed < end_at:
+            last = [s for s in segments if s.started_at <= closed][-1]
+            judge.fail("the browser gave up on the stream for good (readyState CLOSED) before any cut",
+                       "200 text/event-stream until the end", f"CLOSED after HTTP {last.status}, content-type "
+                       f"{last.header('content-type') or 'none'}, on request {segments.index(last) + 1}")
+            return
+        raise _no_cut(ctx, session, end_at)
+    if not any(s.started_at > cuts[0] for s in upto):
+        if not overdue:
+            judge.fail("the browser never reconnected after a cut", "a reconnect after the stream's retry",
+                       f"{len(cuts)} cut(s), {len(segments)} connection(s); the stream's retry: "
+                       f"{next((s.retry_ms for s in segments if s.retry_ms is not None), 'none sent')} ms")
+        return
+    for number, after in enumerate(upto[1:], 2):
+        delivered = _delivered_before(trace, 0, after.started_at)
+        if delivered and after.last_event_id_sent is None:
+            judge.fail("a reconnect carried no Last-Event-ID although the browser had delivered an event with an id",
+                       delivered, None)
+        judge.expect(after.status == 200, f"reconnect {number} (Last-Event-ID {after.last_event_id_sent!r}) was "
+                     "refused", 200, after.status)
+    until = segments[ending + 1].started_at if 0 <= ending < len(segments) - 1 else float("inf")
+    mine = [e for e in trace.events(0) if e.arrived_at < until]
+    if "reader" in session.notes:
+        reference = [canonical(e) for e in session.notes["reader"] if e.type in types]
+        mine, reference = overlap(mine, reference)
+        judge.step(f"broadcast: {len(mine)} browser event(s) across {len(upto)} connection(s) against {len(reference)} "
+                   "of an uninterrupted Python reader's, where both were reading")
+        if not reference and not overdue:
+            judge.fail("the browser and an uninterrupted reader of the same broadcast got no event in common",
+                       "the same events", f"browser {len(mine)}, Python reader {len(session.notes['reader'])}")
+            return
+    else:
+        reference = list({e.id: canonical(e) for s in upto for e in s.events if e.type in types}.values())
+        judge.step(f"per request: {len(mine)} browser event(s) against the {len(reference)} the target sent on "
+                   f"{len(upto)} connection(s) (each id once, in the order first sent)")
+    judge.evidence.update(delivered=len(mine), reference=len(reference))
+    if not (_has_ids(mine) and _has_ids(reference)):
+        judge.fail("events without an id on a stream that claims ids: nothing to resume from", "an id on every event",
+                   f"{sum(1 for e in reference if not e.has_id)} of {len(reference)} without")
+        judge.add(check_same_events(mine, reference))
+        return
+    findings = checks.check_replay(mine, reference)
+    missing = [f.event_id for f in findings if f.message == "event missing across reconnects"]
+    where, harness = place_missing(missing, upto, cuts)
+    if harness:
+        raise HarnessError(f"{len(harness)} event(s) the tap saw pass on a connection nobody cut were not delivered "
+                           f"by the browser (first: {harness[:5]})")
+    judge.add([dataclasses.replace(f, observed=f"missing: {where[f.event_id]}") if f.event_id in where else f
+               for f in findings])
+    if ctx.profile.claims.has("ends") and not overdue and ending < 0:
+        judge.fail("following through the cuts, the browser never got the stream's end", "the end event",
+                   _opened(segments[-1]))
+
+
+@case("14.3", "after the stream's end the browser's own reconnect gets 204 and stops; the stream again restarts "
+              "the work forever", invariants=("6",), needs=(*NEEDS, "ends"), timeout=TIMEOUT)
+async def browser_after_end(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    session = _taken(rec, "plain")
+    overdue = _begin(ctx, judge, rec, session)
+    trace = session.trace
+    segments = trace.segments(0)
+    refused = _refused(segments)
+    if refused is not None:
+        judge.add([refused])
+        return
+    is_end = ctx.profile.meaning.is_end
+    ending, after = restarts_after_end(segments, is_end)
+    if ending < 0:
+        if overdue:
+            return  # the wait for the end ended at its deadline: its finding says what came instead
+        raise TargetFault("the stream's end never reached the browser", "the end event", _opened(segments[-1]))
+    hold = session.notes.get("holdSeconds")
+    require = ctx.profile.claims.has("finished-204")
+    end_connection = segments[ending]
+    end_event = next(e for e in end_connection.events if is_end(e))
+    closed = trace.closed_at(0)
+    restarts = [s for s in after if s.status == 200 and s.events]
+    judge.evidence.update(
+        watchedSeconds=hold, finished204Claimed=require, restarts=len(restarts),
+        reconnectsAfterEnd=[{"afterSeconds": round(s.started_at - end_connection.ended_at, 3), "status": s.status,
+                             "lastEventIdSent": s.last_event_id_sent, "events": len(s.events)} for s in after[:20]],
+        closedAfterSeconds=round(closed - end_event.arrived_at, 3) if closed is not None else None)
+    if not after:
+        held = end_connection.ended_at - end_event.arrived_at
+        if end_connection.end == End.CLIENT_CLOSED and held > ctx.close_within:
+            judge.add([Finding(f"the target kept the connection open {held:.1f}s after the stream's end (until the "
+                               "harness closed the page): the browser stays connected to a finished stream",
+                               f"the connection closed within {ctx.close_within:g}s of the end, then 204",
+                               f"open {held:.2f}s after the end", None,
+                               Severity.FAIL if require else Severity.NON_STRICT)])
+        elif closed is not None:
+            judge.step("the browser's EventSource reached CLOSED after the end without a reconnect")
+        else:
+            raise Skip(f"no reconnect in the {hold}s watched after the end: the browser waits the stream's retry "
+                       f"({end_connection.retry_ms if end_connection.retry_ms is not None else 'none sent: its 3 s default'}"
+                       " ms) longer than that")
+        return
+    first = after[0]
+    judge.step(f"{len(after)} reconnect(s) in the {hold}s watched after the end: "
+               + ", ".join(f"HTTP {s.status} with {len(s.events)} event(s)" for s in after[:5]))
+    if restarts:
+        judge.fail(f"the browser restarted the stream {len(restarts)} time(s) in the {hold}s watched after its end: "
+                   "a reconnect gets the stream again, so an EventSource restarts the work forever",
+                   "204 No Content on the reconnect after the end (the EventSource stops)",
+                   f"reconnect 1 (Last-Event-ID {first.last_event_id_sent!r}): HTTP {first.status}, "
+                   f"{len(first.events)} event(s), first {first.events[0].raw[:120]!r}" if first.events else
+                   f"reconnect 1: HTTP {first.status}; {len(restarts)} later one(s) got events")
+        return
+    judge.add(checks.check_after_end(first, require_204=require))
+    if first.status == 204:
+        judge.step("the first reconnect after the end got 204" + (
+            f"; the EventSource reached CLOSED {closed - end_event.arrived_at:.2f}s after the end"
+            if closed is not None else ""))
+
+
+@case("14.4", "an event type named error or open: its listener gets EventSource's own events too", invariants=(),
+      needs=NEEDS, timeout=TIMEOUT)
+async def browser_names_stream(ctx: Context, judge: Judge) -> None:
+    rec = await recording(ctx)
+    used = [name for name in ("plain", "cut") if isinstance(rec.sessions.get(name), Session)]
+    if not used:
+        _taken(rec, "plain")  # raises what stopped it: the target's fault, the harness's trouble or a skip
+        raise HarnessError("no session was recorded")
+    traces = [rec.sessions[name].trace for name in used]
+    sent = {e.type for trace in traces for s in trace.segments(0) for e in s.events} | set(ctx.profile.meaning.end_types)
+    colliding = sorted(t for t in sent if t in COLLIDING_NAMES)
+    judge.step(f"browser: {rec.browser}; sessions {', '.join(used)}; the stream's event types: {', '.join(sorted(sent))}")
+    judge.evidence["typesColliding"] = colliding
+    judge_name_collisions(judge, colliding, traces)
