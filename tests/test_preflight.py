@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
 from harness import load_profile
 from harness._preflight import check_profile_against
-from tracebuild import ev, good_job, segment
+from tracebuild import good_job, segment
 
 from conftest import ROOT, RunningServer, reference_args
 

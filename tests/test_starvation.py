@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from harness import Severity, Starvation, load_profile
-from harness._cases import REGISTRY, Case, Context, Judge, Outcome, Registry, run_case
+from harness._cases import Case, Context, Judge, Outcome, Registry, run_case
 from harness._starvation import (ProcessSeries, StarvationMonitor, find_listening_pid, machine_pressure_seconds,
                                  process_wait_seconds)
 from scenarios import checks
