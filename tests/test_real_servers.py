@@ -5,19 +5,12 @@ and family 12 gives exactly the outcomes expected.toml pins (docs/real-servers.m
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import tomllib
 from pathlib import Path
 
 import httpx
@@ -30,16 +23,13 @@ from harness._stream_profile import pointer_get
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "examples" / "real"
-NAMES = sorted(p.name for p in REAL.iterdir() if (p / "expected.toml").is_file())
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REAL))
+from serving import BIN, NAMES, expected, needs_redis, redis_server, start_example
+
 OUTCOMES = {"pass", "fail", "non-strict", "info", "error", "skip"}
 
 # Each server's tests on one worker (one server process each), the servers side by side.
 SERVER_NAMES = [pytest.param(n, marks=pytest.mark.xdist_group(f"real-{n}")) for n in NAMES]
-
-
-def expected(name: str) -> dict:
-    return tomllib.loads((REAL / name / "expected.toml").read_text())
 
 
 def pinned_outcomes(name: str) -> dict[str, tuple[str, str]]:
@@ -53,88 +43,20 @@ def pinned_outcomes(name: str) -> dict[str, tuple[str, str]]:
     return pinned
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclasses.dataclass
-class Served:
-    """A process we started, on 127.0.0.1:port; stopped by its pid."""
-
-    process: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-def serve(argv: list[str], *, cwd: Path, port: int, env: dict[str, str] | None = None, timeout: float = 20.0) -> Served:
-    """Start argv and wait until it accepts on the port (or exits, or the timeout passes)."""
-    log = Path(tempfile.mkstemp(prefix="sse-real-", suffix=".log")[1])
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **(env or {})})
-    served = Served(process, port, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited with {process.returncode}:\n{served.output()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return served
-        except OSError:
-            time.sleep(0.1)
-    served.stop()
-    raise RuntimeError(f"{argv} did not accept on port {port} within {timeout:g} s:\n{served.output()}")
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    """Debian's redis-server on a free loopback port, its own config and directory, nothing saved."""
-    exe = shutil.which("redis-server")
-    if exe is None:
+    """Debian's redis-server (examples/real/serving.py), skipped without it."""
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server): Flask-SSE needs a Redis")
-    workdir = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    config = workdir / "redis.conf"
-    config.write_text(f'bind 127.0.0.1\nport {port}\ndir {workdir}\nsave ""\nappendonly no\ndaemonize no\n'
-                      f"protected-mode yes\nlogfile \"\"\n")
-    server = serve([exe, str(config)], cwd=workdir, port=port)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.stop()
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def real_server(request):
-    """The example app of request.param, served as its expected.toml says."""
+    """The example app of request.param, served as its expected.toml says (examples/real/serving.py)."""
     name = request.param
-    recipe = expected(name)["server"]
-    values = {"python": sys.executable, "bin": str(BIN), "port": str(free_port())}
-    env = recipe.get("env", {})
-    if any("{redis_url}" in v for v in env.values()):
-        values["redis_url"] = request.getfixturevalue("redis_url")
-
-    def fill(text: str) -> str:
-        return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], text)
-
-    server = serve([fill(a) for a in recipe["command"]], cwd=REAL / name, port=int(values["port"]),
-                   env={k: fill(v) for k, v in env.items()})
+    server = start_example(name, request.getfixturevalue("redis_url") if needs_redis(name) else None)
     yield server
     server.stop()
 
