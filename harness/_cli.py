@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     from ._probe_cli import add_parser as add_probe_parser
 
     add_probe_parser(sub)
+    from ._matrix_cli import add_parser as add_matrix_parser
+
+    add_matrix_parser(sub)
     return parser
 
 
@@ -81,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._probe_cli import main as probe_main
 
         return probe_main(args, console)
+    if args.command == "matrix":
+        from ._matrix_cli import main as matrix_main
+
+        return matrix_main(args, console)
     if args.command == "diff":
         from ._diff import main as diff_main
 

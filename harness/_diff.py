@@ -318,8 +318,9 @@ def print_tables(diff: Diff, console: Console) -> None:
 # -- the subcommand -------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("old", metavar="OLD", help="the earlier run: report.json or its report directory")
-    parser.add_argument("new", metavar="NEW", help="the later run: report.json or its report directory")
+    parser.add_argument("old", metavar="OLD", help="the earlier run: report.json or its report directory "
+                                                   "(or a matrix: matrix.json or its directory)")
+    parser.add_argument("new", metavar="NEW", help="the later run: report.json or its report directory (or a matrix)")
     parser.add_argument("--format", choices=("table", "md"), default="table",
                         help="table on the terminal (default) or Markdown on stdout (e.g. for a job summary)")
     parser.add_argument("--threshold", type=float, default=20.0, metavar="PERCENT",
@@ -334,6 +335,12 @@ def main(args: argparse.Namespace, console: Console) -> int:
     if args.threshold < 0:
         errors.print("--threshold must be >= 0", style="red")
         return 2
+    from ._matrix import is_matrix
+
+    if is_matrix(args.old) or is_matrix(args.new):  # two matrices: what changed per server
+        from ._matrix_diff import main as matrix_diff_main
+
+        return matrix_diff_main(args, console)
     try:
         old, new = load_report(args.old), load_report(args.new)
     except DiffError as exc:

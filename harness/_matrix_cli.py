@@ -1,0 +1,188 @@
+"""`sse-harness matrix`: run the suite against several servers, one after another, and write each
+server's own report (D/NAME/) and the comparison matrix over them (D/matrix.html, .md, .json);
+or build the matrix from existing report dirs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ._diff import load_report
+from ._matrix import Matrix, MatrixError, build_matrix, column_name, dir_columns, matrix_from_dirs
+from ._matrix_render import write_matrix
+from ._profile import Profile, ProfileError, load_profile
+
+__all__ = ["Entry", "add_parser", "main", "parse_entry", "run_matrix"]
+
+REFERENCE = "reference"  # an entry naming the embedded reference server, judged by the contract profile
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a column's name is also its report's directory
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One server of the matrix: its column's name, its profile, and whether the harness starts
+    the embedded reference server for it (``embedded``: the profile's base_url is replaced)."""
+
+    name: str
+    profile: Profile
+    embedded: bool
+    skip: tuple[str, ...] = ()  # this server's own skips, beside the run's
+
+
+def _names_its_target(path: Path) -> bool:
+    import tomllib
+
+    return bool(tomllib.loads(path.read_text()).get("target", {}).get("base_url"))
+
+
+def parse_entry(text: str) -> Entry:
+    """``[NAME=]reference`` or ``[NAME=]PROFILE.toml``. A profile that sets [target].base_url names
+    its server; one without (and the word ``reference``) is judged on the embedded reference
+    server, started for it alone. NAME defaults to the profile's directory (for profile.toml) or
+    stem. Raises ProfileError."""
+    name, eq, spec = text.partition("=")
+    if not eq:
+        name, spec = "", text
+    if spec == REFERENCE:
+        entry = Entry(name or REFERENCE, load_profile(None), True)
+    else:
+        path = Path(spec)
+        profile = load_profile(path)  # says what is wrong with the file first
+        entry = Entry(name or column_name(path), profile, not _names_its_target(path))
+    if not _NAME.match(entry.name):
+        raise ProfileError(f"{entry.name!r} cannot name a column (and its report's directory): letters, digits, "
+                           f". _ - (give one: NAME=PROFILE)")
+    return entry
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    matrix = sub.add_parser(
+        "matrix", help="one report for many servers: cases x servers (matrix.html, .md, .json)",
+        description="Run the suite against each --profile's server one after another (each server's own report in "
+                    "REPORT_DIR/NAME/), or take existing report dirs, and write REPORT_DIR/matrix.html, matrix.md "
+                    "and matrix.json. A profile entry is [NAME=]FILE.toml or [NAME=]reference; a profile without "
+                    "[target].base_url (and `reference`) is judged on the embedded reference server.")
+    matrix.add_argument("reports", nargs="*", metavar="[NAME=]REPORT_DIR",
+                        help="existing runs (report dirs or report.json files), as columns after the --profile ones")
+    matrix.add_argument("--profile", action="append", default=[], metavar="[NAME=]PROFILE",
+                        help="a server to run: a profile file, or `reference`; repeatable, in column order")
+    matrix.add_argument("--only", action="append", default=[], metavar="PATTERN")
+    matrix.add_argument("--skip", action="append", default=[], metavar="PATTERN")
+    matrix.add_argument("--report-dir", type=Path, help="default reports/matrix-<timestamp>/")
+    matrix.add_argument("--parallel", type=int, default=8)
+    matrix.add_argument("--cases", action="append", default=[], metavar="MODULE_OR_FILE")
+    matrix.add_argument("--browser", metavar="PATH", help="Chromium for the browser families (as for run)")
+    matrix.add_argument("--timing-slack", type=float, metavar="FACTOR")
+    return matrix
+
+
+async def _run_one(entry: Entry, directory: Path, progress: Progress, task, *, only: Sequence[str],
+                   skip: Sequence[str], parallel: int, browser: str | None, cases) -> tuple[dict, str]:
+    """Run the suite for one entry, write its reports to ``directory``; returns its loaded
+    report.json and, when its server could not be started, why."""
+    from ._cases import Outcome
+    from ._reports import FORMATS, write_reports
+    from ._restart import restart_for
+    from ._runner import RunReport, run_suite
+    from ._server_process import ServerStartError, server_process
+
+    def on_start(total: int) -> None:
+        progress.update(task, total=total, description=f"{entry.name}: running")
+
+    def on_result(result) -> None:
+        progress.advance(task)
+
+    async def run(profile: Profile, restart, pid: int | None) -> RunReport:
+        return await run_suite(profile, only=only, skip=[*skip, *entry.skip], parallel=parallel,
+                               on_result=on_result, on_start=on_start, cases=cases,
+                               options={"restart": restart, "browser": browser, "target_pid": pid})
+
+    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    failure = ""
+    if entry.embedded:
+        progress.update(task, description=f"{entry.name}: starting the reference server")
+        try:
+            async with server_process() as server:
+                embedded = entry.profile.with_base_url(server.base_url)
+                report = await run(embedded, restart_for(embedded, server), server.pid)
+        except ServerStartError as exc:
+            failure = f"the reference server did not start: {exc}"
+            report = RunReport("embedded reference server", entry.profile.name, started, 0, (), {}, failure)
+    else:
+        report = await run(entry.profile, restart_for(entry.profile), None)
+    write_reports(report, directory, FORMATS)
+    fails = report.count(Outcome.FAIL)
+    progress.update(task, description=f"{entry.name}: {report.count(Outcome.PASS)} pass, {fails} fail"
+                    + (f", not done: {report.error[:60]}" if report.error else ""))
+    return load_report(directory), report.error
+
+
+async def run_matrix(entries: Sequence[Entry], report_dir: Path, *, only: Sequence[str] = (),
+                     skip: Sequence[str] = (), parallel: int = 8, browser: str | None = None,
+                     cases=None, extra: Sequence[str] = (), console: Console | None = None) -> tuple[Matrix, list[str]]:
+    """Run each entry's server in turn (one progress bar each), write each report to
+    ``report_dir/NAME/`` and the matrix over them (then the ``extra`` report dirs) beside them.
+    Returns the matrix and, per server whose run could not be done, why."""
+    console = console or Console()
+    columns, problems = [], []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        tasks = [progress.add_task(f"{e.name}: waiting", total=None) for e in entries]
+        for entry, task in zip(entries, tasks):
+            report, error = await _run_one(entry, report_dir / entry.name, progress, task, only=only, skip=skip,
+                                           parallel=parallel, browser=browser, cases=cases)
+            columns.append((entry.name, report, f"{entry.name}/report.html"))
+            if error:
+                problems.append(f"{entry.name}: {error}")
+    columns += dir_columns(extra, report_dir)
+    matrix = build_matrix(columns)
+    write_matrix(matrix, report_dir)
+    return matrix, problems
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    """Exit 0: the matrix is written (its fails are its content: `run` is the gate); 2: a profile
+    or report dir is unusable, or a server's run could not be done (the matrix is still written)."""
+    from ._cases import CaseLoadError, load_cases
+
+    if not args.profile and not args.reports:
+        console.print("[red]nothing to compare: give --profile entries or report dirs")
+        return 2
+    try:
+        entries = [parse_entry(text) for text in args.profile]
+        entries = [dataclasses.replace(e, profile=e.profile.with_timing_slack(args.timing_slack)) for e in entries]
+        cases = load_cases(args.cases)
+    except (ProfileError, CaseLoadError, ValueError, OSError) as exc:
+        console.print(f"[red]bad profile: {exc}" if isinstance(exc, ProfileError) else f"[red]{exc}")
+        return 2
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    report_dir = args.report_dir or Path("reports") / f"matrix-{stamp}"
+    try:
+        dir_columns(args.reports, report_dir)  # an unusable report dir is said before any run
+        if entries:
+            matrix, problems = trio.run(lambda: run_matrix(
+                entries, report_dir, only=args.only, skip=args.skip, parallel=args.parallel, browser=args.browser,
+                cases=cases, extra=args.reports, console=console))
+        else:
+            matrix, problems = matrix_from_dirs(args.reports, report_dir), []
+            write_matrix(matrix, report_dir)
+    except MatrixError as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    totals = matrix.subtotals()
+    for server in matrix.servers:
+        counts = ", ".join(f"{n} {o}" for o, n in totals[server.name].items() if n)
+        console.print(f"{server.name} ({server.version}): {counts}")
+    for problem in problems:
+        console.print(f"[bold magenta]not done: {problem}")
+    for name in ("matrix.html", "matrix.md", "matrix.json"):
+        console.print(f"{report_dir / name}")
+    return 2 if problems else 0
