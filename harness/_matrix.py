@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from ._cases import OUTCOMES
 from ._diff import DiffError, _first, id_key, load_report, verdict
 
 __all__ = ["Cell", "Matrix", "MatrixError", "Server", "build_matrix", "column_report", "dir_columns", "is_matrix", "load_matrix",
@@ -20,7 +21,7 @@ __all__ = ["Cell", "Matrix", "MatrixError", "Server", "build_matrix", "column_re
 MATRIX_SCHEMA = 1
 MATRIX_KIND = "sse-harness matrix"
 ABSENT = "absent"  # the case is not in this server's report (its run selected other cases)
-OUTCOME_ORDER = ("pass", "fail", "non-strict", "info", "error", "skip", ABSENT)
+OUTCOME_ORDER = (*(str(o) for o in OUTCOMES), ABSENT)
 
 
 class MatrixError(ValueError):

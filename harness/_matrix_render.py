@@ -7,13 +7,14 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ._cases import Outcome
 from ._matrix import ABSENT, OUTCOME_ORDER, Matrix, family_of, to_json
 
 __all__ = ["matrix_html", "matrix_markdown", "write_matrix"]
 
-_ICON = {"pass": "✅", "fail": "❌", "non-strict": "⚠️", "info": "ℹ️", "error": "💥", "skip": "⏭️", ABSENT: "·"}
-_SHORT = {"pass": "pass", "fail": "fail", "non-strict": "non-strict", "info": "info", "error": "error",
-          "skip": "skip", ABSENT: "—"}
+_ICON = {Outcome.PASS: "✅", Outcome.FAIL: "❌", Outcome.NON_STRICT: "⚠️", Outcome.INFO: "ℹ️", Outcome.ERROR: "💥",
+         Outcome.SKIP: "⏭️", ABSENT: "·"}
+_SHORT = {**{str(o): str(o) for o in Outcome}, ABSENT: "—"}
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -54,7 +55,7 @@ def matrix_markdown(matrix: Matrix) -> str:
     totals = matrix.subtotals()
     lines.append("| **all** | | " + " | ".join(f"**{_counts(totals[n])}**" for n in names) + " |")
     first = [(case_id, n, matrix.cell(case_id, n)) for case_id, _ in matrix.cases for n in names]
-    shown = [(case_id, n, c) for case_id, n, c in first if c.outcome not in ("pass", ABSENT) and c.first]
+    shown = [(case_id, n, c) for case_id, n, c in first if c.outcome not in (Outcome.PASS, ABSENT) and c.first]
     if shown:
         lines += ["", "## First findings and reasons", "", "| case | server | outcome | first finding or reason |",
                   "| --- | --- | --- | --- |"]
