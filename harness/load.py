@@ -35,6 +35,12 @@ Request types in locust's statistics (request type ``SSE`` unless said):
   ``no terminal event`` ...) plus ``bad data`` (data not a JSON object) and decoder
   violations.
 
+On a stream profile (a ``[stream]`` section) the same user reads that stream instead: set-up
+requests (``setup <path>``), ``connect`` with the profile's method and body, every event counted
+(``event``) and judged by ``harness._invariants.AnyStreamJudge`` (ids when claimed, the end per
+the profile's meaning), keep-alive against the claimed interval, ``lag`` by the mapped timestamp,
+one cut resumed with Last-Event-ID where replay is claimed (docs/load.md, "Any SSE stream").
+
 The mix comes from the command line (``--sse-*`` options, forwarded by locust to workers).
 """
 

@@ -238,3 +238,19 @@ def test_a_broken_stream_fails_by_name(tmp_path, fault, failure):
     else:
         assert done.returncode == 1 and failure in summary["invariantFailures"], (failures, done.stdout[-4000:])
         assert set(summary["invariantFailures"]) == {failure}
+
+
+@pytest.mark.xdist_group("heavy")
+def test_a_keepalive_claim_the_stream_does_not_keep_fails_by_name(tmp_path):
+    """The channel sends a keep-alive after 1 s of quiet; a profile claiming 0.3 s: "keep-alive
+    silence" (the same channel under its true claim passes, above)."""
+    claimed = (ROOT / "examples" / "notify_channel" / "profile.toml").read_text()
+    profile = write(tmp_path, claimed.replace("keepalive_seconds = 1\n", "keepalive_seconds = 0.3\n"))
+    assert "keepalive_seconds = 0.3" in profile.read_text()
+    server = RunningServer([sys.executable, str(ROOT / "examples" / "notify_channel" / "app.py"), "0"])
+    try:
+        done, _, _, summary = load_run(tmp_path, profile, server.base_url, "--cut-share", "0",
+                                       "--session-seconds", "4")
+    finally:
+        server.stop()
+    assert done.returncode == 1 and set(summary["invariantFailures"]) == {"keep-alive silence"}, done.stdout[-4000:]
