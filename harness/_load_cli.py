@@ -135,7 +135,7 @@ def main(args, console: Console) -> int:
     if profile.kind == "stream":
         refused = _stream_refusal(args, profile)
         if refused:
-            console.print(f"[red]{refused}")
+            console.print(refused, style="red", markup=False)  # it names [sections]
             return 2
         args.target = args.target or profile.base_url  # the embedded server speaks the contract, not this stream
     if not args.locustfile.is_file():

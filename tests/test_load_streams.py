@@ -129,7 +129,8 @@ def test_what_load_cannot_do_on_a_stream_profile_is_exit_2(tmp_path):
     hooked = write(tmp_path, '[stream]\nhook = "somewhere:opener"\n')
     done = subprocess.run([*CLI, "--profile", str(hooked), "--report-dir", str(tmp_path / "r")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "hook" in done.stdout, done.stdout
+    assert done.returncode == 2 and "[stream].hook 'somewhere:opener' is an async function" in done.stdout, done.stdout
+    assert "describe the stream with [stream] and [[setup]]" in " ".join(done.stdout.split()), done.stdout
     channel = ROOT / "examples" / "notify_channel" / "profile.toml"
     done = subprocess.run([*CLI, "--profile", str(channel), "--job-id", "j1", "--report-dir", str(tmp_path / "r")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
