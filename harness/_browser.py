@@ -61,7 +61,8 @@ def find_browser(explicit: str | None = None) -> str:
     try:
         import playwright  # noqa: F401
     except ImportError:
-        raise BrowserNotFound("Playwright is not installed (pip install playwright)") from None
+        raise BrowserNotFound("needs sse-harness[browser]: Playwright is not installed here "
+                              "(pip install 'sse-harness[browser]')") from None
     for origin, value in (("--browser", explicit), (f"${BROWSER_ENV}", os.environ.get(BROWSER_ENV))):
         if value:
             path = shutil.which(value) or value

@@ -199,7 +199,7 @@ async def _run_main(args, console: Console) -> int:
                 embedded = profile.with_base_url(server.base_url)
                 report = await run(embedded, restart_for(embedded, server))
         except ServerStartError as exc:
-            console.print(f"[red]{exc}")
+            console.print(f"[red]{escape(str(exc))}")
             return 2
     if baseline is not None:
         report = apply_baseline(report, baseline)
@@ -224,7 +224,7 @@ async def _run_main(args, console: Console) -> int:
             verdict += " [bold red](stale in baseline)[/]"
         if r.retries:
             verdict += f" [dim](try {len(r.retries) + 1})[/]"
-        table.add_row(r.id, verdict, r.title, str(r.duration_ms), first[:70])
+        table.add_row(r.id, verdict, r.title, str(r.duration_ms), escape(first[:70]))
     console.print(table)
     counts = {o: report.count(o) for o in OUTCOMES}
     console.print(f"{counts[Outcome.PASS]} passed, {counts[Outcome.FAIL]} failed, {counts[Outcome.NON_STRICT]} "

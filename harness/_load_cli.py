@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import trio
 from rich.console import Console
+from rich.markup import escape
 
 from ._profile import ProfileError, load_profile
 from ._load_starvation import loopback_port
@@ -121,7 +122,8 @@ def locust_command(args, base_url: str, prefix: Path, target_pid: int | None = N
 
 def main(args, console: Console) -> int:
     if importlib.util.find_spec("locust") is None:
-        console.print("[red]locust is not installed: pip install 'sse-harness[load]' (or -e '.[load]')")
+        console.print("[red]" + escape("sse-harness load needs sse-harness[load] (locust is not installed here): "
+                                       "pip install 'sse-harness[load]'"))
         return 2
     try:
         profile = load_profile(args.profile, base_url=args.target)
@@ -184,7 +186,7 @@ async def _main(args, console: Console, profile, report_dir: Path) -> int:
                     base_url, target_pid = server.base_url, server.pid
                     error = await _run_locust(args, console, base_url, prefix, target_pid)
             except ServerStartError as exc:
-                console.print(f"[red]{exc}")
+                console.print(f"[red]{escape(str(exc))}")
                 return 2
     settings = {"users": args.users, "spawnRate": args.spawn_rate, "runTimeS": args.run_time,
                 "processes": args.processes, "subscribers": args.subscribers, "cancelShare": args.cancel_share,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -17,9 +18,17 @@ from ._tasks import background_nursery
 
 __all__ = ["ServerProcess", "reference_server_args", "server_process"]
 
+# What the reference server imports beyond the core install: the extra sse-harness[server].
+SERVER_EXTRA_MODULES = ("quart", "quart_trio", "hypercorn", "ffmpeg", "imageio_ffmpeg")
+
 
 class ServerStartError(RuntimeError):
     """The server process did not come up: the message carries its output."""
+
+
+def missing_server_modules() -> list[str]:
+    """The modules of the extra sse-harness[server] that this Python cannot import."""
+    return [name for name in SERVER_EXTRA_MODULES if importlib.util.find_spec(name) is None]
 
 
 class ServerProcess:
@@ -43,6 +52,13 @@ class ServerProcess:
 
 def reference_server_args(data_dir: str, *, keepalive: float = 1.0, time_scale: float = 0.25,
                           max_concurrent_jobs: int = 12, diagnostics: bool = True, extra: Sequence[str] = ()) -> list[str]:
+    """The command line of the embedded reference server. Raises ServerStartError, naming the
+    extra, when this install has not got its packages (a core install gates a target of its own)."""
+    missing = missing_server_modules()
+    if missing:
+        raise ServerStartError(f"the embedded reference server needs sse-harness[server] (not installed here: "
+                               f"{', '.join(missing)}): pip install 'sse-harness[server]', or name the server "
+                               f"under test with --target URL (or a profile's [target].base_url)")
     args = [sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", data_dir,
             "--keepalive", str(keepalive), "--time-scale", str(time_scale),
             "--max-concurrent-jobs", str(max_concurrent_jobs), "--retry-ms", "200"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -14,7 +15,7 @@ import trio
 from harness import Segment
 from harness._stream_profile import StreamRequest
 
-from ._core import Context, HarnessError, Judge, Severity, TargetFault, parse_data
+from ._core import Context, HarnessError, Judge, Severity, Skip, TargetFault, parse_data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,14 +144,25 @@ def verify_cleanup(ctx: Context, judge: Judge, watcher: ResourceWatcher | None, 
     judge.step(f"checked first-hand: {len(watcher.workdirs)} folder(s), {len(watcher.pids)} pid(s)")
 
 
-async def probe_mp4(data: bytes) -> dict[str, Any]:
-    """Ask ffmpeg to decode the file: duration and stream kinds, or why it could not."""
+def ffmpeg_exe() -> str:
+    """The ffmpeg that reads artifacts: imageio-ffmpeg's (sse-harness[server]), else one on PATH.
+    Skip when there is none: reading the file is the harness's tool, not the target's duty."""
     try:
         import imageio_ffmpeg
+    except ImportError:
+        found = shutil.which("ffmpeg")
+        if found:
+            return found
+        raise Skip("no ffmpeg to decode the artifact with: needs sse-harness[server] (imageio-ffmpeg) "
+                   "or ffmpeg on PATH") from None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()  # its own binary, else $IMAGEIO_FFMPEG_EXE, else PATH
+    except RuntimeError as exc:
+        raise Skip(f"no ffmpeg to decode the artifact with: {exc}") from None
 
-        exe = imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as exc:
-        raise HarnessError(f"no ffmpeg to read the artifact with: {exc}") from None
+
+async def probe_mp4(data: bytes, exe: str) -> dict[str, Any]:
+    """Ask ffmpeg (``exe``, from ffmpeg_exe()) to decode the file: duration and stream kinds, or why it could not."""
     with tempfile.TemporaryDirectory(prefix="sse-harness-mp4-") as folder:
         path = os.path.join(folder, "artifact.mp4")
         await trio.Path(path).write_bytes(data)

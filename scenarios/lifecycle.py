@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from . import checks
-from ._core import Context, Judge, Measure, Plot, case, parse_data
-from ._shared import data_of, lifecycle, probe_mp4
+from ._core import Context, Judge, Measure, Plot, Skip, case, parse_data
+from ._shared import data_of, ffmpeg_exe, lifecycle, probe_mp4
 
 
 @case("3.1", "ids go 1, 2, 3 ... with no gap or repeat", invariants=("1",))
@@ -91,7 +91,14 @@ async def artifact(ctx: Context, judge: Judge) -> None:
     listed_size = next((a.get("sizeBytes") for a in completed[-1]["artifacts"] if a.get("name") == ctx.profile.artifact), None)
     if listed_size is not None:
         judge.expect(listed_size == len(reply.body), "sizeBytes differs from the download", listed_size, len(reply.body))
-    probe = await probe_mp4(reply.body)
+    try:
+        exe = ffmpeg_exe()
+    except Skip as missing:
+        if judge.findings:  # the download already failed a check: that verdict stands without ffmpeg
+            judge.step(f"not decoded: {missing}")
+            return
+        raise
+    probe = await probe_mp4(reply.body, exe)
     judge.evidence["ffmpeg"] = probe
     judge.expect(probe["decoded"], "ffmpeg could not decode the artifact", "decodes", probe["ffmpegTail"])
     judge.expect(probe["durationSeconds"] > 0, "the video has no duration", "> 0 s", probe["durationSeconds"])
