@@ -33,8 +33,8 @@ class Server:
     """A column: one server's run, as its report tells it."""
 
     name: str
-    version: str  # the healthz's version when it advertised one, else the profile's name
-    version_from: str  # "healthz" | "profile"
+    version: str  # as given by who started it, else the healthz's when it advertised one, else the profile's name
+    version_from: str  # "given" | "healthz" | "profile"
     target: str
     profile: str
     started_at: str
@@ -108,15 +108,16 @@ def _cell(case: dict[str, Any], link: str) -> Cell:
                 bool(case.get("confounded")), len(case.get("retries") or ()), case.get("expected"), case.get("stale"))
 
 
-def build_matrix(columns: Iterable[tuple[str, dict[str, Any], str]]) -> Matrix:
+def build_matrix(columns: Iterable[tuple[str, dict[str, Any], str]], versions: dict[str, str] | None = None) -> Matrix:
     """The matrix of ``columns``: (server name, its loaded report.json, the path of its
-    report.html relative to where the matrix is written), left to right."""
+    report.html relative to where the matrix is written), left to right. ``versions``: a server's
+    version as whoever started it knows it (a library's distribution version), before the healthz's."""
     servers: list[Server] = []
     reports: dict[str, dict[str, Any]] = {}
     for name, report, html_path in columns:
         if name in reports:
             raise MatrixError(f"two servers are named {name!r}: name them apart (NAME=PROFILE)")
-        version, version_from = _version(report)
+        version, version_from = ((versions[name], "given") if name in (versions or {}) else _version(report))
         env = report.get("environment") or {}
         summary = report.get("summary") if isinstance(report.get("summary"), dict) else {}
         servers.append(Server(name, version, version_from, str(report.get("target", "?")),

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ._diff import load_report
-from ._matrix import Matrix, MatrixError, build_matrix, column_name, dir_columns, matrix_from_dirs
+from ._matrix import Matrix, MatrixError, build_matrix, column_name, dir_columns
 from ._matrix_render import write_matrix
 from ._profile import Profile, ProfileError, load_profile
 
@@ -81,6 +81,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     matrix.add_argument("--cases", action="append", default=[], metavar="MODULE_OR_FILE")
     matrix.add_argument("--browser", metavar="PATH", help="Chromium for the browser families (as for run)")
     matrix.add_argument("--timing-slack", type=float, metavar="FACTOR")
+    matrix.add_argument("--server-version", action="append", default=[], metavar="NAME=TEXT",
+                        help="a server's version as you know it (default: its healthz's, else its profile's name)")
     return matrix
 
 
@@ -127,7 +129,8 @@ async def _run_one(entry: Entry, directory: Path, progress: Progress, task, *, o
 
 async def run_matrix(entries: Sequence[Entry], report_dir: Path, *, only: Sequence[str] = (),
                      skip: Sequence[str] = (), parallel: int = 8, browser: str | None = None,
-                     cases=None, extra: Sequence[str] = (), console: Console | None = None) -> tuple[Matrix, list[str]]:
+                     cases=None, extra: Sequence[str] = (), versions: dict[str, str] | None = None,
+                     console: Console | None = None) -> tuple[Matrix, list[str]]:
     """Run each entry's server in turn (one progress bar each), write each report to
     ``report_dir/NAME/`` and the matrix over them (then the ``extra`` report dirs) beside them.
     Returns the matrix and, per server whose run could not be done, why."""
@@ -143,7 +146,7 @@ async def run_matrix(entries: Sequence[Entry], report_dir: Path, *, only: Sequen
             if error:
                 problems.append(f"{entry.name}: {error}")
     columns += dir_columns(extra, report_dir)
-    matrix = build_matrix(columns)
+    matrix = build_matrix(columns, versions)
     write_matrix(matrix, report_dir)
     return matrix, problems
 
@@ -163,6 +166,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
     except (ProfileError, CaseLoadError, ValueError, OSError) as exc:
         console.print(f"[red]bad profile: {exc}" if isinstance(exc, ProfileError) else f"[red]{exc}")
         return 2
+    versions = dict(v.partition("=")[::2] for v in args.server_version)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_dir = args.report_dir or Path("reports") / f"matrix-{stamp}"
     try:
@@ -170,9 +174,9 @@ def main(args: argparse.Namespace, console: Console) -> int:
         if entries:
             matrix, problems = trio.run(lambda: run_matrix(
                 entries, report_dir, only=args.only, skip=args.skip, parallel=args.parallel, browser=args.browser,
-                cases=cases, extra=args.reports, console=console))
+                cases=cases, extra=args.reports, versions=versions, console=console))
         else:
-            matrix, problems = matrix_from_dirs(args.reports, report_dir), []
+            matrix, problems = build_matrix(dir_columns(args.reports, report_dir), versions), []
             write_matrix(matrix, report_dir)
     except MatrixError as exc:
         console.print(f"[red]{exc}")

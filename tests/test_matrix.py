@@ -16,7 +16,9 @@ from conftest import ROOT, RunningServer
 from harness._browser import BrowserUnavailable, find_browser, open_browser
 from harness._cli import main as cli_main
 from harness._matrix import build_matrix, load_matrix
+from harness._matrix_cli import parse_entry
 from harness._matrix_render import matrix_markdown
+from harness._profile import ProfileError
 
 ONLY = ["1.1", "12.3", "12.5", "14.1"]  # healthz; a prompt head; keep-alive (the fault's); 14: unclaimed by the contract
 
@@ -140,9 +142,12 @@ def test_matrix_from_report_dirs(tmp_path, capsys):
     b = write(tmp_path / "runs" / "b", report("http://b", {"1.1": "fail", "12.10": "info"}))
     out = tmp_path / "m"
     assert cli_main(["matrix", str(a), f"beta={b}", "--report-dir", str(out)]) == 0
-    matrix = load_matrix(out)
-    assert [(s["name"], s["version"], s["versionFrom"]) for s in matrix["servers"]] == \
+    assert [(s["name"], s["version"], s["versionFrom"]) for s in load_matrix(out)["servers"]] == \
         [("alpha", "2.3", "healthz"), ("beta", "contract", "profile")]
+    assert cli_main(["matrix", str(a), f"beta={b}", "--server-version", "beta=beta-lib 9.1", "--report-dir",
+                     str(out)]) == 0
+    matrix = load_matrix(out)
+    assert matrix["servers"][1]["version"] == "beta-lib 9.1" and matrix["servers"][1]["versionFrom"] == "given"
     cells = {c["id"]: c["cells"] for c in matrix["cases"]}
     assert [c["id"] for c in matrix["cases"]] == ["1.1", "12.7", "12.10"]  # natural order, every server's cases
     assert cells["12.7"]["alpha"]["firstFinding"] == "not claimed by the profile: replay"
@@ -190,3 +195,20 @@ def test_diff_of_two_matrices(tmp_path, capsys):
     assert "| 12.1 | lag | 10 ms | 50 ms |" in b_part
     assert cli_main(["diff", str(tmp_path / "old"), str(tmp_path / "old")]) == 0
     assert cli_main(["diff", str(tmp_path / "old"), str(runs / "old" / "a")]) == 2
+
+
+def test_profile_entries_name_their_column_and_server(tmp_path):
+    """`reference` and a profile without [target].base_url run on the embedded reference server;
+    one with it names its server; profile.toml is named by its directory; a name that cannot be a
+    directory is refused."""
+    named = tmp_path / "mine.toml"
+    named.write_text('[target]\nbase_url = "http://127.0.0.1:9"\n')
+    unnamed = tmp_path / "lib" / "profile.toml"
+    unnamed.parent.mkdir()
+    unnamed.write_text('[paths]\ncreate = "/api/jobs"\n')
+    assert (parse_entry("reference").name, parse_entry("reference").embedded) == ("reference", True)
+    assert (parse_entry(str(named)).name, parse_entry(str(named)).embedded) == ("mine", False)
+    assert (parse_entry(str(unnamed)).name, parse_entry(str(unnamed)).embedded) == ("lib", True)
+    assert parse_entry(f"x-1={named}").name == "x-1"
+    with pytest.raises(ProfileError, match="cannot name a column"):
+        parse_entry(f"../up={named}")
