@@ -113,6 +113,14 @@ def _harness_loss(wanted: str, over) -> str:
         if wanted in conn.received.ids and forwarded_at is None and conn.ended_by == "target":
             return (f"connection {conn.number}: the proxy received it from the target and did not forward it, "
                     f"though nothing cut that connection")
+        received_at = _first_at(conn.received, wanted)
+        if received_at is not None and forwarded_at is None and conn.ended_by == "client" \
+                and received_at <= segment.ended_at:
+            # The proxy had it while the reader was still on that connection, and no cut came:
+            # the harness held it (the reader then left at its own deadline).
+            return (f"connection {conn.number}: the proxy received it from the target while the reader was still "
+                    f"connected and did not forward it ({conn.forwarded.nbytes} byte(s) forwarded on that connection; "
+                    f"the reader's connection ended {segment.end}: {segment.end_detail})")
     return ""
 
 
