@@ -2,8 +2,9 @@
 core only into a fresh venv, run from another directory. The core is what a CI gate needs; the
 reference server, the browser family and load are extras that it names when they are missing.
 
-Slow (about a minute: the wheel, a venv, the core's packages from the registry through pip's cache):
-one worker at a time."""
+Heavy, one worker at a time: the wheel, a venv, the core's packages from the registry through
+pip's cache. Measured: 21 s in all with the cache warm (wheel 4.6 s, venv 5.4 s); 118 s at a load
+average of 45 (wheel 40 s, venv 36 s)."""
 
 from __future__ import annotations
 
@@ -118,8 +119,9 @@ def test_the_core_install_lists_runs_a_target_and_probes_from_another_directory(
     assert "3.6" in listing.stdout and "10.1" in listing.stdout and "14.1" in listing.stdout
     server = RunningServer(reference_args())  # from the repo's .venv: the reference server is an extra here
     try:
+        # 3.5 is a timing verdict: on a busy machine it may be `error` (starvation), not the point here
         done = _run(bin_dir, "sse-harness", "run", "--target", server.base_url, "--only", "1", "--only", "3",
-                    "--only", "10.1", "--report-dir", "report", "--format", "json", cwd=tmp_path)
+                    "--skip", "3.5", "--only", "10.1", "--report-dir", "report", "--format", "json", cwd=tmp_path)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         results = {c["id"]: c for c in json.loads((tmp_path / "report" / "report.json").read_text())["cases"]}
         assert "10.1" in results and "3.1" in results and "1.1" in results
