@@ -101,7 +101,8 @@ OVERDUE_SILENT, OVERDUE_RECONNECT, OVERDUE_HELD, OVERDUE_LIMIT = "silent", "reco
 
 def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: float, *, deadline: float,
                    reconnect_within: float, terminal: Collection[str],
-                   patient: Callable[[Event], bool]) -> tuple[str, Finding] | None:
+                   patient: Callable[[Event], bool],
+                   allowance: Callable[[str, float, float], float] | None = None) -> tuple[str, Finding] | None:
     """Whether the target is overdue on one of a page's streams at ``now`` (pure: the tap's record).
 
     ``segments`` are the stream's connections as the tap saw them, in order (an open one has end
@@ -117,6 +118,9 @@ def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: flo
 
     None while nothing is owed: no request yet (a browser's own queue, six connections per
     origin), a terminal event seen, or the last event says the job is queued (``patient``).
+    ``allowance(role, start, end)``: how much of a window the machine's measured starvation
+    explains (role "target" for a silence, "browser" for a reconnect): a deadline is extended
+    by it, so that a wait ends at the target's deadline, not at the machine's.
     """
     events = [e for s in segments for e in s.events]
     if not segments or any(e.type in terminal for e in events):
@@ -128,6 +132,8 @@ def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: flo
     open_for = sum(max(0.0, (now if s.end == "open" else s.ended_at) - max(s.started_at, since)) for s in segments)
     after = [r for s in segments for r in s.records if getattr(r, "arrived_at", since) > since]
     latest = segments[-1]
+    if open_for > deadline and allowance is not None and open_for - allowance("target", since, now) <= deadline:
+        return None  # the machine, not the target, may have taken the rest: wait on
     if open_for > deadline:
         what = f"event {last.id} ({last.type})" if last is not None else "the first request"
         return OVERDUE_SILENT, Finding(
@@ -142,6 +148,8 @@ def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: flo
     gap = now - tried
     if gap <= reconnect_within:
         return None
+    if allowance is not None and gap - allowance("browser", tried, now) <= reconnect_within:
+        return None  # the browser (or our loop) was starved meanwhile: wait on
     retry = _stream_retry(segments, last=True)
     told = (f"the stream's retry: {retry} ms (the browser waits {retry / 1000:g}s)" if retry is not None
             else "the stream sent no retry (the browser waits its own default)")
@@ -345,6 +353,10 @@ class _Run:
             return ctx.event_deadline
         return max(ctx.event_deadline, advertised / 1000 + ctx.tolerance(advertised / 1000))
 
+    def _allowance(self, role: str, start: float, end: float) -> float:
+        """The machine's measured starvation in a window, for ``role`` (and our own loop)."""
+        return self.ctx.starved().explained(start, end, role=role).total
+
     def overdue(self, page: PageHandle, streams: Sequence[int]) -> tuple[str, Finding] | None:
         """The first of ``streams`` on which the target is overdue now (``stream_overdue``)."""
         ctx = self.ctx
@@ -354,7 +366,8 @@ class _Run:
             path = page.streams[s]
             found = stream_overdue([x.segment() for x in page.rig.tap.exchanges if x.target == path], tries, now,
                                    deadline=ctx.event_deadline, reconnect_within=self.reconnect_within(),
-                                   terminal=ctx.profile.terminal_events, patient=ctx.is_queued)
+                                   terminal=ctx.profile.terminal_events, patient=ctx.is_queued,
+                                   allowance=self._allowance)
             if found is not None and len(page.streams) > 1:
                 kind, finding = found
                 found = kind, dataclasses.replace(finding, message=f"stream {s + 1} of {len(page.streams)}: "

@@ -246,3 +246,22 @@ def test_what_a_stream_brought_is_read_from_the_tap_for_the_job_time_limit_findi
                            rig=SimpleNamespace(tap=SimpleNamespace(exchanges=[queued_only])))
     assert browser._Run.brought(page, 0) == "stream 1: 1 request(s), 1 event(s) (last: 1:job-status), 5 comment(s)"
     assert browser._Run.brought(page, 1) == "stream 2: 0 request(s), no event, 0 comment(s)"
+
+
+def test_a_deadline_is_extended_by_the_starvation_measured_in_its_window():
+    """A silence or a missing reconnect that the machine's measured starvation explains is not
+    overdue yet: the wait goes on (to the job time limit at most), so it ends at the target's
+    deadline, not the machine's."""
+    stream = connection([(1.0, b"retry: 200\n\n"), (1.5, JOB[0]), (2.0, JOB[1]), *KEEPALIVES], start=1.0)
+    cut = connection([(1.0, b"retry: 200\n\n"), (1.5, JOB[0])], start=1.0, ended=2.0)
+    starved = {"target": 1.0, "browser": 1.0}
+
+    def allowance(role, start, end):
+        return starved[role]
+
+    def late(exchanges, now):
+        return browser.stream_overdue([x.segment() for x in exchanges], (), now, deadline=5.0, reconnect_within=5.0,
+                                      terminal=TERMINAL, patient=queued, allowance=allowance)
+
+    assert late([stream], now=7.9) is None and late([stream], now=8.1)[0] == "silent"   # 5 s + the 1 s it took
+    assert late([cut], now=7.9) is None and late([cut], now=8.1)[0] == "reconnect"

@@ -4,6 +4,7 @@ cannot explain is the target's `fail` at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -268,3 +269,22 @@ def test_a_groups_wait_adds_its_three_most_waiting_threads_per_interval(monkeypa
     for t in (0.0, 0.1, 0.2):
         group.sample(t)
     assert [round(v, 6) for _, v in group.samples] == [0.0, 1.0, 1.0]  # not 1.15: every thread summed
+
+
+def test_a_stream_stopped_at_its_deadline_is_the_targets_unless_starvation_explains_it():
+    from harness._cases import stopped_delivering
+    from harness._client import END_NO_EVENTS, END_TIMEOUT
+
+    chunks = [(1000.0 + i * 0.1, b) for i, b in enumerate(good_job()[:5])]
+    silent = dataclasses.replace(segment(chunks, end=END_NO_EVENTS, ended_at=1005.4))  # 5 s after the last event
+    assert stopped_delivering(silent, None, 0.6)[0] == Severity.FAIL
+    quiet = Starvation(processes=waits((1000.0, 0.0), (1006.0, 0.5)))
+    assert stopped_delivering(silent, quiet, 0.6)[0] == Severity.FAIL  # 4.5 s silent net: the target's
+    starved = Starvation(processes=waits((1000.0, 0.0), (1006.0, 4.6)))
+    assert stopped_delivering(silent, starved, 0.6)[0] == Severity.CONFOUNDED
+    # At the total time limit, still delivering: the machine taking a quarter of the window.
+    limit = dataclasses.replace(segment(chunks, end=END_TIMEOUT, ended_at=1060.0),
+                                end_detail="total time limit 60.0s reached")
+    busy = Starvation(processes=waits((0.0, 0.0), (1061.0, 300.0)))  # the recording began at 0 here
+    assert stopped_delivering(limit, busy, 0.6)[0] == Severity.CONFOUNDED
+    assert stopped_delivering(limit, quiet, 0.6)[0] == Severity.FAIL
