@@ -27,6 +27,20 @@ def _short(text: str, width: int = 30) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def _ids(matrix: Matrix, ids: list[str]) -> str:
+    """Case ids, a whole family said as such: "families 1-11, 14.1"."""
+    families = [f for f in matrix.families if all(i in ids for i, _ in matrix.cases if family_of(i) == f)]
+    rest = [i for i in ids if family_of(i) not in families]
+    runs: list[list[str]] = []
+    for f in families:  # consecutive whole families as one range
+        if runs and matrix.families.index(f) == matrix.families.index(runs[-1][-1]) + 1:
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    said = [f"family {r[0]}" if len(r) == 1 else f"families {r[0]}-{r[-1]}" for r in runs]
+    return ", ".join(said + rest)
+
+
 def _md(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ")
 
@@ -54,12 +68,18 @@ def matrix_markdown(matrix: Matrix) -> str:
                                                                     for c in cells) + " |")
     totals = matrix.subtotals()
     lines.append("| **all** | | " + " | ".join(f"**{_counts(totals[n])}**" for n in names) + " |")
-    first = [(case_id, n, matrix.cell(case_id, n)) for case_id, _ in matrix.cases for n in names]
-    shown = [(case_id, n, c) for case_id, n, c in first if c.outcome not in (Outcome.PASS, ABSENT) and c.first]
+    cells = [(case_id, n, matrix.cell(case_id, n)) for case_id, _ in matrix.cases for n in names]
+    shown = [(case_id, n, c) for case_id, n, c in cells if c.outcome not in (Outcome.PASS, Outcome.SKIP, ABSENT)]
     if shown:
-        lines += ["", "## First findings and reasons", "", "| case | server | outcome | first finding or reason |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {case_id} | {_md(n)} | {c.outcome} | {_md(c.first)} |" for case_id, n, c in shown]
+        lines += ["", "## Findings", "", "| case | server | outcome | first finding or reason |", "| --- | --- | --- | --- |"]
+        lines += [f"| {case_id} | {_md(n)} | {c.verdict} | {_md(c.first)} |" for case_id, n, c in shown]
+    skips: dict[tuple[str, str], list[str]] = {}
+    for case_id, n, c in cells:
+        if c.outcome in (Outcome.SKIP, ABSENT):
+            skips.setdefault((c.first, n), []).append(case_id)
+    if skips:
+        lines += ["", "## Skips, by reason", "", "| reason | server | cases |", "| --- | --- | --- |"]
+        lines += [f"| {_md(reason)} | {_md(n)} | {_ids(matrix, ids)} |" for (reason, n), ids in skips.items()]
     return "\n".join(lines) + "\n"
 
 
