@@ -6,15 +6,17 @@ import dataclasses
 import os
 import re
 import shutil
+import statistics
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
-from harness import Segment
+from harness import Event, Segment
 from harness._stream_profile import StreamRequest
 
+from . import checks
 from ._core import Context, HarnessError, Judge, Severity, Skip, TargetFault, parse_data
 
 
@@ -65,6 +67,30 @@ async def lifecycle(ctx: Context) -> Lifecycle:
         return Lifecycle(job_id, segment, tuple(samples))
 
     return await ctx.shared("lifecycle", make)
+
+
+def judge_lateness(ctx: Context, judge: Judge, segment: Segment, values: list[float], *,
+                   timestamp_ms: Callable[[Event], float | None] | None = None, basis: str = "") -> None:
+    """Delivery not buffered, by each event's own timestamp (``values``: its sorted lateness in
+    ms, checks.lateness_ms; ``timestamp_ms``: where the timestamp is, default the contract's ts):
+    the figures as evidence, judged against the profile's max lateness net of the machine's
+    starvation, and only shown when the target is on another host (clocks differ).
+    ``basis``: a step that says what it was judged by."""
+    if values:
+        judge.evidence["latenessMs"] = {"p50": round(statistics.median(values), 1),
+                                        "p95": round(values[int(len(values) * 0.95)], 1),
+                                        "max": round(values[-1], 1), "n": len(values)}
+    if not ctx.same_host:
+        judge.informational = True
+        judge.step("target on another host: clocks differ, lateness is shown, not judged")
+        return
+    limit = ctx.profile.timing["max_lateness_ms"] * ctx.timing_slack
+    starvation = ctx.starved()
+    judge.evidence["starvation"] = starvation.explained(segment.started_at, segment.ended_at).figures()
+    if basis:
+        judge.step(basis)
+    judge.add(checks.check_lateness(segment, p50_limit_ms=limit, p95_limit_ms=4 * limit, starvation=starvation,
+                                    timestamp_ms=timestamp_ms))
 
 
 # What a browser's EventSource sends (Chromium, Firefox, Safari): the encodings it accepts.

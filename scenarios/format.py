@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
-
 from harness import Decoder, Event, Notice
 
 from . import checks
 from ._core import Context, Judge, Measure, case
-from ._shared import lifecycle
+from ._shared import judge_lateness, lifecycle
 
 
 @case("2.1", "every event has an id, a known type and one line of JSON with its fields", invariants=("1", "4"))
@@ -39,20 +37,7 @@ async def utf8(ctx: Context, judge: Judge) -> None:
                 Measure("lateness max", "ms", ("latenessMs", "max"), 10.0)))
 async def not_buffered(ctx: Context, judge: Judge) -> None:
     recording = await lifecycle(ctx)
-    values = sorted(checks.lateness_ms(recording.segment))
-    if values:
-        judge.evidence["latenessMs"] = {"p50": round(statistics.median(values), 1),
-                                        "p95": round(values[int(len(values) * 0.95)], 1),
-                                        "max": round(values[-1], 1), "n": len(values)}
-    if not ctx.same_host:
-        judge.informational = True
-        judge.step("target on another host: clocks differ, lateness is shown, not judged")
-        return
-    limit = ctx.profile.timing["max_lateness_ms"] * ctx.timing_slack
-    starvation = ctx.starved()
-    segment = recording.segment
-    judge.evidence["starvation"] = starvation.explained(segment.started_at, segment.ended_at).figures()
-    judge.add(checks.check_lateness(segment, p50_limit_ms=limit, p95_limit_ms=4 * limit, starvation=starvation))
+    judge_lateness(ctx, judge, recording.segment, sorted(checks.lateness_ms(recording.segment)))
 
 
 def _spec_events(raw: bytes) -> list[tuple[str, str, str]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import random
-import statistics
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +24,7 @@ from harness._stream_profile import StreamRequest, pointer_get
 
 from . import checks
 from ._core import Context, Finding, HarnessError, Judge, Measure, Skip, TargetFault, case
-from ._shared import BROWSER_ACCEPT_ENCODING, as_a_browser_asks
+from ._shared import BROWSER_ACCEPT_ENCODING, as_a_browser_asks, judge_lateness
 from ._wire import compare_connections, judge_replay_via_proxy, place_missing
 from .keepalive import comment_spacing, stalled_stream
 from .replay import MIN_CUTS, cut_at_pace, noting_arrivals
@@ -211,19 +210,8 @@ async def not_buffered(ctx: Context, judge: Judge) -> None:
         if len(values) < 5:
             raise Skip(f"only {len(values)} event(s) carry the mapped timestamp ({meaning.timestamp}): "
                        f"too few to judge delivery (5 needed)")
-        judge.evidence["latenessMs"] = {"p50": round(statistics.median(values), 1),
-                                        "p95": round(values[int(len(values) * 0.95)], 1),
-                                        "max": round(values[-1], 1), "n": len(values)}
-        if not ctx.same_host:
-            judge.informational = True
-            judge.step("target on another host: clocks differ, lateness is shown, not judged")
-            return
-        limit = ctx.profile.timing["max_lateness_ms"] * ctx.timing_slack
-        starvation = ctx.starved()
-        judge.evidence["starvation"] = starvation.explained(segment.started_at, segment.ended_at).figures()
-        judge.step(f"judged by the mapped timestamp {meaning.timestamp} ({meaning.timestamp_format})")
-        judge.add(checks.check_lateness(segment, p50_limit_ms=limit, p95_limit_ms=4 * limit, starvation=starvation,
-                                        timestamp_ms=meaning.timestamp_ms))
+        judge_lateness(ctx, judge, segment, values, timestamp_ms=meaning.timestamp_ms,
+                       basis=f"judged by the mapped timestamp {meaning.timestamp} ({meaning.timestamp_format})")
         return
     if len(segment.events) < 5:
         raise Skip(f"only {len(segment.events)} event(s) on the stream and no timestamp mapped: too few to judge "
