@@ -159,6 +159,12 @@ def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: flo
         "deadline)", f"no request for {gap:.2f}s since the connection ended ({latest.end}); {told}")
 
 
+def starvation_allowance(ctx: Context) -> Callable[[str, float, float], float]:
+    """``stream_overdue``'s allowance: the machine's measured starvation in a window, for
+    ``role`` (and our own loop)."""
+    return lambda role, start, end: ctx.starved().explained(start, end, role=role).total
+
+
 def connection_held(segments: Sequence[Segment], now: float, *, close_within: float,
                     terminal: Collection[str]) -> tuple[Segment, float] | None:
     """A connection still open more than ``close_within`` after it carried a terminal event (pure:
@@ -209,13 +215,30 @@ async def recording(ctx: Context) -> Recording:
     return await ctx.shared("browser-family", lambda: _record(ctx))
 
 
-async def _record(ctx: Context) -> Recording:
+def browser_path(ctx: Context) -> str:
+    """The browser to run: the one named (--browser), else one found; none found skips the
+    family, a named one that is not there is the user's to fix (an error)."""
     try:
-        path = find_browser(ctx.options.get("browser"))
+        return find_browser(ctx.options.get("browser"))
     except BrowserNotFound as exc:
         raise Skip(str(exc)) from None
-    except BrowserUnavailable as exc:  # a browser was named and is not there: the user's to fix
+    except BrowserUnavailable as exc:
         raise HarnessError(str(exc)) from None
+
+
+def session_failure(name: str, exc: Exception) -> Exception:
+    """What a recording keeps for a session that raised ``exc``: a case's outcome as itself,
+    else the session's error (a browser's timeout, its failure, or a bug of ours)."""
+    if isinstance(exc, (Skip, TargetFault, HarnessError)):
+        return exc
+    if isinstance(exc, BrowserTimeout):
+        return HarnessError(f"{exc} (the {name} session)")
+    whose = "the browser failed" if type(exc).__module__.startswith("playwright") else "harness bug"
+    return HarnessError(f"{whose} in the {name} session: {type(exc).__name__}: {exc}")
+
+
+async def _record(ctx: Context) -> Recording:
+    path = browser_path(ctx)
     port = _target_port(ctx)
     ctx.knobs(stageSeconds={})  # Skip when the target takes no knobs
     # The browser's own wait for a core bounds what the machine may have cost its timers (10.3).
@@ -235,13 +258,8 @@ async def _record(ctx: Context) -> Recording:
             async def one(name: str, make: Callable[..., Awaitable[Session]]) -> None:
                 try:
                     sessions[name] = await make(ctx, browser, port, types, jobs)
-                except (Skip, TargetFault, HarnessError) as exc:
-                    sessions[name] = exc
-                except BrowserTimeout as exc:
-                    sessions[name] = HarnessError(f"{exc} (the {name} session)")
                 except Exception as exc:  # the browser's trouble, or a bug of ours: this session's error
-                    whose = "the browser failed" if type(exc).__module__.startswith("playwright") else "harness bug"
-                    sessions[name] = HarnessError(f"{whose} in the {name} session: {type(exc).__name__}: {exc}")
+                    sessions[name] = session_failure(name, exc)
                 finally:
                     jobs.opened(name)  # a session that ended before its page opened holds no one up
 
@@ -353,10 +371,6 @@ class _Run:
             return ctx.event_deadline
         return max(ctx.event_deadline, advertised / 1000 + ctx.tolerance(advertised / 1000))
 
-    def _allowance(self, role: str, start: float, end: float) -> float:
-        """The machine's measured starvation in a window, for ``role`` (and our own loop)."""
-        return self.ctx.starved().explained(start, end, role=role).total
-
     def overdue(self, page: PageHandle, streams: Sequence[int]) -> tuple[str, Finding] | None:
         """The first of ``streams`` on which the target is overdue now (``stream_overdue``)."""
         ctx = self.ctx
@@ -367,7 +381,7 @@ class _Run:
             found = stream_overdue([x.segment() for x in page.rig.tap.exchanges if x.target == path], tries, now,
                                    deadline=ctx.event_deadline, reconnect_within=self.reconnect_within(),
                                    terminal=ctx.profile.terminal_events, patient=ctx.is_queued,
-                                   allowance=self._allowance)
+                                   allowance=starvation_allowance(ctx))
             if found is not None and len(page.streams) > 1:
                 kind, finding = found
                 found = kind, dataclasses.replace(finding, message=f"stream {s + 1} of {len(page.streams)}: "

@@ -37,8 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from harness import End, Event, Segment
-from harness._browser import (BrowserNotFound, BrowserRig, BrowserTimeout, BrowserUnavailable, PageHandle,
-                              canonical, find_browser, open_browser)
+from harness._browser import BrowserRig, BrowserUnavailable, PageHandle, canonical, open_browser
 from harness._cases import describe_arrivals
 from harness._starvation import descendants, every
 from harness._tasks import background_nursery
@@ -46,7 +45,8 @@ from harness._tasks import background_nursery
 from . import checks
 from ._core import Context, Finding, HarnessError, Judge, Severity, Skip, TargetFault, case
 from .browser import (COLLIDING_NAMES, CUT_DELAY, CUTS, PAGE_OPEN, POLL, Recording, Session, _delivered_before,
-                      _target_port, cut_after_events, judge_name_collisions)
+                      _target_port, browser_path, cut_after_events, judge_name_collisions, session_failure,
+                      starvation_allowance)
 
 TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
 NEEDS = ("stream", "browser")
@@ -64,7 +64,8 @@ READER_MARGIN = 2.0  # the Python reader beside a page reads this much longer th
 @dataclasses.dataclass(frozen=True)
 class Overdue:
     """What a page's wait on the target ended at: a timing over its deadline, with its window
-    (for the starvation that may explain it), and what was awaited and seen."""
+    (for the starvation that may explain it, the ``role``'s: "target" for a silence, "browser"
+    for a reconnect), and what was awaited and seen."""
 
     message: str
     measured: float
@@ -73,41 +74,48 @@ class Overdue:
     end: float
     expected: str
     observed: str
+    role: str = "target"
 
     def finding(self, ctx: Context) -> list[Finding]:
         return checks.over_limit(self.message, measured=self.measured, limit=self.limit,
-                                 explained=ctx.starved().explained(self.start, self.end), expected=self.expected,
+                                 explained=ctx.starved().explained(self.start, self.end, role=self.role), expected=self.expected,
                                  observed=self.observed)
 
 
 def stream_overdue(segments: Sequence[Segment], now: float, *, silence: float, reconnect_within: float,
-                   is_end: Callable[[Event], bool]) -> Overdue | None:
+                   is_end: Callable[[Event], bool],
+                   allowance: Callable[[str, float, float], float] | None = None) -> Overdue | None:
     """Whether the target is overdue on a page's stream at ``now`` (pure: the tap's record).
 
     ``silence``: an open connection brought no byte (event or comment) for longer than that,
     counted from its last byte (from its request before any). ``reconnect_within``: the last
     connection ended short of the stream's end and no request followed for longer than that
     (the stream's retry told the browser to wait that long, or the browser stopped: a page
-    CLOSED ends the wait anyway). None while nothing is owed: no request yet, or the end seen."""
+    CLOSED ends the wait anyway). None while nothing is owed: no request yet, or the end seen.
+    ``allowance(role, start, end)``: as browser.stream_overdue's (the target's starvation for a
+    silence, the browser's for a reconnect): a deadline is extended by it, so that a wait ends at
+    the target's deadline, not at the machine's."""
     if not segments or any(is_end(e) for s in segments for e in s.events):
         return None
     latest = segments[-1]
     if latest.end == "open":
         last = max([latest.started_at, *(t for t, _ in latest.chunks)])
-        if now - last > silence:
+        if now - last > silence and (allowance is None or now - last - allowance("target", last, now) > silence):
             return Overdue("the browser's open stream brought no byte within the read deadline", now - last, silence,
                            last, now, f"an event or a comment within {silence:.1f}s",
                            f"{now - last:.2f}s of silence on connection {len(segments)} "
                            f"(HTTP {latest.status}): {describe_arrivals(latest.records)}")
         return None
-    if now - latest.ended_at > reconnect_within:
+    gap = now - latest.ended_at
+    if gap > reconnect_within and (allowance is None or gap - allowance("browser", latest.ended_at, now)
+                                   > reconnect_within):
         told = (f"the stream's retry: {latest.retry_ms} ms" if latest.retry_ms is not None
                 else "the stream sent no retry (the browser waits its own default)")
         return Overdue("the browser did not reconnect after its connection ended short of the stream's end",
                        now - latest.ended_at, reconnect_within, latest.ended_at, now,
                        f"a reconnect within {reconnect_within:.1f}s",
                        f"no request for {now - latest.ended_at:.2f}s since connection {len(segments)} ended "
-                       f"({latest.end}: {latest.end_detail}); {told}")
+                       f"({latest.end}: {latest.end_detail}); {told}", role="browser")
     return None
 
 
@@ -202,12 +210,7 @@ def _listened(ctx: Context, learned: Sequence[Event]) -> list[str]:
 async def _record(ctx: Context) -> Recording:
     if ctx.profile.kind == "contract":
         raise Skip("the contract profile's streams are a job's: family 10 follows them in the browser")
-    try:
-        path = find_browser(ctx.options.get("browser"))
-    except BrowserNotFound as exc:
-        raise Skip(str(exc)) from None
-    except BrowserUnavailable as exc:  # a browser was named and is not there: the user's to fix
-        raise HarnessError(str(exc)) from None
+    path = browser_path(ctx)
     port = _target_port(ctx)
     request = await ctx.open_stream()
     if request.headers:
@@ -245,13 +248,8 @@ async def _record(ctx: Context) -> Recording:
                 async def one(name: str, make) -> None:
                     try:
                         sessions[name] = await make(plan, browser, port)
-                    except (Skip, TargetFault, HarnessError) as exc:
-                        sessions[name] = exc
-                    except BrowserTimeout as exc:
-                        sessions[name] = HarnessError(f"{exc} (the {name} session)")
                     except Exception as exc:  # the browser's trouble, or a bug of ours: this session's error
-                        whose = "the browser failed" if type(exc).__module__.startswith("playwright") else "harness bug"
-                        sessions[name] = HarnessError(f"{whose} in the {name} session: {type(exc).__name__}: {exc}")
+                        sessions[name] = session_failure(name, exc)
 
                 async with trio.open_nursery() as pages:
                     pages.start_soon(one, "plain", _plain)
@@ -316,7 +314,7 @@ async def _watch(plan: _Plan, page: PageHandle, notes: dict[str, Any], steps: li
             steps.append("the page's EventSource is CLOSED")
             return
         found = stream_overdue(segments, time.monotonic(), silence=silence, reconnect_within=plan.reconnect_within(),
-                               is_end=plan.is_end)
+                               is_end=plan.is_end, allowance=starvation_allowance(ctx))
         if found is not None:
             notes["overdue"] = found
             steps.append(f"the wait on the target ended: {found.message}")

@@ -69,6 +69,33 @@ def test_overdue_silence_on_an_open_connection_and_no_reconnect():
     assert bs.stream_overdue([ended], 60.0, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
 
 
+
+def test_overdue_waits_on_while_the_machines_starvation_explains_the_excess():
+    """As family 10's: a deadline is extended by the starvation measured in its window (the
+    target's for a silence, the browser's for a reconnect), and ends when it no longer explains it."""
+    def is_end(event):
+        return event.type == "done"
+
+    asked = []
+
+    def allowance(role, start, end):
+        asked.append((role, start, end))
+        return 1.0
+
+    quiet = dataclasses.replace(segment([(0.5, ev(1, "x"))]), end="open")
+    assert bs.stream_overdue([quiet], 6.0, silence=5.0, reconnect_within=3.0, is_end=is_end,
+                             allowance=allowance) is None
+    assert asked == [("target", 0.5, 6.0)]
+    found = bs.stream_overdue([quiet], 7.0, silence=5.0, reconnect_within=3.0, is_end=is_end, allowance=allowance)
+    assert found.role == "target" and found.measured == 6.5 and (found.start, found.end) == (0.5, 7.0)
+    cut = segment([(0.5, ev(1, "x"))], end=End.CLIENT_CLOSED, ended_at=1.0)
+    asked.clear()
+    assert bs.stream_overdue([cut], 4.5, silence=5.0, reconnect_within=3.0, is_end=is_end,
+                             allowance=allowance) is None
+    assert asked == [("browser", 1.0, 4.5)]
+    late = bs.stream_overdue([cut], 5.5, silence=5.0, reconnect_within=3.0, is_end=is_end, allowance=allowance)
+    assert late.role == "browser" and late.message.startswith("the browser did not reconnect")
+
 def test_missing_events_placed_on_the_taps_record():
     cut = segment([(0.1, ev(1, "x") + ev(2, "x"))], end=End.CLIENT_CLOSED, ended_at=1.0)
     resumed = dataclasses.replace(segment([(2.0, ev(4, "x"))]), last_event_id_sent="1", started_at=1.5)
