@@ -447,6 +447,21 @@ def _refused(segments: Sequence[Segment]) -> Finding | None:
                    "200, content-type text/event-stream", f"HTTP {first.status}, content-type {content_type or 'none'}")
 
 
+async def _begun(ctx: Context, judge: Judge, name: str) -> tuple[Session, list[Segment], bool] | None:
+    """The recorded session ``name`` begun (``_begin``): it, its stream's connections, and whether
+    its wait ended at a deadline; None when the browser could not open the stream (judged:
+    ``_refused``)."""
+    rec = await recording(ctx)
+    session = _taken(rec, name)
+    overdue = _begin(ctx, judge, rec, session)
+    segments = session.trace.segments(0)
+    refused = _refused(segments)
+    if refused is not None:
+        judge.add([refused])
+        return None
+    return session, segments, overdue
+
+
 def _unlistened(judge: Judge, session: Session, types: Sequence[str]) -> None:
     sent = {e.type for s in session.trace.segments(0) for e in s.events} - set(types)
     if sent:
@@ -458,15 +473,11 @@ def _unlistened(judge: Judge, session: Session, types: Sequence[str]) -> None:
 @case("14.1", "a browser's EventSource receives the stream's events as a Python reader does: in order, each once",
       invariants=("1", "6"), needs=NEEDS, timeout=TIMEOUT)
 async def browser_receives(ctx: Context, judge: Judge) -> None:
-    rec = await recording(ctx)
-    session = _taken(rec, "plain")
-    overdue = _begin(ctx, judge, rec, session)
-    trace = session.trace
-    segments = trace.segments(0)
-    refused = _refused(segments)
-    if refused is not None:
-        judge.add([refused])
+    begun = await _begun(ctx, judge, "plain")
+    if begun is None:
         return
+    session, segments, overdue = begun
+    trace = session.trace
     types = session.notes["types"]
     _unlistened(judge, session, types)
     delivered = trace.events(0)
@@ -534,15 +545,11 @@ def _no_cut(ctx: Context, session: Session, end_at: float) -> Exception:
 @case("14.2", "a cut mid-stream: the browser reconnects by itself with Last-Event-ID, nothing lost or repeated",
       invariants=("1", "6"), needs=(*NEEDS, "ids", "replay"), timeout=TIMEOUT)
 async def browser_resumes(ctx: Context, judge: Judge) -> None:
-    rec = await recording(ctx)
-    session = _taken(rec, "cut")
-    overdue = _begin(ctx, judge, rec, session)
-    trace = session.trace
-    segments = trace.segments(0)
-    refused = _refused(segments)
-    if refused is not None:
-        judge.add([refused])
+    begun = await _begun(ctx, judge, "cut")
+    if begun is None:
         return
+    session, segments, overdue = begun
+    trace = session.trace
     is_end = ctx.profile.meaning.is_end
     types = session.notes["types"]
     _unlistened(judge, session, types)
@@ -615,15 +622,11 @@ async def browser_resumes(ctx: Context, judge: Judge) -> None:
 @case("14.3", "after the stream's end the browser's own reconnect gets 204 and stops; the stream again restarts "
               "the work forever", invariants=("6",), needs=(*NEEDS, "ends"), timeout=TIMEOUT)
 async def browser_after_end(ctx: Context, judge: Judge) -> None:
-    rec = await recording(ctx)
-    session = _taken(rec, "plain")
-    overdue = _begin(ctx, judge, rec, session)
-    trace = session.trace
-    segments = trace.segments(0)
-    refused = _refused(segments)
-    if refused is not None:
-        judge.add([refused])
+    begun = await _begun(ctx, judge, "plain")
+    if begun is None:
         return
+    session, segments, overdue = begun
+    trace = session.trace
     is_end = ctx.profile.meaning.is_end
     ending, after = restarts_after_end(segments, is_end)
     if ending < 0:
