@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 
 import httpx
 import pytest
 
-from conftest import ROOT, RunningServer
+from conftest import ROOT, example_server
 from harness import End, load_profile
 from harness._browser import canonical
 from harness._cases import load_cases
@@ -136,15 +135,16 @@ def _why(report) -> dict:
             for r in report.results}
 
 
+async def _family_14(example, base_url: str):
+    """Family 14 against a served example (its folder's profile.toml)."""
+    return await run_suite(load_profile(example / "profile.toml", base_url=base_url), only=["14"], parallel=8)
+
+
 @needs_browser
 @pytest.mark.xdist_group("heavy")
 async def test_notification_channel_broadcast_in_the_browser():
-    server = RunningServer([sys.executable, str(ROOT / "examples" / "notify_channel" / "app.py"), "0"])
-    try:
-        profile = load_profile(ROOT / "examples" / "notify_channel" / "profile.toml", base_url=server.base_url)
-        report = await run_suite(profile, only=["14"], parallel=8)
-    finally:
-        server.stop()
+    with example_server("notify_channel") as server:
+        report = await _family_14(ROOT / "examples" / "notify_channel", server.base_url)
     got = {r.id: r for r in report.results}
     assert {i: r.outcome for i, r in got.items()} == {"14.1": "pass", "14.2": "pass", "14.3": "skip", "14.4": "pass"}, \
         _why(report)
@@ -156,16 +156,10 @@ async def test_notification_channel_broadcast_in_the_browser():
 @pytest.mark.xdist_group("heavy")
 async def test_litestar_export_restarts_forever_in_the_browser():
     pytest.importorskip("litestar")
-    from test_real_servers import REAL, free_port, serve
+    import serving
 
-    port = free_port()
-    server = serve([sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port),
-                    "--log-level", "warning"], cwd=REAL / "litestar", port=port)
-    try:
-        profile = load_profile(REAL / "litestar" / "profile.toml", base_url=server.base_url)
-        report = await run_suite(profile, only=["14"], parallel=8)
-    finally:
-        server.stop()
+    with serving.example("litestar") as server:
+        report = await _family_14(serving.REAL / "litestar", server.base_url)
     got = {r.id: r for r in report.results}
     assert {i: r.outcome for i, r in got.items()} == {"14.1": "pass", "14.2": "skip", "14.3": "fail", "14.4": "pass"}, \
         _why(report)
