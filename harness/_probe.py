@@ -10,7 +10,6 @@ Pure: Segments in, Findings and text out (the recording is harness._probe_cli's)
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import re
 import statistics
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ._client import End, Segment
 from ._decoder import Comment, Event
+from ._stream_profile import rfc3339_seconds
 
 __all__ = ["Findings", "Pick", "Reconnect", "analyse", "reconnect_pause", "render_profile", "render_summary",
            "resume_id", "stream_problem"]
@@ -324,14 +324,9 @@ def _as_stamp(value: Any, arrival: float) -> tuple[str, float] | None:
                 return fmt, seconds
         return None
     if isinstance(value, str) and _RFC3339.match(value):
-        try:
-            stamp = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=datetime.timezone.utc)
-        if abs(stamp.timestamp() - arrival) < _NEAR:
-            return "rfc3339", stamp.timestamp()
+        seconds = rfc3339_seconds(value)
+        if seconds is not None and abs(seconds - arrival) < _NEAR:
+            return "rfc3339", seconds
     return None
 
 

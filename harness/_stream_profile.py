@@ -268,18 +268,23 @@ class Meaning:
             return None
         value = pointer_get(event, self.timestamp)
         if self.timestamp_format == "rfc3339":
-            if not isinstance(value, str):
-                return None
-            try:
-                stamp = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                return None
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=datetime.timezone.utc)
-            return stamp.timestamp() * 1000
+            seconds = rfc3339_seconds(value) if isinstance(value, str) else None
+            return None if seconds is None else seconds * 1000
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
         return float(value) * (1000.0 if self.timestamp_format == "epoch_s" else 1.0)
+
+
+def rfc3339_seconds(text: str) -> float | None:
+    """An RFC 3339 timestamp's epoch seconds (one without an offset taken as UTC), None when
+    Python cannot read it as one (the probe picks a field only when this reads it)."""
+    try:
+        stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+    return stamp.timestamp()
 
 
 @dataclasses.dataclass(frozen=True)
