@@ -271,12 +271,22 @@ def _keepalive(segment: Segment) -> tuple[float, str]:
         elif isinstance(rec, Event):
             previous_comment = False
             previous_time = at
-    samples = spacing or before
-    middle = statistics.median(samples)
-    interval = round(middle, 1) if middle < 2 else round(middle * 2) / 2
     texts = sorted({c.text.split(" ")[0] for c in comments})
+    # Comments in a row (no event between) are spaced by the interval itself; the silence before
+    # a comment that follows an event is at most the interval (a timer that moves with writes
+    # makes it the interval, a fixed one anything below): its largest is the estimate. Too few
+    # of either and nothing is claimed: a claim too short fails the server for our guess.
+    if len(spacing) >= 2:
+        samples, estimate, how = spacing, statistics.median(spacing), "apart, in a row"
+    elif len(before) >= 3:
+        samples, estimate, how = before, max(before), "after the event before each"
+    else:
+        return 0.0, (f"{len(comments)} comment(s) ({', '.join(repr(t) for t in texts[:3])}): too few in a row to "
+                     f"tell their interval (events kept the stream busy); watch longer with --seconds "
+                     f"(longest silence {silence:.2f} s)")
+    interval = round(estimate, 1) if estimate < 2 else round(estimate * 2) / 2
     return max(interval, 0.1), (f"{len(comments)} comment(s) ({', '.join(repr(t) for t in texts[:3])}), "
-                                f"{min(samples):.2f}-{max(samples):.2f} s apart (median {middle:.2f} s); "
+                                f"{min(samples):.2f}-{max(samples):.2f} s {how} (taken: {estimate:.2f} s); "
                                 f"longest silence {silence:.2f} s")
 
 

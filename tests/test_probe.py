@@ -127,6 +127,14 @@ def test_a_live_channel_with_keepalives_still_open_at_the_end():
     assert not f.replay and f.reconnect.got == "newer" and "7..8 were not replayed" in f.reconnect.note
 
 
+def test_two_pings_amid_busy_events_claim_no_interval():
+    """aiohttp-sse pinging every 3 s on a channel with an event every 0.5 s: two pings 0.11 s
+    apart once claimed keepalive_seconds = 0.1, and 12.5 then failed the server for our guess."""
+    chunks = [(0.5 * i, _tick(i)) for i in range(1, 16)] + [(3.01, b": ping\n\n"), (3.12, b": ping\n\n")]
+    f = analyse(_seg(sorted(chunks, key=lambda c: c[0]), end="timeout", ended_at=8.0))
+    assert f.keepalive_seconds == 0.0 and "too few in a row" in f.keepalive_note
+
+
 def test_a_timer_keepalive_is_measured_between_comments():
     # a comment every 2 s whatever the events do: spacing between comments with nothing between
     chunks = [(0.2, _tick(1)), (2.0, b": ka\n\n"), (4.0, b": ka\n\n"), (5.0, _tick(2)), (6.0, b": ka\n\n"),
