@@ -53,7 +53,7 @@ import json
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, Callable
 
 import gevent
 from gevent.event import AsyncResult
@@ -517,16 +517,21 @@ class SSEUser(FastHttpUser):
         if random.random() < plan.cut_share:
             job.cut_at = 0.0  # set when the first connection is up
         deadline = started + plan.job_timeout
+        self._followed(job, started, lambda: self._follow(plan, job, url, deadline))
+
+    def _followed(self, reader: _Job | _Session, started: float, follow: Callable[[], None]) -> None:
+        """``follow()`` the reader's stream, then its ``job`` sample: failed by the stream's loss
+        (StreamError) or by the first breach it saw."""
         error: Exception | None = None
         try:
-            self._follow(plan, job, url, deadline)
+            follow()
         except StreamError as exc:
             error = exc
-            if job.failure is None:
-                job.failure = str(exc)
-        if error is None and job.failure is not None:
-            error = InvariantBroken(job.failure)
-        self._sample("job", (time.perf_counter() - started) * 1000, job.bytes, error)
+            if reader.failure is None:
+                reader.failure = str(exc)
+        if error is None and reader.failure is not None:
+            error = InvariantBroken(reader.failure)
+        self._sample("job", (time.perf_counter() - started) * 1000, reader.bytes, error)
 
     def _plan(self) -> LoadPlan:
         return _shared.plan_for(self)
@@ -562,69 +567,140 @@ class SSEUser(FastHttpUser):
 
     def _follow(self, plan: LoadPlan, job: _Job, url: str, deadline: float) -> None:
         """Connections until the job's end: the first, and one resume after a cut."""
+        self._resuming(plan, lambda resume_from: self._connect(
+            plan, job, lambda headers: self.client.get(url, stream=True, name="connect", headers=headers),
+            plan.profile.headers(), resume_from,
+            lambda stream, requested, requested_wall_ms: self._read(plan, job, stream, requested, requested_wall_ms,
+                                                                    deadline)))
+
+    def _resuming(self, plan: LoadPlan, connection: Callable[[float | None], str]) -> None:
+        """``connection(resume_from)`` again after each cut ("cut": when the cut was), until "done"."""
         resume_from: float | None = None
-        while True:
-            outcome = self._connection(plan, job, url, deadline, resume_from)
-            if outcome != "cut":
-                return
+        while connection(resume_from) == "cut":
             resume_from = time.perf_counter()
             gevent.sleep(plan.retry_seconds)  # as an EventSource waits its retry before resuming
 
-    def _connection(self, plan: LoadPlan, job: _Job, url: str, deadline: float, resume_from: float | None) -> str:
-        """One connection; returns "cut" when this user cut it to resume, else "done"."""
-        profile = plan.profile
+    def _connect(self, plan: LoadPlan, reader: _Job | _Session, send: Callable[[dict[str, str]], Any],
+                 headers: dict[str, str], resume_from: float | None,
+                 read: Callable[[Any, float, float], str]) -> str:
+        """One connection, a job's or any stream's: ``send(headers)`` asks for the stream (with
+        the reader's Last-Event-ID), ``read(stream, requested, requested_wall_ms)`` reads it;
+        returns "cut" when this user cut it to resume, else "done"."""
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Accept-Encoding": "identity",
-                   **profile.headers()}
-        if job.last_id:
-            headers["Last-Event-ID"] = job.last_id
+                   **headers}
+        if reader.last_id:
+            headers["Last-Event-ID"] = reader.last_id
         requested = time.perf_counter()
         requested_wall_ms = time.time() * 1000
-        reply = self.client.get(url, stream=True, name="connect", headers=headers)
-        job.connections += 1
+        reply = send(headers)
+        reader.connections += 1
         if resume_from is not None and reply.status_code in (200, 204):
             self._sample("reconnect", (time.perf_counter() - resume_from) * 1000)
-        if reply.status_code == 204:  # the job is over and we hold its last event
+        if reply.status_code == 204:  # "finished": judged as the end of the stream it resumes (we hold its last event)
             if reply.stream is not None:
                 reply.stream.release()
-            self._judge_end(plan, job, server_closed=True, ended_at=time.perf_counter(), how="204")
+            if reader.judge.terminal is None:
+                raise StreamError("HTTP 204 on a stream the profile says never ends")
+            self._judge_end(plan, reader, server_closed=True, ended_at=time.perf_counter(), how="204")
             return "done"
         if reply.status_code != 200:
             raise StreamError(f"connect: HTTP {reply.status_code}")  # locust counted it under "connect"
         stream = reply.stream
         try:
-            return self._read(plan, job, stream, requested, requested_wall_ms, deadline)
+            return read(stream, requested, requested_wall_ms)
         finally:
             stream.release()  # closes the socket unless the response ended cleanly
 
     def _read(self, plan: LoadPlan, job: _Job, stream, requested: float, requested_wall_ms: float,
               deadline: float) -> str:
+        """A job's stream (``_read_events``): every event a JSON object judged by the contract,
+        its lag by its ts while live, the gap between live events while the job works, the
+        cancel sent at its stage and judged by its terminal event."""
         profile = plan.profile
-        decoder = Decoder()
         judge = job.judge
         cancelled_type = profile.events["cancelled"]
         step_status = profile.events["step_status"]
         progress_type = profile.events["progress"]
         terminal_types = profile.terminal_events
-        limit = plan.keepalive_limit
-        connected = last_arrival = time.perf_counter()
-        if job.cut_at == 0.0:
-            job.cut_at = connected + random.uniform(0.05, plan.cut_within)
-        cut_at = job.cut_at if not job.cut_done else None
-        silence_told = False
-        silence_due = last_arrival + limit + 0.05  # when the silence so far is judged next
-        terminal_at: float | None = None
-        close_due = 0.0  # after the terminal event: when an open response is judged next
         working = False
         previous_live: float | None = None
         loads = json.loads
         sample, measure = self._sample, self._measure
+
+        def on_event(event: Event, now: float, wall_ms: float, ended: bool) -> bool:
+            nonlocal working, previous_live
+            try:
+                value = loads(event.data)
+            except ValueError:
+                value = None
+            job.last_id = event.id
+            if type(value) is not dict:
+                self._other_failure(job, "bad data", "data is not a JSON object")
+                judge.ids.see(event)
+                judge.terminal.see(event)
+                return False
+            found = judge.see(event, value)
+            if found:
+                for breach in found:
+                    self._breach(job, breach)
+            ts = value.get("ts")
+            live = type(ts) in (int, float) and ts >= requested_wall_ms - 1
+            if live:
+                measure("lag", wall_ms - ts)
+            if not job.first_event_done:
+                job.first_event_done = True
+                sample("first event", (now - requested) * 1000)
+            kind = event.type
+            if working and live and previous_live is not None:
+                measure("gap", (now - previous_live) * 1000)
+            previous_live = now if live else None
+            if kind == step_status:
+                working = value.get("status") == "running"
+            elif kind == progress_type:
+                working = True
+            if kind in terminal_types:
+                working = False
+                if not ended:
+                    job.terminal_type = kind
+                    if kind == cancelled_type and job.cancel_sent is not None:
+                        self._judge_cancel(plan, job, now)
+                    return True
+            elif job.cancel_stage is not None and value.get("stage") == job.cancel_stage:
+                job.cancel_stage = None
+                self._cancel(plan, job)
+            return False
+
+        return self._read_events(plan, job, stream, deadline, time.perf_counter(), on_event, lambda: Breach(
+            NO_TERMINAL, "no terminal event", f"within {plan.job_timeout:.0f}s", job.terminal_type))
+
+    def _read_events(self, plan: LoadPlan, reader: _Job | _Session, stream, deadline: float, connected: float,
+                     on_event: Callable[[Event, float, float, bool], bool],
+                     no_end: Callable[[], Breach] | None) -> str:
+        """One connection's reading, the same for a job's stream and any stream: the bytes as
+        they arrive, decoded, each event given to ``on_event(event, now, wall_ms, ended)``
+        (``ended``: the stream's end already seen; it returns True when this event is that end);
+        keep-alive silence against the plan's limit; the response held open after the end; this
+        reader's cut; the deadline, with ``no_end()``'s breach when the end has not come by then
+        (None: a stream that never ends, followed until the deadline). Returns "cut" when this
+        user cut it to resume, else "done"."""
+        ends = no_end is not None
+        limit = plan.keepalive_limit
+        last_arrival = connected
+        if reader.cut_at == 0.0:
+            reader.cut_at = connected + random.uniform(0.05, plan.cut_within)
+        cut_at = reader.cut_at if not reader.cut_done else None
+        silence_told = False
+        silence_due = last_arrival + limit + 0.05  # when the silence so far is judged next
+        terminal_at: float | None = None
+        close_due = 0.0  # after the end: when an open response is judged next
+        decoder = Decoder()
         try:
             while True:
                 now = time.perf_counter()
                 wait = deadline - now
                 if terminal_at is not None:
                     wait = min(wait, close_due - now)
-                if cut_at is not None and terminal_at is None:
+                elif cut_at is not None:
                     wait = min(wait, cut_at - now)
                 if limit and not silence_told:
                     wait = min(wait, silence_due - now)
@@ -633,90 +709,54 @@ class SSEUser(FastHttpUser):
                 except TimeoutError:
                     now = time.perf_counter()
                     if terminal_at is not None and now >= close_due:
-                        again = self._still_open(plan, job, terminal_at, now, deadline)
+                        again = self._still_open(plan, reader, terminal_at, now, deadline)
                         if again is None:
                             return "done"
                         close_due = again
                         continue
                     if cut_at is not None and terminal_at is None and now >= cut_at:
-                        job.cut_done = True
+                        reader.cut_done = True
                         return "cut"
                     if now >= deadline:
-                        self._breach(job, Breach(NO_TERMINAL, "no terminal event",
-                                                 f"within {plan.job_timeout:.0f}s", job.terminal_type))
-                        return "done"
+                        if no_end is not None:
+                            self._breach(reader, no_end())
+                        return "done"  # a stream that never ends: followed for its session
                     if limit and not silence_told and now >= silence_due:
-                        silence_told, silence_due = self._silence(job, plan, last_arrival, now, connected,
+                        silence_told, silence_due = self._silence(reader, plan, last_arrival, now, connected,
                                                                   ongoing=True)
                     continue
                 except OSError as exc:
                     if terminal_at is not None:
-                        self._judge_end(plan, job, server_closed=True, ended_at=time.perf_counter())
+                        self._judge_end(plan, reader, server_closed=True, ended_at=time.perf_counter())
                         return "done"
                     raise StreamError(f"stream lost: {exc!r}") from None
                 now = time.perf_counter()
                 if not data:
-                    self._judge_end(plan, job, server_closed=True, ended_at=now)
+                    if not ends:
+                        raise StreamError("the server ended a stream the profile says never ends")
+                    self._judge_end(plan, reader, server_closed=True, ended_at=now)
                     return "done"
-                job.bytes += len(data)
+                reader.bytes += len(data)
                 if limit and not silence_told and now - last_arrival > limit:
-                    silence_told, _ = self._silence(job, plan, last_arrival, now, connected, ongoing=False)
+                    silence_told, _ = self._silence(reader, plan, last_arrival, now, connected, ongoing=False)
                 last_arrival = now
                 silence_due = now + limit + 0.05
                 wall_ms = time.time() * 1000
                 for record in decoder.feed(data, now):
                     if type(record) is not Event:
                         if type(record) is Violation:
-                            self._other_failure(job, record.kind, record.detail)
+                            self._other_failure(reader, record.kind, record.detail)
                         continue
-                    event: Event = record
-                    try:
-                        value = loads(event.data)
-                    except ValueError:
-                        value = None
-                    job.last_id = event.id
-                    if type(value) is not dict:
-                        self._other_failure(job, "bad data", "data is not a JSON object")
-                        judge.ids.see(event)
-                        judge.terminal.see(event)
-                        continue
-                    found = judge.see(event, value)
-                    if found:
-                        for breach in found:
-                            self._breach(job, breach)
-                    ts = value.get("ts")
-                    live = type(ts) in (int, float) and ts >= requested_wall_ms - 1
-                    if live:
-                        measure("lag", wall_ms - ts)
-                    if not job.first_event_done:
-                        job.first_event_done = True
-                        sample("first event", (now - requested) * 1000)
-                    kind = event.type
-                    if working and live and previous_live is not None:
-                        measure("gap", (now - previous_live) * 1000)
-                    previous_live = now if live else None
-                    if kind == step_status:
-                        working = value.get("status") == "running"
-                    elif kind == progress_type:
-                        working = True
-                    if kind in terminal_types:
-                        working = False
-                        if terminal_at is None:
-                            terminal_at = now
-                            close_due = now + plan.close_within
-                            job.terminal_type = kind
-                            if kind == cancelled_type and job.cancel_sent is not None:
-                                self._judge_cancel(plan, job, now)
-                    elif job.cancel_stage is not None and value.get("stage") == job.cancel_stage:
-                        job.cancel_stage = None
-                        self._cancel(plan, job)
+                    if on_event(record, now, wall_ms, terminal_at is not None) and terminal_at is None:
+                        terminal_at = now
+                        close_due = now + plan.close_within
                 if cut_at is not None and terminal_at is None and time.perf_counter() >= cut_at:
-                    job.cut_done = True
+                    reader.cut_done = True
                     return "cut"
         finally:
             for record in decoder.close(time.perf_counter()):
                 if type(record) is Violation:
-                    self._other_failure(job, record.kind, record.detail)
+                    self._other_failure(reader, record.kind, record.detail)
 
     def _still_open(self, plan: LoadPlan, job: _Job | _Session, terminal_at: float, now: float,
                     deadline: float) -> float | None:
@@ -811,19 +851,12 @@ class SSEUser(FastHttpUser):
             session.cut_at = 0.0  # set when the first connection is up
         ends = session.judge.terminal is not None
         deadline = started + (plan.job_timeout if ends else plan.session_seconds)
-        error: Exception | None = None
-        try:
-            resume_from: float | None = None
-            while self._stream_connection(plan, session, request, deadline, resume_from) == "cut":
-                resume_from = time.perf_counter()
-                gevent.sleep(plan.retry_seconds)  # as an EventSource waits its retry before resuming
-        except StreamError as exc:
-            error = exc
-            if session.failure is None:
-                session.failure = str(exc)
-        if error is None and session.failure is not None:
-            error = InvariantBroken(session.failure)
-        self._sample("job", (time.perf_counter() - started) * 1000, session.bytes, error)
+        self._followed(session, started, lambda: self._resuming(plan, lambda resume_from: self._connect(
+            plan, session, lambda headers: self.client.request(request.method, request.url, name="connect",
+                                                               data=request.content, headers=headers, stream=True),
+            request.headers, resume_from,
+            lambda stream, requested, requested_wall_ms: self._read_stream(plan, session, stream, requested,
+                                                                           requested_wall_ms, deadline))))
 
     def _open_stream(self, plan: LoadPlan) -> StreamRequest | None:
         """The profile's set-up requests (the same sans-IO steps ``run`` takes, sent with
@@ -852,127 +885,32 @@ class SSEUser(FastHttpUser):
                     return None
         return spec.request(profile.base_url, profile.headers(), captured)
 
-    def _stream_connection(self, plan: LoadPlan, session: _Session, request: StreamRequest, deadline: float,
-                           resume_from: float | None) -> str:
-        """One connection; returns "cut" when this user cut it to resume, else "done"."""
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Accept-Encoding": "identity",
-                   **request.headers}
-        if session.last_id:
-            headers["Last-Event-ID"] = session.last_id
-        requested = time.perf_counter()
-        requested_wall_ms = time.time() * 1000
-        reply = self.client.request(request.method, request.url, name="connect", data=request.content,
-                                    headers=headers, stream=True)
-        session.connections += 1
-        if resume_from is not None and reply.status_code in (200, 204):
-            self._sample("reconnect", (time.perf_counter() - resume_from) * 1000)
-        if reply.status_code == 204:  # "finished": judged as the end of the stream it resumes
-            if reply.stream is not None:
-                reply.stream.release()
-            if session.judge.terminal is None:
-                raise StreamError("HTTP 204 on a stream the profile says never ends")
-            self._judge_end(plan, session, server_closed=True, ended_at=time.perf_counter(), how="204")
-            return "done"
-        if reply.status_code != 200:
-            raise StreamError(f"connect: HTTP {reply.status_code}")  # locust counted it under "connect"
-        stream = reply.stream
-        try:
-            return self._read_stream(plan, session, stream, requested, requested_wall_ms, deadline)
-        finally:
-            stream.release()
-
     def _read_stream(self, plan: LoadPlan, session: _Session, stream, requested: float, requested_wall_ms: float,
                      deadline: float) -> str:
-        """The contract's reading (``_read``) for any stream: every event judged by the profile's
-        claims and meaning (ids, the end), keep-alive silence against the claimed interval, lag
-        by the mapped timestamp, every event counted (``event``: time since the one before)."""
+        """Any stream (``_read_events``): every event judged by the profile's claims and meaning
+        (ids, the end), lag by the mapped timestamp, every event counted (``event``: time since
+        the one before)."""
         meaning = plan.profile.meaning
         judge = session.judge
         ends = judge.terminal is not None
-        limit = plan.keepalive_limit
-        connected = last_arrival = previous_event = time.perf_counter()
-        if session.cut_at == 0.0:
-            session.cut_at = connected + random.uniform(0.05, plan.cut_within)
-        cut_at = session.cut_at if not session.cut_done else None
-        silence_told = False
-        silence_due = last_arrival + limit + 0.05
-        terminal_at: float | None = None
-        close_due = 0.0
-        decoder = Decoder()
-        try:
-            while True:
-                now = time.perf_counter()
-                wait = deadline - now
-                if terminal_at is not None:
-                    wait = min(wait, close_due - now)
-                elif cut_at is not None:
-                    wait = min(wait, cut_at - now)
-                if limit and not silence_told:
-                    wait = min(wait, silence_due - now)
-                try:
-                    data = _read_some(stream, wait)
-                except TimeoutError:
-                    now = time.perf_counter()
-                    if terminal_at is not None and now >= close_due:
-                        again = self._still_open(plan, session, terminal_at, now, deadline)
-                        if again is None:
-                            return "done"
-                        close_due = again
-                        continue
-                    if cut_at is not None and terminal_at is None and now >= cut_at:
-                        session.cut_done = True
-                        return "cut"
-                    if now >= deadline:
-                        if ends:
-                            self._breach(session, Breach(NO_TERMINAL, "no end of the stream",
-                                                         f"within {plan.job_timeout:.0f}s", list(meaning.end_names)))
-                        return "done"  # a stream that never ends: followed for its session
-                    if limit and not silence_told and now >= silence_due:
-                        silence_told, silence_due = self._silence(session, plan, last_arrival, now, connected,
-                                                                  ongoing=True)
-                    continue
-                except OSError as exc:
-                    if terminal_at is not None:
-                        self._judge_end(plan, session, server_closed=True, ended_at=time.perf_counter())
-                        return "done"
-                    raise StreamError(f"stream lost: {exc!r}") from None
-                now = time.perf_counter()
-                if not data:
-                    if not ends:
-                        raise StreamError("the server ended a stream the profile says never ends")
-                    self._judge_end(plan, session, server_closed=True, ended_at=now)
-                    return "done"
-                session.bytes += len(data)
-                if limit and not silence_told and now - last_arrival > limit:
-                    silence_told, _ = self._silence(session, plan, last_arrival, now, connected, ongoing=False)
-                last_arrival = now
-                silence_due = now + limit + 0.05
-                wall_ms = time.time() * 1000
-                for record in decoder.feed(data, now):
-                    if type(record) is not Event:
-                        if type(record) is Violation:
-                            self._other_failure(session, record.kind, record.detail)
-                        continue
-                    event: Event = record
-                    if event.id:
-                        session.last_id = event.id
-                    for breach in judge.see(event):
-                        self._breach(session, breach)
-                    self._measure("event", (now - previous_event) * 1000)
-                    previous_event = now
-                    if not session.first_event_done:
-                        session.first_event_done = True
-                        self._sample("first event", (now - requested) * 1000)
-                    stamp = meaning.timestamp_ms(event)
-                    if stamp is not None and stamp >= requested_wall_ms - 1:  # live, not replayed history
-                        self._measure("lag", wall_ms - stamp)
-                    if ends and terminal_at is None and judge.terminal.terminal is not None:
-                        terminal_at = now
-                        close_due = now + plan.close_within
-                if cut_at is not None and terminal_at is None and time.perf_counter() >= cut_at:
-                    session.cut_done = True
-                    return "cut"
-        finally:
-            for record in decoder.close(time.perf_counter()):
-                if type(record) is Violation:
-                    self._other_failure(session, record.kind, record.detail)
+        connected = previous_event = time.perf_counter()
+
+        def on_event(event: Event, now: float, wall_ms: float, ended: bool) -> bool:
+            nonlocal previous_event
+            if event.id:
+                session.last_id = event.id
+            for breach in judge.see(event):
+                self._breach(session, breach)
+            self._measure("event", (now - previous_event) * 1000)
+            previous_event = now
+            if not session.first_event_done:
+                session.first_event_done = True
+                self._sample("first event", (now - requested) * 1000)
+            stamp = meaning.timestamp_ms(event)
+            if stamp is not None and stamp >= requested_wall_ms - 1:  # live, not replayed history
+                self._measure("lag", wall_ms - stamp)
+            return ends and not ended and judge.terminal.terminal is not None
+
+        no_end = (lambda: Breach(NO_TERMINAL, "no end of the stream", f"within {plan.job_timeout:.0f}s",
+                                 list(meaning.end_names))) if ends else None
+        return self._read_events(plan, session, stream, deadline, connected, on_event, no_end)
