@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, RunningServer
+from conftest import ROOT, example_server, job_stream_profile, variant_server
 from harness import Decoder, Event, load_profile
 from harness._invariants import AnyStreamJudge, StreamIds
 from harness._stream_profile import SetupAnswer, SetupFailed, StreamRequest
@@ -163,12 +163,9 @@ def count(rows: dict, name: str) -> int:
 def test_the_post_token_stream_under_load(tmp_path):
     """POST, tokens ending in data: [DONE], a timestamp mapped: every answer read to its end,
     every token's lag, no failure."""
-    server = RunningServer([sys.executable, str(ROOT / "examples" / "token_stream" / "app.py"), "0"])
-    try:
+    with example_server("token_stream") as server:
         done, rows, failures, summary = load_run(tmp_path, ROOT / "examples" / "token_stream" / "profile.toml",
                                                  server.base_url)
-    finally:
-        server.stop()
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert failures == {} and summary["invariantFailures"] == {}
     jobs, tokens = count(rows, "job"), count(rows, "event")
@@ -182,13 +179,10 @@ def test_the_post_token_stream_under_load(tmp_path):
 def test_the_notification_channel_under_load_with_resumes(tmp_path):
     """GET broadcast channel, ids, replay, keep-alive 1 s: every reader cut once and resumed with
     Last-Event-ID (no gap, no repeat across it), sessions of 2 s on a stream that never ends."""
-    server = RunningServer([sys.executable, str(ROOT / "examples" / "notify_channel" / "app.py"), "0"])
-    try:
+    with example_server("notify_channel") as server:
         done, rows, failures, summary = load_run(
             tmp_path, ROOT / "examples" / "notify_channel" / "profile.toml", server.base_url,
             "--cut-share", "1", "--cut-within", "0.5", "--session-seconds", "2")
-    finally:
-        server.stop()
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert failures == {} and summary["invariantFailures"] == {}
     assert count(rows, "job") >= 5 and count(rows, "reconnect") >= 5
@@ -199,23 +193,9 @@ def test_the_notification_channel_under_load_with_resumes(tmp_path):
 
 # The reference server's job stream as a stream profile: a set-up request creates the job, its id
 # is captured into the stream's path; the job's own stageSeconds keep it short.
-JOB_STREAM = """
-[[setup]]
-method = "POST"
-path = "/api/jobs"
-json = { topic = "load on a stream profile", scenes = 1, stageSeconds = { script = 0.2, tts = 0.2, visuals = 0.2, compose = 0.2, render = 0.2 } }
-capture = { id = "json:/jobId" }
-[stream]
-path = "/api/jobs/{id}/events"
-[meaning]
-end_types = ["job-completed", "job-failed", "job-cancelled"]
-[claims]
-ids = true
-replay = true
-keepalive_seconds = 1
-retry_ms = 200
-finished = "204"
-"""
+JOB_STREAM = job_stream_profile(
+    '{ topic = "load on a stream profile", scenes = 1, '
+    'stageSeconds = { script = 0.2, tts = 0.2, visuals = 0.2, compose = 0.2, render = 0.2 } }')
 
 
 @pytest.mark.xdist_group("heavy")
@@ -225,13 +205,9 @@ def test_a_broken_stream_fails_by_name(tmp_path, fault, failure):
     resumed once; ids that skip, "id gap"; a resume answered from the start (Last-Event-ID
     ignored while the profile claims replay), "id repeat"."""
     profile = write(tmp_path, JOB_STREAM)
-    server = RunningServer([sys.executable, str(ROOT / "tests" / "variants" / "server.py"), fault, "--port", "0",
-                            "--data-dir", "{data_dir}", "--keepalive", "1", "--retry-ms", "200"])
-    try:
+    with variant_server(fault) as server:
         done, rows, failures, summary = load_run(tmp_path, profile, server.base_url, "--cut-share", "1",
                                                  "--cut-within", "0.4")
-    finally:
-        server.stop()
     assert count(rows, "setup /api/jobs") >= 5 and count(rows, "reconnect") >= 1, sorted(rows)
     if failure is None:
         assert done.returncode == 0 and failures == {}, done.stdout[-4000:] + done.stderr[-3000:]
@@ -248,10 +224,7 @@ def test_a_keepalive_claim_the_stream_does_not_keep_fails_by_name(tmp_path):
     claimed = (ROOT / "examples" / "notify_channel" / "profile.toml").read_text()
     profile = write(tmp_path, claimed.replace("keepalive_seconds = 1\n", "keepalive_seconds = 0.3\n"))
     assert "keepalive_seconds = 0.3" in profile.read_text()
-    server = RunningServer([sys.executable, str(ROOT / "examples" / "notify_channel" / "app.py"), "0"])
-    try:
+    with example_server("notify_channel") as server:
         done, _, _, summary = load_run(tmp_path, profile, server.base_url, "--cut-share", "0",
                                        "--session-seconds", "4")
-    finally:
-        server.stop()
     assert done.returncode == 1 and set(summary["invariantFailures"]) == {"keep-alive silence"}, done.stdout[-4000:]

@@ -7,14 +7,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sys
 import time
 import zlib
 
 import pytest
 import trio
 
-from conftest import ROOT, RunningServer
+from conftest import ROOT, example_server, job_stream_profile, variant_server
 from harness import Decoder, Event, Severity, Violation, load_profile
 from harness._runner import run_suite
 from scenarios import checks
@@ -196,12 +195,9 @@ NOTIFY_CHANNEL = {"12.1": "pass", "12.2": "pass", "12.3": "pass", "12.4": "pass"
     ("notify_channel", NOTIFY_CHANNEL, {"12.8": "same request", "12.9": "ends by itself"}),
 ])
 async def test_family_12_on_the_example_servers(name, expected, skip_reasons):
-    server = RunningServer([sys.executable, str(ROOT / "examples" / name / "app.py"), "0"])
-    try:
+    with example_server(name) as server:
         profile = load_profile(ROOT / "examples" / name / "profile.toml", base_url=server.base_url)
         report = await run_suite(profile, only=["12"], parallel=8)
-    finally:
-        server.stop()
     assert _outcomes(report) == expected, _why(report)
     reasons = {r.id: r.reason for r in report.results}
     for case_id, words in skip_reasons.items():
@@ -210,23 +206,7 @@ async def test_family_12_on_the_example_servers(name, expected, skip_reasons):
 
 # The reference server's job stream described as a stream profile (a set-up request, an id
 # captured, no timestamp mapped): family 12's per-request paths and delivery judged by arrival.
-JOB_STREAM_PROFILE = """
-[[setup]]
-method = "POST"
-path = "/api/jobs"
-json = { topic = "a stream profile on the reference server", scenes = 2 }
-capture = { id = "json:/jobId" }
-[stream]
-path = "/api/jobs/{id}/events"
-[meaning]
-end_types = ["job-completed", "job-failed", "job-cancelled"]
-[claims]
-ids = true
-replay = true
-keepalive_seconds = 1
-retry_ms = 200
-finished = "204"
-"""
+JOB_STREAM_PROFILE = job_stream_profile('{ topic = "a stream profile on the reference server", scenes = 2 }')
 
 
 @pytest.mark.xdist_group("heavy")
@@ -234,12 +214,8 @@ finished = "204"
 async def test_a_stream_profile_with_set_up_on_the_variant_server(tmp_path, fault, failing):
     path = tmp_path / "jobs.toml"
     path.write_text(JOB_STREAM_PROFILE)
-    server = RunningServer([sys.executable, str(ROOT / "tests" / "variants" / "server.py"), fault, "--port", "0",
-                            "--data-dir", "{data_dir}", "--keepalive", "1", "--time-scale", "0.25", "--retry-ms", "200"])
-    try:
+    with variant_server(fault, "--time-scale", "0.25") as server:
         report = await run_suite(load_profile(path, base_url=server.base_url), only=["12"], parallel=8)
-    finally:
-        server.stop()
     got = _outcomes(report)
     assert {c for c, o in got.items() if o == "fail"} == failing, _why(report)
     assert all(o in ("pass", "fail", "skip") for o in got.values()), _why(report)
