@@ -106,6 +106,19 @@ async def as_a_browser_asks(ctx: Context, request: StreamRequest | None = None) 
     return await ctx.record_stream(request, limits=ctx.stream_limits(total=1.5, read=1.5))
 
 
+async def judge_compressed_when_asked(ctx: Context, judge: Judge, segment: Segment, *, asked: str = "") -> None:
+    """The recording (``segment``) asked for identity; when it came so, the stream asked again as
+    a browser asks (``as_a_browser_asks``), its answer's encoding judged (``asked``: how a step
+    names that request)."""
+    if segment.header("content-encoding") not in (None, "identity"):
+        return
+    reply = await as_a_browser_asks(ctx)
+    judge.evidence["asBrowserAsks"] = {"status": reply.status, "contentEncoding": reply.header("content-encoding")}
+    judge.step(f"{asked}with Accept-Encoding: {BROWSER_ACCEPT_ENCODING}: HTTP {reply.status}, "
+               f"Content-Encoding {reply.header('content-encoding') or 'none'}")
+    judge.add(checks.check_compressed_when_asked(reply))
+
+
 class ResourceWatcher:
     """Polls a job's snapshot for ``resources`` (diagnostics) to learn its folder and pids."""
 

@@ -6,7 +6,7 @@ from harness import Retry
 
 from . import checks
 from ._core import Context, Judge, case, reply_evidence
-from ._shared import BROWSER_ACCEPT_ENCODING, as_a_browser_asks, lifecycle
+from ._shared import judge_compressed_when_asked, lifecycle
 
 PROBLEM = "application/problem+json"
 
@@ -46,13 +46,7 @@ async def stream_headers(ctx: Context, judge: Judge) -> None:
     judge.evidence["headers"] = dict(segment.headers)
     judge.expect(segment.status == 200, "stream status is not 200", 200, segment.status)
     judge.add(checks.check_headers(segment))
-    if segment.header("content-encoding") in (None, "identity"):
-        # The recording asked for identity; a browser asks for gzip, deflate, br.
-        asked = await as_a_browser_asks(ctx)
-        judge.evidence["asBrowserAsks"] = {"status": asked.status, "contentEncoding": asked.header("content-encoding")}
-        judge.step(f"a job's stream asked with Accept-Encoding: {BROWSER_ACCEPT_ENCODING}: HTTP {asked.status}, "
-                   f"Content-Encoding {asked.header('content-encoding') or 'none'}")
-        judge.add(checks.check_compressed_when_asked(asked))
+    await judge_compressed_when_asked(ctx, judge, segment, asked="a job's stream asked ")
     content_type = segment.header("content-type") or ""
     if "charset" not in content_type.lower():
         judge.step("no charset parameter: legal, UTF-8 is the event-stream's only encoding")
