@@ -34,7 +34,7 @@ from harness._starvation import descendants, every
 from harness._tasks import background_nursery
 
 from . import checks
-from ._core import Context, Finding, HarnessError, Judge, Skip, TargetFault, case
+from ._core import Context, Finding, HarnessError, Judge, Severity, Skip, TargetFault, case
 
 TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
 CUTS = 3
@@ -964,9 +964,19 @@ async def browser_outage(ctx: Context, judge: Judge) -> None:
     elif outage_at is None or outage_at >= _terminal_at(ctx, session):
         raise _no_room(ctx, session, "outage", OUTAGE_DELAY, "outage to ride through")
     elif not refused:
-        raise HarnessError(f"the harness's outage refused no connection: the browser did not try while the proxy "
-                           f"kept the network down ({session.notes['outageSeconds']}s, kept down up to 10s more "
-                           f"until a try)")
+        # The browser owed a try within the stream's retry. When the machine's measured starvation
+        # of the browser in that window explains its silence, the case is tried again; otherwise
+        # our outage did not do its part: the harness's trouble.
+        window = float(session.notes["outageSeconds"]) + 10.0
+        retry = (_stream_retry(segments, last=True) or 3000) / 1000
+        starved = ctx.starved().explained(outage_at, outage_at + window, role="browser")
+        reason = (f"the harness's outage refused no connection: the browser did not try while the proxy kept the "
+                  f"network down ({session.notes['outageSeconds']}s, kept down up to 10s more until a try); "
+                  f"{starved.describe()}")
+        if window - starved.total <= retry + ctx.tolerance(retry):
+            raise TargetFault(reason, f"a try within the stream's retry ({retry:g}s)", starved.figures(),
+                              Severity.CONFOUNDED)
+        raise HarnessError(reason)
     reference = _reference(session, ctx)
     events = trace.events(0)
     judge.add(checks.check_ids(events))
