@@ -67,7 +67,9 @@ async def cancel_one_of_eight(ctx: Context, judge: Judge) -> None:
     ids, segments = await run_many(ctx, judge, 8, cancel_index=3)
     judge_isolated(ctx, judge, ids, segments, cancelled=3)
     for i, job_id in enumerate(ids):
-        if i != 3:
+        # A job whose stream was cut short at its deadline has that finding; its artifact is not
+        # owed yet (the job had not ended), and asking for it would blame the target twice.
+        if i != 3 and not ctx.overdue(segments[i], ""):
             art = await ctx.api.artifact(job_id, ctx.profile.artifact)
             judge.expect(art.status == 200 and len(art.body) > 0, f"job {i + 1}'s artifact is missing", 200, art.status)
 
