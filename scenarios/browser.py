@@ -34,7 +34,7 @@ from harness._starvation import descendants, every
 from harness._tasks import background_nursery
 
 from . import checks
-from ._core import Context, Finding, HarnessError, Judge, Severity, Skip, TargetFault, case
+from ._core import Context, Finding, HarnessError, Judge, Severity, Skip, TargetFault, case, parse_data
 
 TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
 CUTS = 3
@@ -651,10 +651,18 @@ def _no_room(ctx: Context, session: Session, action: str, delay: float, what: st
     room = cut_room(segments, ctx.profile.terminal_events)
     created = session.notes.get("jobCreatedAt")
     late = segments[0].started_at - created if segments and created is not None else 0.0
-    if room.seconds < delay + ROOM_MARGIN and late > LATE_REQUEST:
-        return HarnessError(f"no {action} could land mid-job, so no {what}: the browser's first request for the "
-                            f"stream reached the target {late:.2f}s after the job was created (the harness's "
-                            f"browser was slow; the job was nearly over): {room.describe()}")
+    if room.seconds < delay + ROOM_MARGIN and late > LATE_REQUEST and not _ran_on_after(ctx, segments):
+        # The job was over (by its own terminal ts) before the browser asked: its replay came in
+        # one read, which says nothing of the target. The browser's slowness is the machine's
+        # when its measured starvation explains it (tried again), else the harness's.
+        reason = (f"no {action} could land mid-job, so no {what}: the browser's first request for the stream "
+                  f"reached the target {late:.2f}s after the job was created (the harness's browser was slow; "
+                  f"the job was over): {room.describe()}")
+        starved = ctx.starved().explained(created, segments[0].started_at, role="browser")
+        if late - starved.total <= LATE_REQUEST:
+            return TargetFault(f"{reason}; {starved.describe()}", "the browser's request before the job's end",
+                               starved.figures(), Severity.CONFOUNDED)
+        return HarnessError(f"{reason}; {starved.describe()}")
     if room.seconds < delay + ROOM_MARGIN:
         return Skip(f"no {action} could land mid-job, so no {what}: {room.describe()}, and the {action} comes "
                     f"{delay}s after the tap sees an event on the stream. A target that holds events back and "
@@ -662,6 +670,18 @@ def _no_room(ctx: Context, session: Session, action: str, delay: float, what: st
     tally = f" ({session.notes['cuts']} cut(s) in all)" if "cuts" in session.notes else ""
     return HarnessError(f"the harness's proxy made no {action} while the job ran{tally}, although the stream left "
                         f"room for one: {room.describe()}: no {what}")
+
+
+def _ran_on_after(ctx: Context, segments: Sequence[Segment]) -> bool:
+    """Whether the job was still running (by its terminal event's own ts) when the browser's
+    first request reached the target: then a stream that came in one read was held back by
+    the target, whenever the browser asked."""
+    for segment in segments:
+        for event in segment.events:
+            if event.type in ctx.profile.terminal_events:
+                ts = (parse_data(event) or {}).get("ts")
+                return isinstance(ts, (int, float)) and ts / 1000 - segment.wall_offset > segments[0].started_at + 0.2
+    return False
 
 
 def _never_reconnected(judge: Judge, session: Session, cuts: list[float]) -> None:

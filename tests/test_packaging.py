@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, RunningServer, reference_args
 
-pytestmark = pytest.mark.xdist_group("heavy")
+# Its own group: mostly pip and venv I/O, it overlaps the heavy whole-suite runs on the other worker.
+pytestmark = pytest.mark.xdist_group("packaging")
 
 PACKAGES = ("harness", "scenarios", "reference_server")
 # What the core must not bring: the extras' packages (import names).

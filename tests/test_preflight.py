@@ -52,7 +52,6 @@ def test_pointers_and_claims_checked_against_the_first_events(tmp_path):
     assert check_profile_against(wrong, []) == []  # a quiet channel: nothing to say
 
 
-@pytest.mark.xdist_group("heavy")
 def test_a_profile_that_does_not_fit_is_exit_2_naming_the_key(tmp_path):
     server = RunningServer(reference_args())
     try:
