@@ -517,10 +517,12 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], jobs: _Job
             await trio.sleep(outage)
             # A browser slower to retry than the outage is long (its own 3 s default, when the
             # stream sent no retry) must still meet it: keep the network down until it has.
+            # Each window overlaps the next by far: a stall of our loop between two of them once
+            # let the browser's try through unrefused (an error of ours on a correct server).
             for _ in range(40):
                 if done.is_set() or any(e.action == "refused" for e in rig.proxy.log):
                     break
-                rig.proxy.refuse(0.25)
+                rig.proxy.refuse(1.0)
                 await trio.sleep(0.25)
 
         nursery.start_soon(offline)

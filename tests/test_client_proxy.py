@@ -88,8 +88,15 @@ async def _later(delay, action):
 
 async def test_stall_is_seen_as_silence(sse_port):
     async with FaultProxy(sse_port) as proxy:
-        proxy.schedule(0.1, proxy.stall, 0.6)
-        seg = await record(proxy.url("/"), terminal_types={"end"})
+        seen = []
+
+        async def stall_after_the_fifth(rec) -> None:
+            # After events have flowed (a stall on a timer missed a stream that started late).
+            seen.append(rec)
+            if len(seen) == 5:
+                proxy.stall(0.6)
+
+        seg = await record(proxy.url("/"), terminal_types={"end"}, sink=stall_after_the_fifth)
     gaps = [b[0] - a[0] for a, b in zip(seg.chunks, seg.chunks[1:])]
     assert max(gaps) >= 0.55
     assert len(seg.events) == EVENTS  # held, not lost

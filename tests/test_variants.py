@@ -120,7 +120,12 @@ async def test_fault_is_caught_by_its_cases(fault):
 @pytest.mark.xdist_group("heavy")
 @pytest.mark.parametrize("name", ["correct", *sorted(LEGAL_NON_STRICT)])
 async def test_correct_and_legal_variants_pass_everything(name):
-    report = await run_against(name)
+    # The legal variants differ from the correct one only in how they frame events (CRLF, CR,
+    # fields a client must ignore): the families that read and compare framing judge them (1-4,
+    # the browser's 10, any stream's 12 and 14); the rest read the same streams through the same
+    # decoder and run against the correct variant (keeps CI under 10 minutes on 2 cores).
+    framing = ("1", "2", "3", "4", "10", "12", "14")
+    report = await run_against(name, only=() if name == "correct" else framing)
     allowed = LEGAL_NON_STRICT.get(name, set())
     bad = {r.id: _why(r) for r in report.results if not acceptable(r, allowed)}
     assert not bad, f"{name}: {bad}"
