@@ -15,7 +15,7 @@ import dataclasses
 import ipaddress
 from urllib.parse import urlsplit
 
-from ._starvation import (Explained, ProcessSeries, Starvation, _Group, find_listening_pid, machine_pressure_seconds,
+from ._starvation import (Explained, ProcessSeries, Starvation, ProcessGroup, find_listening_pid, machine_pressure_seconds,
                           process_wait_seconds)
 
 __all__ = ["TargetProcess", "WorkerStarvation", "loopback_port"]
@@ -80,7 +80,7 @@ class WorkerStarvation:
     def __init__(self, *, probe_period: float, keep: int = KEEP) -> None:
         self.probe_period, self.keep = probe_period, keep
         self.delays: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
-        self._group: _Group | None = None  # the target's threads, when its pid is known
+        self._group: ProcessGroup | None = None  # the target's threads, when its pid is known
         self.target_waits: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
         self.pressure: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
         self.target: TargetProcess | None = None
@@ -93,7 +93,7 @@ class WorkerStarvation:
             return False
         self.target = target
         pid = target.pid
-        self._group = _Group("target", lambda: [pid], target.label, self.keep) if pid is not None else None
+        self._group = ProcessGroup("target", lambda: [pid], target.label, self.keep) if pid is not None else None
         self.target_waits = self._group.samples if self._group is not None else collections.deque(maxlen=self.keep)
         self._logged.pop("target wait", None)
         return True

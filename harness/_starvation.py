@@ -17,6 +17,7 @@ judge with (``explained(start, end)``), unit-testable on hand-built samples.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import os
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 import trio
 
-__all__ = ["Explained", "ProcessSeries", "Starvation", "StarvationMonitor", "descendants", "find_listening_pid",
+__all__ = ["Explained", "ProcessGroup", "ProcessSeries", "Starvation", "StarvationMonitor", "descendants", "find_listening_pid",
            "every", "machine_pressure_seconds", "process_name", "process_wait_seconds", "thread_waits"]
 
 _PSI = Path("/proc/pressure/cpu")
@@ -150,18 +151,23 @@ def every(seconds: float, find: Callable[[], list[int]]) -> Callable[[], list[in
 
 def _delta(series: tuple[tuple[float, float], ...], start: float, end: float) -> float | None:
     """The growth of a cumulative series over [start, end], widened to the samples around it
-    (an upper bound: what happened between samples is counted whole)."""
+    (an upper bound: what happened between samples is counted whole). The series is in time
+    order: found by bisection, since a check asks once per event of a stream."""
     if not series:
         return None
-    before = [v for t, v in series if t <= start]
-    after = [v for t, v in series if t >= end]
-    low = before[-1] if before else series[0][1]
-    high = after[0] if after else series[-1][1]
-    if not before and series[0][0] > start + 1.0:
+    before = bisect.bisect_right(series, start, key=_time) - 1  # the last sample at or before start
+    after = bisect.bisect_left(series, end, key=_time)  # the first sample at or after end
+    if before < 0 and series[0][0] > start + 1.0:
         return None  # the window began before sampling did: not measured
-    if not after and series[-1][0] < end - 1.0:
+    if after == len(series) and series[-1][0] < end - 1.0:
         return None  # sampling stopped before the window ended
+    low = series[max(before, 0)][1]
+    high = series[min(after, len(series) - 1)][1]
     return max(0.0, high - low)
+
+
+def _time(sample: tuple[float, float]) -> float:
+    return sample[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +262,7 @@ class Starvation:
         return out
 
 
-class _Group:
+class ProcessGroup:
     """A process group's wait for a core, as one cumulative series: each sampling interval adds
     the waits of its ``chain`` most-waiting threads in that interval. What delays one timing is
     a chain of a few threads (a server's loop, a browser's renderer, network and I/O threads);
@@ -292,7 +298,7 @@ class StarvationMonitor:
         self.period, self.proc_period, self.keep, self.remote = period, proc_period, keep, remote
         self.own: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
         self.machine: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
-        self._groups: dict[str, _Group] = {}
+        self._groups: dict[str, ProcessGroup] = {}
 
     @property
     def samples(self) -> collections.deque[tuple[float, float]]:
@@ -303,7 +309,7 @@ class StarvationMonitor:
         """From now on, sample the run-queue wait of the processes ``pids()`` names, as ``role``
         (the target, found by its pid or port; the browser, found below the harness's process)."""
         if role not in self._groups:
-            self._groups[role] = _Group(role, pids, label, self.keep)
+            self._groups[role] = ProcessGroup(role, pids, label, self.keep)
 
     def observing(self, role: str) -> bool:
         return role in self._groups

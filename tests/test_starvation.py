@@ -265,7 +265,7 @@ def test_a_groups_wait_adds_its_three_most_waiting_threads_per_interval(monkeypa
                      {1: 0.5, 2: 0.1, 3: 0.2, 4: 0.3, 5: 0.05},   # grew 0.5, 0.3, 0.2 at the top
                      {1: 0.5, 2: 0.1, 3: 0.2, 4: 0.3, 5: 0.05}])  # nobody waited
     monkeypatch.setattr(starvation, "thread_waits", lambda pid: next(readings))
-    group = starvation._Group("browser", lambda: [42], "test", keep=10)
+    group = starvation.ProcessGroup("browser", lambda: [42], "test", keep=10)
     for t in (0.0, 0.1, 0.2):
         group.sample(t)
     assert [round(v, 6) for _, v in group.samples] == [0.0, 1.0, 1.0]  # not 1.15: every thread summed
