@@ -394,11 +394,6 @@ class Context:
         # browser's wait for a core, the machine's CPU pressure (harness._starvation).
         self.starvation = StarvationMonitor(remote=not same_host)
 
-    @property
-    def lag(self) -> StarvationMonitor:
-        """The harness's own loop stalls (``ctx.lag.samples``); ``ctx.starvation`` has the rest."""
-        return self.starvation
-
     def starved(self) -> Starvation:
         """The starvation measured so far, frozen, for a timing check to judge with."""
         return self.starvation.snapshot()

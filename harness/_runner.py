@@ -186,7 +186,7 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
             "keepaliveSeconds": ctx.keepalive,
             "cancelDeadlineSeconds": ctx.cancel_deadline,
             "jobsCreated": len(ctx.created_jobs),
-            "harnessLoopDelayMaxMs": round(max((lag for _, lag in ctx.lag.samples), default=0.0) * 1000, 1),
+            "harnessLoopDelayMaxMs": round(max((lag for _, lag in ctx.starvation.own), default=0.0) * 1000, 1),
             "timingSlack": ctx.timing_slack,
             "starvation": ctx.starved().figures(),
             "retriedCases": sum(1 for r in results.values() if r.retries),

@@ -300,11 +300,6 @@ class StarvationMonitor:
         self.machine: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
         self._groups: dict[str, ProcessGroup] = {}
 
-    @property
-    def samples(self) -> collections.deque[tuple[float, float]]:
-        """The harness's own loop stalls (t, seconds late)."""
-        return self.own
-
     def observe(self, role: str, pids: Callable[[], Iterable[int]], label: str) -> None:
         """From now on, sample the run-queue wait of the processes ``pids()`` names, as ``role``
         (the target, found by its pid or port; the browser, found below the harness's process)."""
