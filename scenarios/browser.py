@@ -798,9 +798,11 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
         # 10.2 says so too), that is what was seen; "never reconnected" only when it kept watching.
         if overdue or _overdue(judge, session):
             return
-        if _closed_early(ctx, session, before=cuts[0]) is not None:
+        # No reconnect came at all: a browser that the target's answer closed for good (readyState
+        # CLOSED, whether it said so just before or just after our cut landed) has none to time.
+        if _closed_early(ctx, session) is not None:
             raise Skip("no reconnect to time: the browser gave up on the stream for good (readyState CLOSED) "
-                       "before the cut, at what the target answered; 10.2 reports it")
+                       "at what the target answered; 10.2 reports it")
         _never_reconnected(judge, session, cuts)
         return
     browser = starved.explained(windows[0][0], windows[-1][1], own=False, role="browser")
