@@ -6,8 +6,11 @@ from ._decoder import Comment, Decoder, Event, Line, Notice, Record, Retry, Viol
 from ._profile import Profile, ProfileError, load_profile
 from ._proxy import FaultProxy
 from ._version import VERSION
-from ._cases import (Case, CaseResult, Context, Finding, HarnessError, Judge, LiveStream, Measure, Outcome, Plot,
-                     Severity, Skip, TargetFault, case, parse_data)
+from ._context import Context, parse_data
+from ._errors import HarnessError, Skip, TargetFault
+from ._live import LiveStream
+from ._outcomes import CaseResult, Finding, Judge, Measure, Outcome, Plot, Severity
+from ._registry import Case, case
 from ._client import End
 from ._starvation import Explained, Starvation
 

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ._cases import Outcome
+from ._outcomes import Outcome
 from ._runner import RunReport
 
 __all__ = ["BaselineError", "apply_baseline", "load_baseline", "write_baseline"]

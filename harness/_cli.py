@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._cases import OUTCOMES, CaseLoadError, Outcome
+from ._outcomes import OUTCOMES, Outcome
+from ._registry import CaseLoadError
 from ._profile import ProfileError, load_profile
 
 _STYLE = {Outcome.PASS: "green", Outcome.FAIL: "bold red", Outcome.NON_STRICT: "yellow", Outcome.INFO: "cyan",
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _list_main(args, console: Console) -> int:
-    from ._cases import REGISTRY, load_cases
+    from ._registry import REGISTRY, load_cases
 
     try:
         profile = load_profile(args.profile)
@@ -142,7 +143,7 @@ def _names_its_target(profile_path: str | None) -> bool:
 
 async def _run_main(args, console: Console) -> int:
     from ._baseline import BaselineError, apply_baseline, load_baseline
-    from ._cases import load_cases
+    from ._registry import load_cases
     from ._reports import FORMATS, link_latest, write_reports
     from ._runner import run_suite
 
@@ -180,7 +181,7 @@ async def _run_main(args, console: Console) -> int:
 
             report = await run_suite(profile, only=args.only, skip=args.skip, parallel=args.parallel,
                                      same_host=args.same_host, on_result=on_result, on_start=on_start,
-                                     options={"restart": restart, "browser": args.browser}, cases=cases)
+                                     restart=restart, browser=args.browser, cases=cases)
         from ._browser import page_screenshot  # the target's own web page mid-job, if it has one
 
         return await page_screenshot(report, profile, report_dir, args.browser)

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ._cases import Outcome
+from ._outcomes import Outcome
 
 __all__ = ["Diff", "DiffError", "diff_reports", "load_report", "to_markdown"]
 

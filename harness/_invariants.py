@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ._decoder import Event
-from ._profile import Profile
+
+if TYPE_CHECKING:
+    from ._profile import Profile
 
 __all__ = [
     "KINDS", "AnyStreamJudge", "Breach", "Excused", "IdOrder", "JobAndTs", "ProgressOrder", "StreamIds", "StreamJudge",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from ._cases import Outcome
+from ._outcomes import Outcome
 
 __all__ = ["LoadResult", "Threshold", "read_result", "write_load_reports"]
 

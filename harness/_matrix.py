@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ._cases import OUTCOMES
+from ._outcomes import OUTCOMES
 from ._diff import DiffError, _first, id_key, load_report, verdict
 
 __all__ = ["Cell", "Matrix", "MatrixError", "Server", "build_matrix", "column_report", "dir_columns", "is_matrix", "load_matrix",

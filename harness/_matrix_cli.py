@@ -90,7 +90,7 @@ async def _run_one(entry: Entry, directory: Path, progress: Progress, task, *, o
                    skip: Sequence[str], parallel: int, browser: str | None, cases) -> tuple[dict, str]:
     """Run the suite for one entry, write its reports to ``directory``; returns its loaded
     report.json and, when its server could not be started, why."""
-    from ._cases import Outcome
+    from ._outcomes import Outcome
     from ._reports import FORMATS, write_reports
     from ._restart import restart_for
     from ._runner import RunReport, run_suite
@@ -105,7 +105,7 @@ async def _run_one(entry: Entry, directory: Path, progress: Progress, task, *, o
     async def run(profile: Profile, restart, pid: int | None) -> RunReport:
         return await run_suite(profile, only=only, skip=[*skip, *entry.skip], parallel=parallel,
                                on_result=on_result, on_start=on_start, cases=cases,
-                               options={"restart": restart, "browser": browser, "target_pid": pid})
+                               restart=restart, browser=browser, target_pid=pid)
 
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     failure = ""
@@ -154,7 +154,7 @@ async def run_matrix(entries: Sequence[Entry], report_dir: Path, *, only: Sequen
 def main(args: argparse.Namespace, console: Console) -> int:
     """Exit 0: the matrix is written (its fails are its content: `run` is the gate); 2: a profile
     or report dir is unusable, or a server's run could not be done (the matrix is still written)."""
-    from ._cases import CaseLoadError, load_cases
+    from ._registry import CaseLoadError, load_cases
 
     if not args.profile and not args.reports:
         console.print("[red]nothing to compare: give --profile entries or report dirs")

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ._cases import Outcome
+from ._outcomes import Outcome
 from ._matrix import ABSENT, OUTCOME_ORDER, Matrix, family_of, to_json
 
 __all__ = ["matrix_html", "matrix_markdown", "write_matrix"]

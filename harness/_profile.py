@@ -9,14 +9,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._errors import ProfileError
 from ._stream_profile import (CONTRACT_CLAIMS, CONTRACT_MEANING, Claims, Meaning, StreamSpec, contract_stream,
                               parse_stream_profile)
 
 __all__ = ["Profile", "ProfileError", "load_profile"]
-
-
-class ProfileError(ValueError):
-    """A profile that cannot be used; the message names the key."""
 
 
 _DEFAULT_TEXT = resources.files("harness").joinpath("contract.toml").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.etree import ElementTree as ET
 
-from ._cases import Outcome, Severity
+from ._outcomes import Outcome, Severity
 from ._runner import RunReport
 
 __all__ = ["FORMATS", "timing_rows", "write_reports"]

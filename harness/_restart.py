@@ -10,13 +10,14 @@ from typing import Any, Awaitable, Callable
 import httpx
 import trio
 
+from ._errors import HarnessError, TargetFault
 from ._profile import Profile
 
 __all__ = ["Restart", "restart_for"]
 
 # restart("KILL" | "TERM"): stop the target with that signal and bring it back on the same address
-# and data. Returns once it answers healthz. Raises TimeoutError when the target did not come back
-# (its fault) and RuntimeError when the harness could not do the restart (ours).
+# and data. Returns once it answers healthz. Raises TargetFault when the target did not come back
+# (its fault) and HarnessError when the harness could not do the restart (ours).
 Restart = Callable[[str], Awaitable[None]]
 
 
@@ -25,7 +26,7 @@ async def _kill_now(process: trio.Process) -> None:
 
 
 async def wait_until_healthy(profile: Profile, deadline: float) -> float:
-    """Poll healthz until it answers 200 (seconds waited) or the deadline passes (TimeoutError)."""
+    """Poll healthz until it answers 200 (seconds waited) or the deadline passes (TargetFault)."""
     started = trio.current_time()
     last: Any = None
     async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as http:
@@ -38,7 +39,7 @@ async def wait_until_healthy(profile: Profile, deadline: float) -> float:
             except httpx.HTTPError as exc:
                 last = repr(exc)
             await trio.sleep(0.05)
-    raise TimeoutError(f"the target did not answer healthz after its restart (last: {last})")
+    raise TargetFault(f"the target did not answer healthz after its restart (last: {last})")
 
 
 def _shell(profile: Profile) -> Restart:
@@ -55,9 +56,9 @@ def _shell(profile: Profile) -> Restart:
             errors.seek(0)
             tail = errors.read()[-600:].decode(errors="replace").strip()
         if scope.cancelled_caught:
-            raise RuntimeError(f"the restart command did not return within {profile.restart_timeout:g} s: {command}")
+            raise HarnessError(f"the restart command did not return within {profile.restart_timeout:g} s: {command}")
         if result.returncode != 0:
-            raise RuntimeError(f"the restart command exited with {result.returncode}: {tail or command}")
+            raise HarnessError(f"the restart command exited with {result.returncode}: {tail or command}")
         await wait_until_healthy(profile, deadline)
 
     return restart
@@ -72,9 +73,9 @@ def _embedded(profile: Profile, server: Any) -> Restart:
             try:
                 await server.restart(how)
             except ServerStartError as exc:
-                raise TimeoutError(str(exc)) from None
+                raise TargetFault(str(exc)) from None
         if scope.cancelled_caught:
-            raise TimeoutError(f"the reference server did not come back within {profile.restart_timeout:g} s")
+            raise TargetFault(f"the reference server did not come back within {profile.restart_timeout:g} s")
         await wait_until_healthy(profile, deadline)
 
     return restart

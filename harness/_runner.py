@@ -14,9 +14,14 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from ._cases import REGISTRY, Case, CaseResult, Context, HarnessError, Outcome, TargetFault, load_cases, run_case
+from ._context import Context
+from ._errors import HarnessError, TargetFault
+from ._outcomes import CaseResult, Outcome
+from ._registry import REGISTRY, Case, load_cases
+from ._run_case import run_case
 from ._preflight import PREFLIGHT_EVENTS, raise_for
 from ._profile import Profile, ProfileError
+from ._restart import Restart
 from ._starvation import descendants, find_listening_pid, process_name
 from ._version import VERSION
 
@@ -125,11 +130,12 @@ def is_same_host(base_url: str, setting: str = "auto") -> bool:
 async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequence[str] = (), parallel: int = 8,
                     same_host: str = "auto", on_result: Callable[[Any], None] | None = None,
                     on_start: Callable[[int], None] | None = None,
-                    options: dict[str, Any] | None = None, cases: Iterable[Case] | None = None) -> RunReport:
+                    browser: str | None = None, restart: Restart | None = None, target_pid: int | None = None,
+                    cases: Iterable[Case] | None = None) -> RunReport:
     """Run the selected cases; exclusive ones (which fill the target's capacity) go last, alone.
 
-    ``options`` reach every case as ``ctx.options`` (e.g. ``browser``: a browser's path;
-    ``restart``: how to restart the target)."""
+    ``browser`` (a browser's path), ``restart`` (how to restart the target) and ``target_pid``
+    (its process, when we started it) reach every case as the context's fields of those names."""
     cases = select_cases(only, skip, cases=cases)
     if on_start:
         on_start(len(cases))
@@ -139,7 +145,8 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
     error = ""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=50)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(15.0)) as http:
-        ctx = Context(profile, http, same_host=is_same_host(profile.base_url, same_host), options=options)
+        ctx = Context(profile, http, same_host=is_same_host(profile.base_url, same_host), browser=browser,
+                      restart=restart, target_pid=target_pid)
         try:
             await ctx.load_settings()
             if profile.kind == "stream":
@@ -165,7 +172,7 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
                 async with limiter:
                     done(await run_case(c, ctx))
 
-            _observe_target(ctx, profile.base_url, (options or {}).get("target_pid"))
+            _observe_target(ctx, profile.base_url, target_pid)
             async with trio.open_nursery() as probe:
                 probe.start_soon(ctx.starvation.run)
                 async with trio.open_nursery() as nursery:

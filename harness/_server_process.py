@@ -14,6 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 import trio
 
+from ._errors import HarnessError
 from ._tasks import background_nursery
 
 __all__ = ["ServerProcess", "reference_server_args", "server_process"]
@@ -22,7 +23,7 @@ __all__ = ["ServerProcess", "reference_server_args", "server_process"]
 SERVER_EXTRA_MODULES = ("quart", "quart_trio", "hypercorn", "ffmpeg", "imageio_ffmpeg")
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(HarnessError):
     """The server process did not come up: the message carries its output."""
 
 
@@ -46,7 +47,7 @@ class ServerProcess:
         """Stop the server with SIGKILL (``how="KILL"``) or SIGTERM (``"TERM"``), wait for it to
         exit, and start it again with the same arguments, on the same port (and data folder)."""
         if self._restart is None:
-            raise RuntimeError("this server process cannot be restarted")
+            raise HarnessError("this server process cannot be restarted")
         await self._restart(how)
 
 

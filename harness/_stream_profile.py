@@ -19,14 +19,11 @@ from typing import Any, Awaitable, Callable, Generator
 import httpx
 
 from ._decoder import Event
+from ._errors import ProfileError, TargetFault
 
 __all__ = ["CLAIMS", "CONTRACT_CLAIMS", "CONTRACT_MEANING", "Capture", "Claims", "Meaning", "SetupAnswer", "SetupCall",
            "SetupFailed", "SetupStep", "StreamRequest", "StreamSpec", "contract_stream", "parse_stream_profile",
            "pointer_get"]
-
-
-class _Error(ValueError):
-    """Raised as the profile module's ProfileError (which it subclasses there)."""
 
 
 # Every claim a case may need, and what a profile says to claim it. "contract" is the contract's
@@ -204,7 +201,7 @@ class StreamSpec:
         return self.method == "GET" and not self.headers and not self.setup and not self.hook and self.content is None
 
 
-class SetupFailed(Exception):
+class SetupFailed(TargetFault):
     """A set-up request failed: the target's doing (its answer is in the message)."""
 
 
@@ -312,47 +309,47 @@ _TOP = {"target", "stream", "setup", "meaning", "claims", "timing"}
 
 def _check(section: str, table: Any, allowed: set[str]) -> dict[str, Any]:
     if not isinstance(table, dict):
-        raise _Error(f"[{section}] must be a table")
+        raise ProfileError(f"[{section}] must be a table")
     for key in table:
         if key not in allowed:
-            raise _Error(f"unknown key [{section}].{key}; known: {', '.join(sorted(allowed))}")
+            raise ProfileError(f"unknown key [{section}].{key}; known: {', '.join(sorted(allowed))}")
     return table
 
 
 def _method(section: str, value: Any) -> str:
     if not isinstance(value, str) or value.upper() not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        raise _Error(f"[{section}].method must be GET or POST (or PUT, PATCH, DELETE), not {value!r}")
+        raise ProfileError(f"[{section}].method must be GET or POST (or PUT, PATCH, DELETE), not {value!r}")
     return value.upper()
 
 
 def _path(section: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
-        raise _Error(f"[{section}].path must be a path starting with '/', not {value!r}")
+        raise ProfileError(f"[{section}].path must be a path starting with '/', not {value!r}")
     return value
 
 
 def _headers(section: str, value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise _Error(f"[{section}].headers must be a table of strings")
+        raise ProfileError(f"[{section}].headers must be a table of strings")
     return dict(value)
 
 
 def _body(section: str, table: dict[str, Any], headers: dict[str, str]) -> bytes | None:
     if "body" in table and "json" in table:
-        raise _Error(f"[{section}] has both body and json: give one")
+        raise ProfileError(f"[{section}] has both body and json: give one")
     if "json" in table:
         headers.setdefault("Content-Type", "application/json")
         return json.dumps(table["json"]).encode()
     if "body" in table:
         if not isinstance(table["body"], str):
-            raise _Error(f"[{section}].body must be a string (or give json = {{...}})")
+            raise ProfileError(f"[{section}].body must be a string (or give json = {{...}})")
         return table["body"].encode()
     return None
 
 
 def _where(section: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not _POINTER.match(value):
-        raise _Error(f"[{section}].{key} must be 'id', 'type', 'data:' or 'data:/json/pointer', not {value!r}")
+        raise ProfileError(f"[{section}].{key} must be 'id', 'type', 'data:' or 'data:/json/pointer', not {value!r}")
     return value
 
 
@@ -361,7 +358,7 @@ def parse_stream_profile(raw: dict[str, Any]) -> tuple[StreamSpec, Meaning, Clai
     and the rest ([target], [timing]) for the profile module."""
     for section in raw:
         if section not in _TOP:
-            raise _Error(f"unknown section [{section}] in a stream profile; known: {', '.join(sorted(_TOP))} "
+            raise ProfileError(f"unknown section [{section}] in a stream profile; known: {', '.join(sorted(_TOP))} "
                          f"(a contract profile has no [stream])")
     stream = _check("stream", raw["stream"], _STREAM_KEYS)
     headers = _headers("stream", stream.get("headers", {}))
@@ -369,16 +366,16 @@ def parse_stream_profile(raw: dict[str, Any]) -> tuple[StreamSpec, Meaning, Clai
     method = _method("stream", stream.get("method", "GET"))
     hook = stream.get("hook", "")
     if not isinstance(hook, str) or (hook and ":" not in hook):
-        raise _Error(f"[stream].hook must be 'module:function', not {hook!r}")
+        raise ProfileError(f"[stream].hook must be 'module:function', not {hook!r}")
     if "path" not in stream and not hook:
-        raise _Error("[stream].path is required (the stream's path, e.g. \"/events\"), or a [stream].hook")
+        raise ProfileError("[stream].path is required (the stream's path, e.g. \"/events\"), or a [stream].hook")
     shared = stream.get("shared", False)
     if not isinstance(shared, bool):
-        raise _Error("[stream].shared must be true (a channel every reader sees alike) or false")
+        raise ProfileError("[stream].shared must be true (a channel every reader sees alike) or false")
     steps = []
     setup = raw.get("setup", [])
     if not isinstance(setup, list):
-        raise _Error("[[setup]] must be an array of tables ([[setup]] ... )")
+        raise ProfileError("[[setup]] must be an array of tables ([[setup]] ... )")
     for i, table in enumerate(setup):
         name = f"setup.{i}"
         _check(name, table, _SETUP_KEYS)
@@ -387,10 +384,10 @@ def parse_stream_profile(raw: dict[str, Any]) -> tuple[StreamSpec, Meaning, Clai
         captures = []
         capture = table.get("capture", {})
         if not isinstance(capture, dict):
-            raise _Error(f"[{name}].capture must be a table: name = \"header:Name\" or \"json:/pointer\"")
+            raise ProfileError(f"[{name}].capture must be a table: name = \"header:Name\" or \"json:/pointer\"")
         for key, source in capture.items():
             if not isinstance(source, str) or not re.match(r"^(header:.+|json:/.*)$", source):
-                raise _Error(f"[{name}].capture.{key} must be \"header:Name\" or \"json:/pointer\", not {source!r}")
+                raise ProfileError(f"[{name}].capture.{key} must be \"header:Name\" or \"json:/pointer\", not {source!r}")
             captures.append(Capture(key, source))
         steps.append(SetupStep(_method(name, table.get("method", "POST")), _path(name, table.get("path")),
                                step_headers, step_content, tuple(captures)))
@@ -405,26 +402,26 @@ def parse_stream_profile(raw: dict[str, Any]) -> tuple[StreamSpec, Meaning, Clai
     if "progress_scale" in meaning_raw:
         scale = meaning_raw["progress_scale"]
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
-            raise _Error(f"[meaning].progress_scale must be a number > 0 (100 for percent, 1 for a fraction), "
+            raise ProfileError(f"[meaning].progress_scale must be a number > 0 (100 for percent, 1 for a fraction), "
                          f"not {scale!r}")
         values["progress_scale"] = float(scale)
     if "timestamp_format" in meaning_raw:
         if meaning_raw["timestamp_format"] not in ("epoch_s", "epoch_ms", "rfc3339"):
-            raise _Error(f"[meaning].timestamp_format must be epoch_s, epoch_ms or rfc3339, "
+            raise ProfileError(f"[meaning].timestamp_format must be epoch_s, epoch_ms or rfc3339, "
                          f"not {meaning_raw['timestamp_format']!r}")
         values["timestamp_format"] = meaning_raw["timestamp_format"]
     for key in ("end_types", "end_values"):
         if key in meaning_raw:
             items = meaning_raw[key]
             if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
-                raise _Error(f"[meaning].{key} must be a list of strings")
+                raise ProfileError(f"[meaning].{key} must be a list of strings")
             values[key] = tuple(items)
     if "end_data" in meaning_raw:
         if not isinstance(meaning_raw["end_data"], str) or not meaning_raw["end_data"]:
-            raise _Error("[meaning].end_data must be a non-empty string, e.g. \"[DONE]\"")
+            raise ProfileError("[meaning].end_data must be a non-empty string, e.g. \"[DONE]\"")
         values["end_data"] = meaning_raw["end_data"]
     if bool(values.get("end_field")) != bool(values.get("end_values")):
-        raise _Error("[meaning].end_field and end_values go together (the field, and the values that end the stream)")
+        raise ProfileError("[meaning].end_field and end_values go together (the field, and the values that end the stream)")
     meaning = Meaning(**values)
 
     claims_raw = _check("claims", raw.get("claims", {}), _CLAIM_KEYS)
@@ -432,33 +429,33 @@ def parse_stream_profile(raw: dict[str, Any]) -> tuple[StreamSpec, Meaning, Clai
     for key in ("ids", "replay"):
         if key in claims_raw:
             if not isinstance(claims_raw[key], bool):
-                raise _Error(f"[claims].{key} must be true or false")
+                raise ProfileError(f"[claims].{key} must be true or false")
             if claims_raw[key]:
                 names.add(key)
     if "replay" in names and "ids" not in names:
-        raise _Error("[claims].replay = true needs [claims].ids = true: Last-Event-ID resumes from an event's id")
+        raise ProfileError("[claims].replay = true needs [claims].ids = true: Last-Event-ID resumes from an event's id")
     keepalive = claims_raw.get("keepalive_seconds", 0)
     if isinstance(keepalive, bool) or not isinstance(keepalive, (int, float)) or keepalive < 0:
-        raise _Error(f"[claims].keepalive_seconds must be a number of seconds >= 0, not {keepalive!r}")
+        raise ProfileError(f"[claims].keepalive_seconds must be a number of seconds >= 0, not {keepalive!r}")
     if keepalive:
         names.add("keepalive")
     retry = claims_raw.get("retry_ms", 0)
     if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
-        raise _Error(f"[claims].retry_ms must be a whole number of milliseconds >= 0, not {retry!r}")
+        raise ProfileError(f"[claims].retry_ms must be a whole number of milliseconds >= 0, not {retry!r}")
     if retry:
         names.add("retry")
     finished = claims_raw.get("finished", "")
     if finished not in ("", "204"):
-        raise _Error(f"[claims].finished must be \"204\" (what a reconnect after the end gets) or absent, "
+        raise ProfileError(f"[claims].finished must be \"204\" (what a reconnect after the end gets) or absent, "
                      f"not {finished!r}")
     if finished:
         if not meaning.ends:
-            raise _Error("[claims].finished needs a stream that ends: [meaning] end_types, end_data or end_field")
+            raise ProfileError("[claims].finished needs a stream that ends: [meaning] end_types, end_data or end_field")
         names.add("finished-204")
     health = claims_raw.get("health", "")
     if health:
         if not isinstance(health, str) or not health.startswith("/"):
-            raise _Error(f"[claims].health must be a path starting with '/', not {health!r}")
+            raise ProfileError(f"[claims].health must be a path starting with '/', not {health!r}")
         names.add("health")
     if meaning.ends:
         names.add("ends")

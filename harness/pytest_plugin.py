@@ -37,7 +37,7 @@ import httpx
 import pytest
 
 from ._api import ApiClient
-from ._cases import Outcome
+from ._outcomes import Outcome
 from ._client import Limits, ReconnectPolicy, Segment, Trace, follow, record
 from ._profile import Profile, ProfileError, load_profile
 from ._proxy import FaultProxy
@@ -220,12 +220,12 @@ class _SuiteRun:
 
         # As `sse-harness run` does: the restart family restarts the embedded server (on this
         # same loop, where its process lives) or runs the profile's restart command.
-        options = {"restart": restart_for(target, session.server), "browser": config.getoption("sse_browser")}
+        restart, browser = restart_for(target, session.server), config.getoption("sse_browser")
 
         async def run():
             try:
                 return await run_suite(target, cases=cases, parallel=config.getoption("sse_parallel"),
-                                       on_result=self._arrived, options=options)
+                                       on_result=self._arrived, restart=restart, browser=browser)
             finally:
                 self._ended.set()
 
@@ -364,7 +364,7 @@ class _SuiteCollector(pytest.Collector):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     if not (config.getoption("sse_suite") or config.getoption("sse_only")):
         return
-    from ._cases import CaseLoadError, load_cases
+    from ._registry import CaseLoadError, load_cases
     from ._runner import select_cases
 
     try:

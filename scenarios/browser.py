@@ -29,7 +29,7 @@ import trio
 from harness import Event, Segment
 from harness._browser import (BrowserNotFound, BrowserRig, BrowserTimeout, BrowserUnavailable, PageHandle,
                               PageTrace, canonical, find_browser, open_browser)
-from harness._cases import describe_arrivals
+from harness._timing import describe_arrivals
 from harness._starvation import descendants, every
 from harness._tasks import background_nursery
 
@@ -219,7 +219,7 @@ def browser_path(ctx: Context) -> str:
     """The browser to run: the one named (--browser), else one found; none found skips the
     family, a named one that is not there is the user's to fix (an error)."""
     try:
-        return find_browser(ctx.options.get("browser"))
+        return find_browser(ctx.browser)
     except BrowserNotFound as exc:
         raise Skip(str(exc)) from None
     except BrowserUnavailable as exc:

@@ -38,7 +38,7 @@ import trio
 
 from harness import End, Event, Segment
 from harness._browser import BrowserRig, BrowserUnavailable, PageHandle, canonical, open_browser
-from harness._cases import describe_arrivals
+from harness._timing import describe_arrivals
 from harness._starvation import descendants, every
 from harness._tasks import background_nursery
 

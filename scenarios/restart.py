@@ -2,7 +2,7 @@
 started again. Streams resume by Last-Event-ID, interrupted jobs end with a terminal event that
 explains itself, their folders and processes go, finished jobs keep history and artifact.
 
-Only for targets the harness can restart (``ctx.options["restart"]``: the embedded reference
+Only for targets the harness can restart (``ctx.restart``: the embedded reference
 server, or a profile's ``[restart].command``); skipped with the reason elsewhere. The cases are
 exclusive (a restart ends every other case's streams) and share one recorded restart of each
 kind: record, then judge.
@@ -55,7 +55,7 @@ class Restarted:
 
 
 def _restarter(ctx: Context):
-    restart = ctx.options.get("restart")
+    restart = ctx.restart
     if restart is None:
         raise Skip("the harness cannot restart this target: give its profile a [restart] command "
                    "(the embedded reference server restarts itself)")
@@ -115,9 +115,9 @@ async def _restart_mid_stage(ctx: Context, how: str, *, with_finished: bool) -> 
             started = time.monotonic()
             try:
                 await restart(how)
-            except TimeoutError as exc:
+            except TargetFault as exc:
                 problem = f"after SIG{how} the target did not come back: {exc}"
-            except RuntimeError as exc:
+            except HarnessError as exc:
                 ours = f"the restart could not be done: {exc}"
             restart_seconds = time.monotonic() - started
             with trio.move_on_after(10):

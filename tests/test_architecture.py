@@ -40,7 +40,7 @@ def test_the_observation_layer_never_reaches_up_into_the_judges():
 
 
 def test_one_version_one_outcome_vocabulary():
-    """The version is written once (pyproject.toml); the outcome words once (harness._cases.Outcome)."""
+    """The version is written once (pyproject.toml); the outcome words once (harness._outcomes.Outcome)."""
     import re
 
     for package in ("harness", "scenarios", "reference_server"):
@@ -49,7 +49,7 @@ def test_one_version_one_outcome_vocabulary():
             assert not re.search(r"""["']\d+\.\d+\.\d+["']""", text), f"{path} writes a version string"
     words = ("'pass'", '"pass"', '"non-strict"', "'non-strict'")
     for path in (ROOT / "harness").rglob("*.py"):
-        if path.name == "_cases.py":
+        if path.name == "_outcomes.py":
             continue
         text = path.read_text()
         assert not any(w in text for w in words), f"{path} spells an outcome out instead of using Outcome"

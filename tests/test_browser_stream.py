@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, example_server
 from harness import End, load_profile
 from harness._browser import canonical
-from harness._cases import load_cases
+from harness._registry import load_cases
 from harness._runner import run_suite
 from scenarios import browser_stream as bs
 from tracebuild import ev, segment

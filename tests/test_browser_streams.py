@@ -55,5 +55,5 @@ async def test_without_a_browser_family_10_skips_saying_why(reference_server, mo
 
 async def test_a_named_browser_that_is_not_there_is_an_error(reference_server):
     report = await run_suite(load_profile(base_url=reference_server.base_url), only=["10.1"],
-                             options={"browser": "/nonexistent/chromium"})
+                             browser="/nonexistent/chromium")
     assert [(r.outcome, "/nonexistent/chromium" in r.reason) for r in report.results] == [("error", True)]

@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT
 from harness import Outcome, load_profile
 from harness._baseline import BaselineError, apply_baseline, load_baseline, write_baseline
-from harness._cases import Case, CaseResult, Registry, case_sort_key
+from harness._outcomes import CaseResult
+from harness._registry import Case, Registry, case_sort_key
 from harness._reports import to_junit, to_markdown
 from harness._runner import RunReport
 

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness._cases import load_cases
+from harness._registry import load_cases
 
 pytest_plugins = ["pytester"]
 

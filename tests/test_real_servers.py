@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from harness import End, Limits, load_profile, record
-from harness._cases import load_cases
+from harness._registry import load_cases
 from harness._cli import main as cli_main
 from harness._stream_profile import pointer_get
 

@@ -16,7 +16,7 @@ async def test_embedded_reference_server_passes_family_11():
         profile = load_profile(base_url=server.base_url)
         first_pid = server.pid
         started = time.monotonic()
-        report = await run_suite(profile, only=["11"], options={"restart": restart_for(profile, server)})
+        report = await run_suite(profile, only=["11"], restart=restart_for(profile, server))
         took = time.monotonic() - started
         assert server.pid != first_pid and server.process.returncode is None
     bad = {r.id: (r.outcome, r.reason, [f.message for f in r.findings][:2]) for r in report.results

@@ -102,7 +102,7 @@ async def _family_11(fault: str):
         profile = load_profile(base_url=server.base_url)
         profile = profile.__class__(**{**profile.__dict__, "restart_command": server.restart_command(),
                                        "restart_timeout": 30.0})
-        report = await run_suite(profile, only=["11"], options={"restart": restart_for(profile)})
+        report = await run_suite(profile, only=["11"], restart=restart_for(profile))
         return report, server.log()
     finally:
         server.stop()

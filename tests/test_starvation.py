@@ -12,7 +12,10 @@ import pytest
 import trio
 
 from harness import Severity, Starvation, load_profile
-from harness._cases import Case, Context, Judge, Outcome, Registry, run_case
+from harness._context import Context
+from harness._outcomes import Judge, Outcome
+from harness._registry import Case, Registry
+from harness._run_case import run_case
 from harness._starvation import (ProcessSeries, StarvationMonitor, find_listening_pid, machine_pressure_seconds,
                                  process_wait_seconds)
 from scenarios import checks
@@ -223,7 +226,7 @@ async def test_the_monitor_sees_a_stall_of_its_own_loop():
 
 # -- what the reports say -----------------------------------------------------------------------
 def test_reports_show_tries_and_starvation_and_count_retried_cases():
-    from harness._cases import CaseResult, Finding, Severity as S
+    from harness._outcomes import CaseResult, Finding, Severity as S
     from harness._reports import summary, to_html, to_json, to_junit, to_markdown
     from harness._runner import RunReport
 
@@ -272,7 +275,7 @@ def test_a_groups_wait_adds_its_three_most_waiting_threads_per_interval(monkeypa
 
 
 def test_a_stream_stopped_at_its_deadline_is_the_targets_unless_starvation_explains_it():
-    from harness._cases import stopped_delivering
+    from harness._timing import stopped_delivering
     from harness._client import END_NO_EVENTS, END_TIMEOUT
 
     chunks = [(1000.0 + i * 0.1, b) for i, b in enumerate(good_job()[:5])]
