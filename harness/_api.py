@@ -32,6 +32,11 @@ class Reply:
         text = self.body[:300].decode("utf-8", errors="replace")
         return f"HTTP {self.status} {self.content_type or '(no content type)'}: {text}"
 
+    def evidence(self) -> dict[str, Any]:
+        """The answer as a case's evidence: status, content type and the body's first 500 bytes."""
+        return {"status": self.status, "contentType": self.content_type,
+                "body": self.body[:500].decode("utf-8", errors="replace")}
+
 
 class ApiClient:
     """Every call returns a Reply, whatever the status; transport failures raise httpx errors.

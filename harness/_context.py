@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 import httpx
 import trio
 
-from ._api import ApiClient, Reply
+from ._api import ApiClient
 from ._client import Limits, ReconnectPolicy, Segment, Trace, follow, record
 from ._decoder import Event
 from ._errors import HarnessError, Skip, TargetFault
@@ -23,7 +23,7 @@ from ._starvation import Starvation, StarvationMonitor
 from ._stream_profile import SetupFailed, StreamRequest
 from ._timing import overdue
 
-__all__ = ["Context", "parse_data", "reply_evidence"]
+__all__ = ["Context", "parse_data"]
 
 
 def parse_data(event: Event) -> dict[str, Any] | None:
@@ -268,8 +268,3 @@ class Context:
         if kind == "raise":
             raise value
         return value
-
-
-def reply_evidence(reply: Reply) -> dict[str, Any]:
-    return {"status": reply.status, "contentType": reply.content_type,
-            "body": reply.body[:500].decode("utf-8", errors="replace")}

@@ -13,10 +13,8 @@ from typing import Any, Callable
 
 import trio
 
-from harness import Event, Segment
-from harness._stream_profile import StreamRequest
+from harness import Event, Segment, StreamRequest, checks
 
-from . import checks
 from ._core import Context, HarnessError, Judge, Severity, Skip, TargetFault, parse_data
 
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from harness import Event, Segment
-from harness._wiretap import ConnectionWire
+from harness import ConnectionWire, Event, Segment, checks
 
-from . import checks
 from ._core import Finding, HarnessError, Judge
 
 __all__ = ["Placement", "judge_replay_via_proxy", "pair_connections", "place_missing"]

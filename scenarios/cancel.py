@@ -6,9 +6,8 @@ import time
 
 import trio
 
-from harness import Event
+from harness import Event, checks
 
-from . import checks
 from ._core import Context, Judge, Measure, Plot, Skip, case, parse_data
 from ._queue import queued_job
 from ._shared import ResourceWatcher, lifecycle, verify_cleanup

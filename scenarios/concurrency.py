@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from harness import Segment
+from harness import Segment, checks
 
-from . import checks
 from ._core import Context, Judge, case, parse_data
 from ._shared import lifecycle
 from .transport import expect_problem

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import trio
+from harness import checks
 
-from . import checks
 from ._core import Context, Judge, Skip, case
 from ._shared import ResourceWatcher, data_of, verify_cleanup
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from harness import Decoder, Event, Notice
+from harness import Decoder, Event, Notice, checks
 
-from . import checks
 from ._core import Context, Judge, Measure, case
 from ._shared import judge_lateness, lifecycle
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from harness import Segment
+from harness import Segment, checks
 
-from . import checks
 from ._core import Context, Judge, Measure, Plot, TargetFault, case
 from ._queue import queued_job
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import checks
+from harness import checks
+
 from ._core import Context, Judge, Measure, Plot, Skip, case, parse_data
 from ._shared import data_of, ffmpeg_exe, lifecycle, probe_mp4
 

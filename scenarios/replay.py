@@ -9,9 +9,8 @@ from typing import Sequence
 
 import trio
 
-from harness import End, Event, FaultProxy, Notice, ReconnectPolicy, Segment, record
+from harness import End, Event, FaultProxy, Notice, ReconnectPolicy, Segment, checks, record
 
-from . import checks
 from ._core import Context, HarnessError, Judge, Measure, Plot, Skip, TargetFault, case
 from ._shared import lifecycle
 from ._wire import judge_replay_via_proxy

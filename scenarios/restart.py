@@ -17,9 +17,8 @@ from typing import Any
 
 import trio
 
-from harness import Event, Segment
+from harness import Event, Segment, checks
 
-from . import checks
 from ._core import Context, HarnessError, Judge, Skip, TargetFault, case, parse_data
 from ._shared import Lifecycle, ResourceWatcher, verify_cleanup
 

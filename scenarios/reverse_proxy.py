@@ -1,5 +1,5 @@
 """Family 13, through a real reverse proxy: the target's stream through Debian's nginx with its
-default proxy settings (harness._nginx), against a direct reader of the same stream.
+default proxy settings (harness.nginx), against a direct reader of the same stream.
 
 nginx's default is ``proxy_buffering on``: it holds what the upstream sends until a buffer of one
 memory page (4 KiB) fills or the upstream ends, unless the answer says ``X-Accel-Buffering: no``.
@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from harness import Event, Segment, Severity, Starvation
-from harness._nginx import NginxError, find_nginx, running_nginx, upstream_origin
-from harness._stream_profile import StreamRequest
+from harness import Event, Segment, Severity, Starvation, StreamRequest
+from harness.nginx import NginxError, find_nginx, running_nginx, upstream_origin
 
 from ._core import Context, Finding, HarnessError, Judge, Measure, Skip, TargetFault, case
 

@@ -19,10 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from harness import End, Event, FaultProxy, Retry, Segment, record
-from harness._stream_profile import StreamRequest, pointer_get
+from harness import End, Event, FaultProxy, Retry, Segment, StreamRequest, checks, pointer_get, record
 
-from . import checks
 from ._core import Context, Finding, HarnessError, Judge, Measure, Skip, TargetFault, case
 from ._shared import judge_compressed_when_asked, judge_lateness
 from ._wire import compare_connections, judge_replay_via_proxy, place_missing

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from harness import Retry
+from harness import Retry, checks
 
-from . import checks
-from ._core import Context, Judge, case, reply_evidence
+from ._core import Context, Judge, case
 from ._shared import judge_compressed_when_asked, lifecycle
 
 PROBLEM = "application/problem+json"
 
 
 def expect_problem(judge: Judge, reply, status: int, what: str) -> None:
-    judge.evidence.setdefault("replies", {})[what] = reply_evidence(reply)
+    judge.evidence.setdefault("replies", {})[what] = reply.evidence()
     if judge.expect(reply.status == status, f"{what}: wrong status", status, reply.status):
         judge.expect(reply.content_type == PROBLEM, f"{what}: error is not problem+json", PROBLEM, reply.content_type)
         body = reply.json if isinstance(reply.json, dict) else {}

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, RunningServer
 from harness import Severity, Starvation, load_profile
-from harness._nginx import NginxError, find_nginx, render_config, running_nginx, upstream_origin
+from harness.nginx import NginxError, find_nginx, render_config, running_nginx, upstream_origin
 from harness._runner import run_suite
 from scenarios.reverse_proxy import PATTERN, SAME_EVENTS, TIMESTAMPS, check_held_back, held_back, worst_burst
 from tracebuild import segment

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import trio
 
+from ._errors import HarnessError
+
 __all__ = ["NginxError", "NginxProxy", "find_nginx", "render_config", "running_nginx", "upstream_origin"]
 
 # Where Debian puts it (root's PATH has /usr/sbin; a user's often has not).
@@ -36,7 +38,7 @@ _PLACES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/ng
 _TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
-class NginxError(Exception):
+class NginxError(HarnessError):
     """nginx could not be started or stopped as the harness needs: the harness's own trouble."""
 
 
@@ -70,7 +72,7 @@ def render_config(*, workdir: str, port: int, upstream: str, run_as_root: bool =
     # As root the workers drop to an unprivileged user; nginx's own default is nobody (Debian's
     # nginx.conf says www-data): say nobody, so that it never depends on www-data existing.
     user = "user nobody nogroup;\n" if run_as_root else ""
-    return f"""# sse-harness 13.1: Debian's nginx, default proxy settings (rendered by harness._nginx)
+    return f"""# sse-harness 13.1: Debian's nginx, default proxy settings (rendered by harness.nginx)
 {user}daemon off;
 master_process on;
 worker_processes 1;
