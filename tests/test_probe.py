@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from harness import load_profile
-from harness._probe import analyse, reconnect_pause, render_profile, render_summary, resume_id, stream_problem
+from harness._probe import analyse, reconnect_pause, resume_id, stream_problem
+from harness._probe_render import render_profile, render_summary
 from tracebuild import good_job, segment
 
 URL = "http://test/events"
