@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ._client import Limits, Segment, record
-from ._probe import analyse, reconnect_pause, render_profile, render_summary, resume_id, stream_problem
+from ._probe import analyse, reconnect_pause, resume_id, stream_problem
+from ._probe_render import render_profile, render_summary
 from ._profile import ProfileError, load_profile
 
 __all__ = ["add_parser", "main", "observe"]
