@@ -1,7 +1,7 @@
 """The stream invariants judged event by event: pure, no I/O, cheap enough for every event under load.
 
 One copy of the rules for ids, progress, stages, job ownership, ts and the terminal event:
-``scenarios.checks`` runs these over a recorded trace, the locust user (``harness.load``)
+``harness.checks`` runs these over a recorded trace, the locust user (``harness.load``)
 feeds them live events. Each broken rule is a :class:`Breach` whose ``kind`` names the
 invariant in a few words (the name a load failure is reported under) and whose ``message``,
 ``expected`` and ``observed`` are what a finding says.
@@ -320,7 +320,7 @@ class StreamIds:
     """Ids on any stream whose profile claims them (one instance per reader, across its
     connections, so that a resume with Last-Event-ID is judged too): an id is never carried
     twice, decimal ids increase, and once the reader's first ids have counted up by one (as
-    ``scenarios.checks.check_continuity`` decides it), a jump is a gap. Events without an id
+    ``harness.checks.check_continuity`` decides it), a jump is a gap. Events without an id
     line of their own are not judged; non-decimal ids only for repeats among the recent ones."""
 
     __slots__ = ("last", "counting", "_steps", "_recent", "_order", "_repeating")

@@ -4,7 +4,7 @@
 import pytest
 
 from harness import Severity, load_profile
-from scenarios import checks
+from harness import checks
 from tracebuild import JOB, ev, good_job, segment
 
 PROFILE = load_profile()

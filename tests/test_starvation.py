@@ -18,7 +18,7 @@ from harness._registry import Case, Registry
 from harness._run_case import run_case
 from harness._starvation import (ProcessSeries, StarvationMonitor, find_listening_pid, machine_pressure_seconds,
                                  process_wait_seconds)
-from scenarios import checks
+from harness import checks
 from tracebuild import ev, good_job, segment
 
 PROFILE = load_profile()

@@ -16,7 +16,7 @@ import trio
 from conftest import ROOT, example_server, job_stream_profile, variant_server
 from harness import Decoder, Event, Severity, Violation, load_profile
 from harness._runner import run_suite
-from scenarios import checks
+from harness import checks
 from tracebuild import ev, good_job, segment
 
 GOOD_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
