@@ -13,18 +13,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ._outcomes import Outcome
+from ._errors import UsageError
+from ._outcomes import EXPECTABLE, Outcome, gate_rank
 from ._runner import RunReport
 
 __all__ = ["BaselineError", "apply_baseline", "load_baseline", "write_baseline"]
 
-# How bad each outcome is for the gate: a listed case that now does better than listed is stale.
-_RANK = {Outcome.PASS: 0, Outcome.SKIP: 0, Outcome.INFO: 0, Outcome.NON_STRICT: 1, Outcome.FAIL: 2, Outcome.ERROR: 3}
 _PLACEHOLDER = "TODO: why this failure is accepted, who fixes it, by when"
 
 
-class BaselineError(Exception):
-    """The baseline file cannot be used (unreadable, malformed, an unknown outcome)."""
+class BaselineError(UsageError):
+    """The baseline file cannot be used (unreadable, malformed, an unknown outcome): the user's to fix."""
 
 
 def load_baseline(path: str | Path) -> dict[str, tuple[Outcome, str]]:
@@ -48,12 +47,13 @@ def load_baseline(path: str | Path) -> dict[str, tuple[Outcome, str]]:
         if extra:
             raise BaselineError(f"baseline {path}: entry {i} has unknown key(s) {', '.join(extra)}")
         try:
-            outcome = Outcome(entry.get("outcome", "fail"))
+            outcome = Outcome(entry.get("outcome", Outcome.FAIL))
         except ValueError:
             raise BaselineError(f"baseline {path}: entry {i} ({entry['case']}): outcome must be one of "
                                 f"{', '.join(Outcome)}") from None
-        if outcome not in (Outcome.FAIL, Outcome.NON_STRICT):
-            raise BaselineError(f"baseline {path}: entry {i} ({entry['case']}): only fail or non-strict can be expected")
+        if outcome not in EXPECTABLE:
+            raise BaselineError(f"baseline {path}: entry {i} ({entry['case']}): only {' or '.join(EXPECTABLE)} can "
+                                f"be expected")
         if entry["case"] in out:
             raise BaselineError(f"baseline {path}: case {entry['case']} is listed twice")
         out[entry["case"]] = (outcome, str(entry.get("reason", "")).strip() or "(no reason given)")
@@ -70,7 +70,7 @@ def apply_baseline(report: RunReport, baseline: dict[str, tuple[Outcome, str]]) 
             continue  # not run this time (--only): neither expected nor stale
         if now == listed:
             expected[case_id] = reason
-        elif _RANK[now] < _RANK[listed]:
+        elif gate_rank(now) < gate_rank(listed):  # does better than listed
             stale[case_id] = f"listed as {listed}, now {now}: remove it from the baseline"
     return dataclasses.replace(report, expected=expected, stale=stale)
 
@@ -81,7 +81,7 @@ def write_baseline(report_json: dict[str, Any]) -> str:
              "# A listed case that still fails does not fail the gate; one that passes now fails it",
              "# until removed (the baseline only shrinks). Fill in each reason.", ""]
     for entry in report_json.get("cases", []):
-        if entry.get("outcome") in (Outcome.FAIL, Outcome.NON_STRICT):
+        if entry.get("outcome") in EXPECTABLE:
             lines += ["[[expected]]", f"case = {json.dumps(entry['id'])}", f"outcome = {json.dumps(entry['outcome'])}",
                       f"# {entry.get('title', '')}", f"reason = {json.dumps(_PLACEHOLDER)}", ""]
     return "\n".join(lines)

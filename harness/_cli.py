@@ -14,9 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ._errors import ProfileError, UsageError
 from ._outcomes import OUTCOMES, Outcome
-from ._registry import CaseLoadError
-from ._profile import ProfileError, load_profile
 
 _STYLE = {Outcome.PASS: "green", Outcome.FAIL: "bold red", Outcome.NON_STRICT: "yellow", Outcome.INFO: "cyan",
           Outcome.ERROR: "bold magenta", Outcome.SKIP: "dim"}
@@ -68,9 +67,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose stdout is their product (a draft profile, Markdown, a baseline): what they say goes to stderr.
+_PRODUCT_ON_STDOUT = ("probe", "diff", "baseline")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=False)
+    try:
+        return _dispatch(args, console)
+    except UsageError as exc:  # the user's mistake, from any command: exit 2, naming the key, flag or file
+        said = Console(stderr=True, soft_wrap=True) if args.command in _PRODUCT_ON_STDOUT else console
+        said.print(f"[red]{'bad profile: ' if isinstance(exc, ProfileError) else ''}{escape(str(exc))}")
+        return 2
+
+
+def _dispatch(args, console: Console) -> int:
     if args.command == "list":
         return _list_main(args, console)
     if args.command == "baseline":
@@ -96,15 +108,25 @@ def main(argv: list[str] | None = None) -> int:
     return trio.run(_run_main, args, console)
 
 
-def _list_main(args, console: Console) -> int:
-    from ._registry import REGISTRY, load_cases
+def load_user_cases(extra) -> list:
+    """The cases to choose from (harness._registry.load_cases): a malformed or duplicate case id,
+    which the registry raises as a ValueError, is the user's mistake too (CaseLoadError)."""
+    from ._registry import CaseLoadError, load_cases
 
     try:
-        profile = load_profile(args.profile)
-        cases = load_cases(args.cases)
-    except (ProfileError, CaseLoadError, ValueError) as exc:
-        console.print(f"[red]{exc}")
-        return 2
+        return load_cases(extra)
+    except UsageError:
+        raise
+    except ValueError as exc:
+        raise CaseLoadError(str(exc)) from None
+
+
+def _list_main(args, console: Console) -> int:
+    from ._registry import REGISTRY
+    from ._target import resolve_profile
+
+    profile = resolve_profile(args.profile)
+    cases = load_user_cases(args.cases)
     table = Table("id", "title", "invariants", "from", "with this profile")
     for case in cases:
         unmet = case.unmet(profile)
@@ -123,50 +145,30 @@ def _baseline_main(args, console: Console) -> int:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        Console(stderr=True).print(f"[red]cannot read {path}: {exc}")
-        return 2
+        raise UsageError(f"cannot read {path}: {exc}") from None
     sys.stdout.write(write_baseline(data))
     return 0
 
 
-def _names_its_target(profile_path: str | None) -> bool:
-    """A profile file that sets [target].base_url names the server: no embedded one then."""
-    if not profile_path:
-        return False
-    import tomllib
-
-    try:
-        return bool(tomllib.loads(Path(profile_path).read_text()).get("target", {}).get("base_url"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return False  # load_profile has already said what is wrong with it
-
-
 async def _run_main(args, console: Console) -> int:
-    from ._baseline import BaselineError, apply_baseline, load_baseline
-    from ._registry import load_cases
+    from ._baseline import apply_baseline, load_baseline
     from ._reports import FORMATS, link_latest, write_reports
     from ._runner import run_suite
+    from ._server_process import ServerStartError
+    from ._target import plan_target, start_target
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        console.print(f"[red]unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
-        return 2
-    try:
-        profile = load_profile(args.profile, base_url=args.target).with_timing_slack(args.timing_slack)
-    except ProfileError as exc:
-        console.print(f"[red]bad profile: {exc}")
-        return 2
-    try:
-        cases = load_cases(args.cases)
-        baseline = load_baseline(args.baseline) if args.baseline else None
-    except (CaseLoadError, BaselineError, ValueError) as exc:
-        console.print(f"[red]{exc}")
-        return 2
+        raise UsageError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
+    plan = plan_target(args.profile, args.target, timing_slack=args.timing_slack, same_host=args.same_host,
+                       browser=args.browser)
+    cases = load_user_cases(args.cases)
+    baseline = load_baseline(args.baseline) if args.baseline else None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_dir = args.report_dir or Path("reports") / stamp
 
-    async def run(profile, restart=None):
+    async def run(target):
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("running cases", total=None)
@@ -179,29 +181,22 @@ async def _run_main(args, console: Console) -> int:
                 if result.outcome in (Outcome.FAIL, Outcome.ERROR):
                     progress.console.print(f"[{_STYLE[result.outcome]}]{result.id} {result.outcome}[/]: {result.title}")
 
-            report = await run_suite(profile, only=args.only, skip=args.skip, parallel=args.parallel,
-                                     same_host=args.same_host, on_result=on_result, on_start=on_start,
-                                     restart=restart, browser=args.browser, cases=cases)
+            report = await run_suite(target.profile, only=args.only, skip=args.skip, parallel=args.parallel,
+                                     on_result=on_result, on_start=on_start, cases=cases, **target.suite_options())
         from ._browser import page_screenshot  # the target's own web page mid-job, if it has one
 
-        return await page_screenshot(report, profile, report_dir, args.browser)
+        return await page_screenshot(report, target.profile, report_dir, target.browser)
 
-    from ._restart import restart_for
-
-    if args.target or _names_its_target(args.profile):
-        report = await run(profile, restart_for(profile))
-    else:
-        from ._server_process import ServerStartError, server_process
-
+    if plan.embedded:
         console.print("starting the reference server (no --target given)")
-        try:
-            async with server_process() as server:
-                console.print(f"reference server pid {server.pid} at {server.base_url}")
-                embedded = profile.with_base_url(server.base_url)
-                report = await run(embedded, restart_for(embedded, server))
-        except ServerStartError as exc:
-            console.print(f"[red]{escape(str(exc))}")
-            return 2
+    try:
+        async with start_target(plan) as target:
+            if target.embedded:
+                console.print(f"reference server pid {target.target_pid} at {target.base_url}")
+            report = await run(target)
+    except ServerStartError as exc:
+        console.print(f"[red]{escape(str(exc))}")
+        return 2
     if baseline is not None:
         report = apply_baseline(report, baseline)
     written = write_reports(report, report_dir, formats)
@@ -254,8 +249,7 @@ async def _proxy_main(args, console: Console) -> int:
         proxy = FaultProxy(int(target_port), target_host or "127.0.0.1", listen_host=listen_host or "127.0.0.1",
                            listen_port=int(listen_port))
     except ValueError as exc:
-        console.print(f"[red]{exc}")
-        return 2
+        raise UsageError(f"--listen {args.listen} / --target {args.target}: {exc}") from None
     async with proxy:
         console.print(f"proxy {proxy.url()} -> {args.target}. Commands: cut | rst | stall S | refuse S | "
                       "delay S | slice N [PAUSE] | throttle BPS | clear | offline S (refuse + cut) | quit")

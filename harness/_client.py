@@ -13,6 +13,7 @@ import httpx
 import trio
 
 from ._decoder import Comment, Decoder, Event, Record
+from ._errors import TargetFault
 from ._tasks import background_nursery
 
 __all__ = ["End", "Limits", "ReconnectPolicy", "Segment", "Stream", "StreamError", "Trace", "follow", "record", "stream"]
@@ -364,11 +365,12 @@ async def follow(
     return Trace(tuple(segments), gave_up)
 
 
-class StreamError(Exception):
-    """``harness.stream()`` could not deliver the stream: nothing listens, the server refused
-    it, or the attempts were spent. ``trace`` holds every connection as observed."""
+class StreamError(TargetFault):
+    """The stream could not be followed to its end: nothing listens, the server refused it,
+    lost it, or the attempts were spent (``harness.stream()``; the load user's streams too).
+    The target's fault. ``trace`` holds every connection as observed, when one was kept."""
 
-    def __init__(self, message: str, trace: Trace) -> None:
+    def __init__(self, message: str, trace: Trace | None = None) -> None:
         super().__init__(message)
         self.trace = trace
 

@@ -21,6 +21,7 @@ from ._profile import Profile, ProfileError
 from ._restart import Restart
 from ._starvation import Starvation, StarvationMonitor
 from ._stream_profile import SetupFailed, StreamRequest
+from ._target import Timing, effective_timing
 from ._timing import overdue
 
 __all__ = ["Context", "parse_data"]
@@ -68,7 +69,7 @@ class Context:
     @property
     def timing_slack(self) -> float:
         """The factor every timing tolerance is widened by (--timing-slack, [timing].timing_slack)."""
-        return float(self.profile.timing.get("timing_slack", 1.0)) or 1.0
+        return self.timing.timing_slack
 
     def for_retry(self) -> "Context":
         """The same target and monitors, but nothing shared from earlier tries: a case tried again
@@ -94,22 +95,18 @@ class Context:
             raise ProfileError(f"[claims].health = {self.profile.claims.health!r} is claimed, but {where} "
                                f"answered HTTP {reply.status}")
 
-    def _setting(self, timing_key: str, health_key: str, scale: float, fallback: float) -> float:
-        configured = self.profile.timing[timing_key]
-        if configured > 0:
-            return configured
-        advertised = self.health.get(health_key)
-        if isinstance(advertised, (int, float)) and not isinstance(advertised, bool) and advertised > 0:
-            return advertised * scale
-        return fallback
+    @property
+    def timing(self) -> Timing:
+        """The effective timing: the profile's, else the target's healthz, else the contract's."""
+        return effective_timing(self.profile, self.health)
 
     @property
     def keepalive(self) -> float:
-        return self._setting("keepalive_seconds", "keepaliveSeconds", 1.0, 10.0)
+        return self.timing.keepalive
 
     @property
     def cancel_deadline(self) -> float:
-        return self._setting("cancel_deadline_ms", "cancelDeadlineMs", 1.0, 1000.0) / 1000
+        return self.timing.cancel_deadline
 
     @property
     def job_timeout(self) -> float:

@@ -13,7 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ._outcomes import Outcome
+from ._errors import UsageError
+from ._outcomes import GATE_PASSED, gate
 
 __all__ = ["Diff", "DiffError", "diff_reports", "load_report", "to_markdown"]
 
@@ -21,13 +22,10 @@ KNOWN_SCHEMAS = (1,)
 
 
 def fails_gate(case: dict[str, Any], strict: bool = False) -> bool:
-    """Whether this case fails the gate of `sse-harness run`: an error; a fail (with --strict a
-    non-strict) that a baseline did not expect; a stale baseline entry."""
-    outcome = case["outcome"]
-    if outcome == Outcome.ERROR or case.get("stale"):
-        return True
-    failing = (Outcome.FAIL, Outcome.NON_STRICT) if strict else (Outcome.FAIL,)
-    return outcome in failing and not case.get("expected")
+    """Whether this report.json case fails the gate of `sse-harness run` (harness._outcomes.gate):
+    an error; a fail (with --strict a non-strict) that a baseline did not expect; a stale entry."""
+    return gate(case["outcome"], strict=strict, expected=bool(case.get("expected")),
+                stale=bool(case.get("stale"))) != GATE_PASSED
 
 
 def verdict(case: dict[str, Any], *, tries: bool = True) -> str:
@@ -44,8 +42,9 @@ def verdict(case: dict[str, Any], *, tries: bool = True) -> str:
     return case["outcome"]
 
 
-class DiffError(ValueError):
-    """A report that cannot be compared; the message names the file."""
+class DiffError(UsageError):
+    """A report that cannot be compared (the user's: a path, a file); the message names the file.
+    A ValueError too, as before the error kinds."""
 
 
 # The figures a report carries are those its cases declared (harness.Measure), each case's

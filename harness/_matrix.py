@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from ._errors import UsageError
 from ._outcomes import OUTCOMES
 from ._diff import DiffError, _first, id_key, load_report, verdict
 
@@ -24,8 +25,9 @@ ABSENT = "absent"  # the case is not in this server's report (its run selected o
 OUTCOME_ORDER = (*(str(o) for o in OUTCOMES), ABSENT)
 
 
-class MatrixError(ValueError):
-    """A matrix that cannot be built or read; the message names the file."""
+class MatrixError(UsageError):
+    """A matrix that cannot be built or read from what the user gave (a report dir, a file, two
+    servers of one name): the user's to fix; the message names the file. A ValueError too."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,13 +16,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ._diff import load_report
-from ._matrix import Matrix, MatrixError, build_matrix, column_name, dir_columns
+from ._errors import ProfileError, UsageError
+from ._matrix import Matrix, build_matrix, column_name, dir_columns
 from ._matrix_render import write_matrix
-from ._profile import Profile, ProfileError, load_profile
+from ._profile import Profile
+from ._target import REFERENCE, TargetPlan, plan_target, start_target
 
-__all__ = ["Entry", "add_parser", "main", "parse_entry", "run_matrix"]
+__all__ = ["REFERENCE", "Entry", "add_parser", "main", "parse_entry", "run_matrix"]
 
-REFERENCE = "reference"  # an entry naming the embedded reference server, judged by the contract profile
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a column's name is also its report's directory
 
 
@@ -36,27 +37,21 @@ class Entry:
     embedded: bool
     skip: tuple[str, ...] = ()  # this server's own skips, beside the run's
 
-
-def _names_its_target(path: Path) -> bool:
-    import tomllib
-
-    return bool(tomllib.loads(path.read_text()).get("target", {}).get("base_url"))
+    def plan(self, browser: str | None = None) -> TargetPlan:
+        return TargetPlan(self.profile, self.embedded, browser=browser)
 
 
-def parse_entry(text: str) -> Entry:
-    """``[NAME=]reference`` or ``[NAME=]PROFILE.toml``. A profile that sets [target].base_url names
-    its server; one without (and the word ``reference``) is judged on the embedded reference
-    server, started for it alone. NAME defaults to the profile's directory (for profile.toml) or
-    stem. Raises ProfileError."""
+def parse_entry(text: str, timing_slack: float | None = None) -> Entry:
+    """``[NAME=]reference`` or ``[NAME=]PROFILE.toml``, resolved as `run --profile` resolves it
+    (harness._target.plan_target): a profile that sets [target].base_url names its server; one
+    without (and the word ``reference``) is judged on the embedded reference server, started for
+    it alone. NAME defaults to the profile's directory (for profile.toml) or stem. Raises
+    ProfileError."""
     name, eq, spec = text.partition("=")
     if not eq:
         name, spec = "", text
-    if spec == REFERENCE:
-        entry = Entry(name or REFERENCE, load_profile(None), True)
-    else:
-        path = Path(spec)
-        profile = load_profile(path)  # says what is wrong with the file first
-        entry = Entry(name or column_name(path), profile, not _names_its_target(path))
+    plan = plan_target(spec, timing_slack=timing_slack)
+    entry = Entry(name or (REFERENCE if spec == REFERENCE else column_name(Path(spec))), plan.profile, plan.embedded)
     if not _NAME.match(entry.name):
         raise ProfileError(f"{entry.name!r} cannot name a column (and its report's directory): letters, digits, "
                            f". _ - (give one: NAME=PROFILE)")
@@ -92,9 +87,8 @@ async def _run_one(entry: Entry, directory: Path, progress: Progress, task, *, o
     report.json and, when its server could not be started, why."""
     from ._outcomes import Outcome
     from ._reports import FORMATS, write_reports
-    from ._restart import restart_for
     from ._runner import RunReport, run_suite
-    from ._server_process import ServerStartError, server_process
+    from ._server_process import ServerStartError
 
     def on_start(total: int) -> None:
         progress.update(task, total=total, description=f"{entry.name}: running")
@@ -102,24 +96,16 @@ async def _run_one(entry: Entry, directory: Path, progress: Progress, task, *, o
     def on_result(result) -> None:
         progress.advance(task)
 
-    async def run(profile: Profile, restart, pid: int | None) -> RunReport:
-        return await run_suite(profile, only=only, skip=[*skip, *entry.skip], parallel=parallel,
-                               on_result=on_result, on_start=on_start, cases=cases,
-                               restart=restart, browser=browser, target_pid=pid)
-
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    failure = ""
     if entry.embedded:
         progress.update(task, description=f"{entry.name}: starting the reference server")
-        try:
-            async with server_process() as server:
-                embedded = entry.profile.with_base_url(server.base_url)
-                report = await run(embedded, restart_for(embedded, server), server.pid)
-        except ServerStartError as exc:
-            failure = f"the reference server did not start: {exc}"
-            report = RunReport("embedded reference server", entry.profile.name, started, 0, (), {}, failure)
-    else:
-        report = await run(entry.profile, restart_for(entry.profile), None)
+    try:
+        async with start_target(entry.plan(browser)) as target:
+            report = await run_suite(target.profile, only=only, skip=[*skip, *entry.skip], parallel=parallel,
+                                     on_result=on_result, on_start=on_start, cases=cases, **target.suite_options())
+    except ServerStartError as exc:
+        report = RunReport("embedded reference server", entry.profile.name, started, 0, (), {},
+                           f"the reference server did not start: {exc}")
     write_reports(report, directory, FORMATS)
     fails = report.count(Outcome.FAIL)
     progress.update(task, description=f"{entry.name}: {report.count(Outcome.PASS)} pass, {fails} fail"
@@ -154,33 +140,23 @@ async def run_matrix(entries: Sequence[Entry], report_dir: Path, *, only: Sequen
 def main(args: argparse.Namespace, console: Console) -> int:
     """Exit 0: the matrix is written (its fails are its content: `run` is the gate); 2: a profile
     or report dir is unusable, or a server's run could not be done (the matrix is still written)."""
-    from ._registry import CaseLoadError, load_cases
+    from ._cli import load_user_cases
 
     if not args.profile and not args.reports:
-        console.print("[red]nothing to compare: give --profile entries or report dirs")
-        return 2
-    try:
-        entries = [parse_entry(text) for text in args.profile]
-        entries = [dataclasses.replace(e, profile=e.profile.with_timing_slack(args.timing_slack)) for e in entries]
-        cases = load_cases(args.cases)
-    except (ProfileError, CaseLoadError, ValueError, OSError) as exc:
-        console.print(f"[red]bad profile: {exc}" if isinstance(exc, ProfileError) else f"[red]{exc}")
-        return 2
+        raise UsageError("nothing to compare: give --profile entries or report dirs")
+    entries = [parse_entry(text, args.timing_slack) for text in args.profile]
+    cases = load_user_cases(args.cases)
     versions = dict(v.partition("=")[::2] for v in args.server_version)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_dir = args.report_dir or Path("reports") / f"matrix-{stamp}"
-    try:
-        dir_columns(args.reports, report_dir)  # an unusable report dir is said before any run
-        if entries:
-            matrix, problems = trio.run(lambda: run_matrix(
-                entries, report_dir, only=args.only, skip=args.skip, parallel=args.parallel, browser=args.browser,
-                cases=cases, extra=args.reports, versions=versions, console=console))
-        else:
-            matrix, problems = build_matrix(dir_columns(args.reports, report_dir), versions), []
-            write_matrix(matrix, report_dir)
-    except MatrixError as exc:
-        console.print(f"[red]{exc}")
-        return 2
+    dir_columns(args.reports, report_dir)  # an unusable report dir (MatrixError, the user's) is said before any run
+    if entries:
+        matrix, problems = trio.run(lambda: run_matrix(
+            entries, report_dir, only=args.only, skip=args.skip, parallel=args.parallel, browser=args.browser,
+            cases=cases, extra=args.reports, versions=versions, console=console))
+    else:
+        matrix, problems = build_matrix(dir_columns(args.reports, report_dir), versions), []
+        write_matrix(matrix, report_dir)
     totals = matrix.subtotals()
     for server in matrix.servers:
         counts = ", ".join(f"{n} {o}" for o, n in totals[server.name].items() if n)

@@ -8,7 +8,8 @@ from typing import Any
 
 from ._invariants import is_number
 
-__all__ = ["OUTCOMES", "CaseResult", "Finding", "Judge", "Measure", "Outcome", "Plot", "Severity"]
+__all__ = ["EXPECTABLE", "GATE_FAILED", "GATE_NOT_DONE", "GATE_PASSED", "OUTCOMES", "CaseResult", "Finding", "Judge", "Measure", "Outcome", "Plot", "Severity",
+           "exit_code", "gate", "gate_rank"]
 
 
 class Outcome(enum.StrEnum):
@@ -23,6 +24,44 @@ class Outcome(enum.StrEnum):
 
 
 OUTCOMES = tuple(Outcome)
+
+
+# -- the gate: which outcomes fail a run, and its exit code -----------------------------------------
+# One rule for `sse-harness run`, its baseline, `sse-harness diff` and the pytest plugin.
+
+GATE_PASSED, GATE_FAILED, GATE_NOT_DONE = 0, 1, 2  # also the exit codes of `run`
+
+
+def _failing(strict: bool) -> tuple[Outcome, ...]:
+    return (Outcome.FAIL, Outcome.NON_STRICT) if strict else (Outcome.FAIL,)
+
+
+EXPECTABLE = _failing(strict=True)  # what a baseline may list as expected: what can fail the gate
+
+
+def gate(outcome: Outcome | str, *, strict: bool = False, expected: bool = False, stale: bool = False) -> int:
+    """What one case's result does to the gate: GATE_NOT_DONE for an ``error`` (the harness's
+    own trouble); GATE_FAILED for a ``fail`` (with ``strict`` a ``non-strict`` too) that a
+    baseline did not expect, or a stale baseline entry; GATE_PASSED otherwise."""
+    if outcome == Outcome.ERROR:
+        return GATE_NOT_DONE
+    if stale or (outcome in _failing(strict) and not expected):
+        return GATE_FAILED
+    return GATE_PASSED
+
+
+def exit_code(verdicts, *, run_error: bool = False) -> int:
+    """A run's exit code from its cases' ``gate`` verdicts: 0 nothing failed; 1 a case failed
+    the gate; 2 the harness could not do its job (the run, or a case: ``error``)."""
+    return max([GATE_NOT_DONE if run_error else GATE_PASSED, *verdicts])
+
+
+def gate_rank(outcome: Outcome | str) -> int:
+    """How bad an outcome is for the gate (a baseline entry whose case now ranks lower is
+    stale): error, then fail, then non-strict; pass, info and skip alike."""
+    if outcome == Outcome.ERROR:
+        return 3
+    return {Outcome.FAIL: 2, Outcome.NON_STRICT: 1}.get(Outcome(outcome), 0)
 
 
 class Severity(enum.StrEnum):

@@ -20,7 +20,8 @@ from rich.markup import escape
 from ._client import Limits, Segment, record
 from ._probe import analyse, reconnect_pause, resume_id, stream_problem
 from ._probe_render import render_profile, render_summary
-from ._profile import ProfileError, load_profile
+from ._errors import ProfileError, UsageError
+from ._target import plan_target
 
 __all__ = ["add_parser", "main", "observe"]
 
@@ -72,19 +73,19 @@ async def observe(url: str, *, method: str = "GET", content: bytes | None = None
 
 
 def _request(args) -> tuple[str, bytes | None, dict[str, str], str | None]:
-    """Method, body, headers and the body as the draft writes it; ValueError says what is wrong."""
+    """Method, body, headers and the body as the draft writes it; UsageError says what is wrong."""
     headers: dict[str, str] = {}
     for text in args.header:
         name, colon, value = text.partition(":")
         if not colon or not name.strip():
-            raise ValueError(f"--header must look like 'Name: value', not {text!r}")
+            raise UsageError(f"--header must look like 'Name: value', not {text!r}")
         headers[name.strip()] = value.strip()
     body = args.data
     if body is not None and body.startswith("@"):
         try:
             body = Path(body[1:]).read_text()
         except OSError as exc:
-            raise ValueError(f"--data {args.data}: {exc}") from None
+            raise UsageError(f"--data {args.data}: {exc}") from None
     if body is not None and not any(k.lower() == "content-type" for k in headers):
         try:
             json.loads(body)
@@ -93,22 +94,18 @@ def _request(args) -> tuple[str, bytes | None, dict[str, str], str | None]:
             pass
     method = args.method or ("POST" if body is not None else "GET")
     if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        raise ValueError(f"--method must be GET or POST (or PUT, PATCH, DELETE), not {method}")
+        raise UsageError(f"--method must be GET or POST (or PUT, PATCH, DELETE), not {method}")
     parts = urlsplit(args.url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"the URL must be http://HOST[:PORT]/PATH or https://..., not {args.url!r}")
+        raise UsageError(f"the URL must be http://HOST[:PORT]/PATH or https://..., not {args.url!r}")
     if not args.seconds > 0:
-        raise ValueError(f"--seconds must be more than 0, not {args.seconds}")
+        raise UsageError(f"--seconds must be more than 0, not {args.seconds}")
     return method, None if body is None else body.encode(), headers, body
 
 
 def main(args, console: Console) -> int:
     said = Console(stderr=True, highlight=False, soft_wrap=True)  # what was seen: stderr, so stdout is the draft alone
-    try:
-        method, content, headers, body = _request(args)
-    except ValueError as exc:
-        said.print(f"[red]{escape(str(exc))}")
-        return 2
+    method, content, headers, body = _request(args)  # UsageError: said by the command line, exit 2
     said.print(f"probing {escape(args.url)} for up to {args.seconds:g} s ...")
     first, again, resume, pause = trio.run(lambda: observe(args.url, method=method, content=content,
                                                            headers=headers, seconds=args.seconds))
@@ -136,12 +133,12 @@ def main(args, console: Console) -> int:
 
 
 def _loads(draft: str) -> str:
-    """What load_profile says against the draft ("" when it loads)."""
+    """What `run --profile` would say against the draft ("" when it loads)."""
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=True) as file:
         file.write(draft)
         file.flush()
         try:
-            load_profile(file.name)
+            plan_target(file.name)
         except ProfileError as exc:
             return str(exc)
     return ""

@@ -16,12 +16,13 @@ import trio
 
 from ._context import Context
 from ._errors import HarnessError, TargetFault
-from ._outcomes import CaseResult, Outcome
+from ._outcomes import GATE_FAILED, CaseResult, Outcome, exit_code, gate
 from ._registry import REGISTRY, Case, load_cases
 from ._run_case import run_case
 from ._preflight import PREFLIGHT_EVENTS, raise_for
 from ._profile import Profile, ProfileError
 from ._restart import Restart
+from ._target import is_same_host
 from ._starvation import descendants, find_listening_pid, process_name
 from ._version import VERSION
 
@@ -45,19 +46,19 @@ class RunReport:
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
 
+    def verdict(self, result: CaseResult, strict: bool = False) -> int:
+        """What this result does to the gate (harness._outcomes.gate), with the baseline's say."""
+        return gate(result.outcome, strict=strict, expected=result.id in self.expected, stale=result.id in self.stale)
+
     def failing(self, strict: bool = False) -> list[CaseResult]:
-        """The results that fail the gate: fail (and non-strict when strict), unless expected."""
-        bad = (Outcome.FAIL, Outcome.NON_STRICT) if strict else (Outcome.FAIL,)
-        return [r for r in self.results if r.outcome in bad and r.id not in self.expected]
+        """The results that fail the gate: fail (and non-strict when strict) unless the baseline
+        expects it, and stale baseline entries."""
+        return [r for r in self.results if self.verdict(r, strict) == GATE_FAILED]
 
     def exit_code(self, strict: bool = False) -> int:
         """0 nothing failed; 1 a case failed (or a baseline entry went stale); 2 the harness
         could not do its job."""
-        if self.error or self.count(Outcome.ERROR):
-            return 2
-        if self.failing(strict) or self.stale:
-            return 1
-        return 0
+        return exit_code([self.verdict(r, strict) for r in self.results], run_error=bool(self.error))
 
 
 def _matches(case_: Case, pattern: str) -> bool:
@@ -121,21 +122,17 @@ def _observe_target(ctx: Context, base_url: str, pid: int | None) -> None:
     ctx.starvation.observe("target", pids, f"pid {pid} ({name or '?'}, {how})")
 
 
-def is_same_host(base_url: str, setting: str = "auto") -> bool:
-    if setting in ("yes", "no"):
-        return setting == "yes"
-    return urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
-
-
 async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequence[str] = (), parallel: int = 8,
-                    same_host: str = "auto", on_result: Callable[[Any], None] | None = None,
+                    same_host: str | bool = "auto", on_result: Callable[[Any], None] | None = None,
                     on_start: Callable[[int], None] | None = None,
                     browser: str | None = None, restart: Restart | None = None, target_pid: int | None = None,
                     cases: Iterable[Case] | None = None) -> RunReport:
     """Run the selected cases; exclusive ones (which fill the target's capacity) go last, alone.
 
     ``browser`` (a browser's path), ``restart`` (how to restart the target) and ``target_pid``
-    (its process, when we started it) reach every case as the context's fields of those names."""
+    (its process, when we started it) reach every case as the context's fields of those names;
+    a command passes them from its harness._target.Target (``**target.suite_options()``).
+    ``same_host``: auto|yes|no, or decided already (harness._target.is_same_host)."""
     cases = select_cases(only, skip, cases=cases)
     if on_start:
         on_start(len(cases))

@@ -67,9 +67,13 @@ from ._decoder import Decoder, Event, Violation
 from ._load_starvation import TargetProcess, WorkerStarvation
 from ._invariants import (NO_TERMINAL, NOT_CLOSED, AnyStreamJudge, Breach, Excused, StreamJudge, judge_timing,
                           silence_breach)
-from ._profile import Profile, load_profile
+from ._client import StreamError
+from ._errors import TargetFault
+from ._load_options import add_to as add_load_options, option_values
+from ._profile import Profile
 from ._stream_profile import SetupAnswer, SetupFailed, StreamRequest
 from ._starvation import Explained
+from ._target import effective_timing, resolve_profile
 
 __all__ = ["InvariantBroken", "LoadPlan", "SSEUser"]
 
@@ -84,38 +88,15 @@ _PROC_PERIOD = 0.1  # the target's run-queue wait and the machine's CPU pressure
 CONFOUNDED_TYPE = "confounded"
 
 
-class InvariantBroken(Exception):
+class InvariantBroken(TargetFault):
     """What a failure row of type ``invariant`` carries: the rule's message (stable, so that
     locust groups occurrences); the details of the first ones go to the log."""
-
-
-class StreamError(Exception):
-    """The job could not be followed to its end (transport trouble, a deadline)."""
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
     group = parser.add_argument_group("sse-harness", "SSE job-stream users (harness.load.SSEUser)")
-    group.add_argument("--sse-profile", default="", help="target profile TOML (default: the contract)")
-    group.add_argument("--sse-subscribers", type=int, default=1, help="users following each job (fan-out)")
-    group.add_argument("--sse-cancel-share", type=float, default=0.2, help="share of jobs cancelled at a random stage")
-    group.add_argument("--sse-cut-share", type=float, default=0.2,
-                       help="share of jobs whose stream is cut once at a random moment and resumed with Last-Event-ID")
-    group.add_argument("--sse-cut-within", type=float, default=3.0, help="cuts happen this many seconds into a stream at most")
-    group.add_argument("--sse-stage-seconds", type=float, default=-1.0, help="job knob: least seconds per stage")
-    group.add_argument("--sse-stall-seconds", type=float, default=0.0,
-                       help="job knob: a silent pause of this many seconds inside the first stage")
-    group.add_argument("--sse-scenes", type=int, default=0, help="job field: scenes (1-20)")
-    group.add_argument("--sse-job-id", default="", help="attach to this job instead of creating jobs")
-    group.add_argument("--sse-stream-url", default="", help="attach to this stream URL instead of creating jobs")
-    group.add_argument("--sse-job-timeout", type=float, default=0.0,
-                       help="seconds a job may take to its terminal event (default: the profile's)")
-    group.add_argument("--sse-jobs-per-user", type=int, default=1000, help="a user stops after this many jobs")
-    group.add_argument("--sse-session-seconds", type=float, default=10.0,
-                       help="a stream profile's stream that never ends by itself: seconds each reader follows it")
-    group.add_argument("--sse-target-pid", type=int, default=0,
-                       help="the target's pid when it runs on this host (default: found by the port it listens on, "
-                            "for a loopback host)")
+    add_load_options(group, locust=True)  # --sse-subscribers ... (harness._load_options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,84 +121,74 @@ class LoadPlan:
 
     @classmethod
     def from_options(cls, options: Any, profile: Profile, health: dict[str, Any]) -> "LoadPlan":
-        def opt(name: str, default: Any) -> Any:
-            return getattr(options, name, default) if options is not None else default
-
+        """The plan from locust's parsed ``--sse-*`` options (harness._load_options; None: the
+        defaults). Raises ValueError naming the option when it does not fit the profile."""
+        values = option_values(options)
         timing = profile.timing
         if profile.kind == "stream":
-            return cls._for_stream(opt, profile)
-
-        def setting(key: str, health_key: str, scale: float, fallback: float) -> float:
-            if timing[key] > 0:
-                return timing[key]
-            advertised = health.get(health_key)
-            if isinstance(advertised, (int, float)) and not isinstance(advertised, bool) and advertised > 0:
-                return advertised * scale
-            return fallback
-
-        keepalive = setting("keepalive_seconds", "keepaliveSeconds", 1.0, 0.0)
+            return cls._for_stream(values, profile)
+        keepalive = effective_timing(profile, health).keepalive
         tolerance = max(timing["tolerance_fraction"] * keepalive, timing["tolerance_min_seconds"])
         body = dict(profile.job_body)
-        stage_seconds = float(opt("sse_stage_seconds", -1.0))
-        if stage_seconds >= 0:
+        stage_seconds = values["stage-seconds"]
+        if stage_seconds is not None and stage_seconds >= 0:
             if not profile.knobs:
                 raise ValueError("--sse-stage-seconds needs a target that takes the test knobs ([job].knobs = true)")
-            body["stageSeconds"] = {stage: stage_seconds for stage in profile.stages}
-        stall = float(opt("sse_stall_seconds", 0.0))
-        if stall > 0:
+            body["stageSeconds"] = {stage: float(stage_seconds) for stage in profile.stages}
+        stall = values["stall-seconds"]
+        if stall is not None and stall > 0:
             if not profile.knobs:
                 raise ValueError("--sse-stall-seconds needs a target that takes the test knobs ([job].knobs = true)")
-            body["stallSeconds"] = {profile.stages[0]: stall}
-        scenes = int(opt("sse_scenes", 0))
-        if scenes:
-            body["scenes"] = scenes
-        shares = {name: float(opt(f"sse_{name}_share", 0.2)) for name in ("cancel", "cut")}
+            body["stallSeconds"] = {profile.stages[0]: float(stall)}
+        if values["scenes"]:
+            body["scenes"] = int(values["scenes"])
+        shares = {name: float(values[f"{name}-share"]) for name in ("cancel", "cut")}
         for name, value in shares.items():
             if not 0 <= value <= 1:
                 raise ValueError(f"--sse-{name}-share must be within [0, 1], not {value}")
-        subscribers = int(opt("sse_subscribers", 1))
+        subscribers = int(values["subscribers"])
         if subscribers < 1:
             raise ValueError("--sse-subscribers must be at least 1")
         return cls(
             profile=profile, subscribers=subscribers, cancel_share=shares["cancel"], cut_share=shares["cut"],
-            cut_within=max(0.05, float(opt("sse_cut_within", 3.0))), job_body=body,
-            job_id=str(opt("sse_job_id", "") or ""), stream_url=str(opt("sse_stream_url", "") or ""),
-            job_timeout=float(opt("sse_job_timeout", 0.0) or timing["job_timeout_seconds"]),
-            jobs_per_user=max(1, int(opt("sse_jobs_per_user", 1000))),
-            keepalive_limit=keepalive + tolerance if keepalive else 0.0,
+            cut_within=max(0.05, float(values["cut-within"])), job_body=body,
+            job_id=str(values["job-id"] or ""), stream_url=str(values["stream-url"] or ""),
+            job_timeout=float(values["job-timeout"] or timing["job_timeout_seconds"]),
+            jobs_per_user=max(1, int(values["jobs-per-user"])),
+            keepalive_limit=keepalive + tolerance,
             close_within=timing["terminal_close_seconds"],
             retry_seconds=min(5.0, max(0.0, float(health.get("retryMs", 1000)) / 1000)
                               if isinstance(health.get("retryMs"), (int, float)) else 1.0),
-            cancel_deadline=setting("cancel_deadline_ms", "cancelDeadlineMs", 1.0, 1000.0) / 1000,
+            cancel_deadline=effective_timing(profile, health).cancel_deadline,
         )
 
     @classmethod
-    def _for_stream(cls, opt, profile: Profile) -> "LoadPlan":
+    def _for_stream(cls, values: dict[str, Any], profile: Profile) -> "LoadPlan":
         """A stream profile's plan: timings from its claims; no jobs to create, cancel or attach to."""
         if profile.stream is not None and profile.stream.hook:
             raise ValueError(f"[stream].hook {profile.stream.hook!r} is an async function (httpx.AsyncClient); "
                              "the load user runs under gevent and cannot call it: describe the stream with "
                              "[stream] and [[setup]] instead")
-        for name in ("job_id", "stream_url"):
-            if opt(f"sse_{name}", ""):
-                raise ValueError(f"--sse-{name.replace('_', '-')} is for the contract's jobs; a stream profile "
-                                 "opens its stream as [stream] says")
+        for name in ("job-id", "stream-url"):
+            if values[name]:
+                raise ValueError(f"--sse-{name} is for the contract's jobs; a stream profile opens its stream as "
+                                 "[stream] says")
         timing = profile.timing
         claims = profile.claims
-        keepalive = claims.keepalive_seconds
+        keepalive = claims.keepalive_seconds  # what the stream claims; 0: none claimed, silences not judged
         tolerance = max(timing["tolerance_fraction"] * keepalive, timing["tolerance_min_seconds"])
-        cut_share = float(opt("sse_cut_share", 0.2))
+        cut_share = float(values["cut-share"])
         if not 0 <= cut_share <= 1:
             raise ValueError(f"--sse-cut-share must be within [0, 1], not {cut_share}")
-        session = float(opt("sse_session_seconds", 10.0))
+        session = float(values["session-seconds"])
         if not session > 0:
             raise ValueError(f"--sse-session-seconds must be positive, not {session}")
         return cls(
             profile=profile, subscribers=1, cancel_share=0.0,
             cut_share=cut_share if claims.has("replay") else 0.0,  # a resume needs Last-Event-ID replay
-            cut_within=max(0.05, float(opt("sse_cut_within", 3.0))), job_body={}, job_id="", stream_url="",
-            job_timeout=float(opt("sse_job_timeout", 0.0) or timing["job_timeout_seconds"]),
-            jobs_per_user=max(1, int(opt("sse_jobs_per_user", 1000))),
+            cut_within=max(0.05, float(values["cut-within"])), job_body={}, job_id="", stream_url="",
+            job_timeout=float(values["job-timeout"] or timing["job_timeout_seconds"]),
+            jobs_per_user=max(1, int(values["jobs-per-user"])),
             keepalive_limit=keepalive + tolerance if keepalive else 0.0,
             close_within=timing["terminal_close_seconds"],
             retry_seconds=min(5.0, claims.retry_ms / 1000) if claims.retry_ms else 1.0,
@@ -247,14 +218,14 @@ class _Shared:
         with self.lock:
             if self.key != key:
                 try:
-                    profile = load_profile(getattr(options, "sse_profile", "") or None, base_url=user.host)
+                    profile = resolve_profile(option_values(options)["profile"], user.host)
                     self.plan = LoadPlan.from_options(options, profile, _health(user, profile))
                 except ValueError as exc:  # ProfileError too
                     log.error("cannot load: %s", exc)
                     raise StopUser() from None
                 self.key = key
                 self.board.clear()
-                target = TargetProcess.find(user.host or "", int(getattr(options, "sse_target_pid", 0) or 0))
+                target = TargetProcess.find(user.host or "", option_values(options)["target-pid"] or 0)
                 if self.starved.observe(target):
                     log.info("the target's wait for a core: %s", target.label)
             return self.plan
@@ -435,8 +406,7 @@ class SSEUser(FastHttpUser):
 
     def __init__(self, environment) -> None:
         if not self.host:
-            options = environment.parsed_options
-            self.host = load_profile(getattr(options, "sse_profile", "") or None).base_url
+            self.host = resolve_profile(option_values(environment.parsed_options)["profile"]).base_url
         super().__init__(environment)
         self._jobs_done = 0
         self._fire = environment.events.request.fire

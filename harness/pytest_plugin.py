@@ -14,7 +14,7 @@ Why a loop in a thread: pytest-trio runs every test in a trio.run of its own, bu
 server lives for the whole session, and the suite's cases share one Context (an
 httpx.AsyncClient, recordings shared through ``ctx.shared``, exclusive cases run alone, the
 event-loop lag probe). So the session owns one trio loop on an anyio blocking portal (one
-thread, joined at the end): the server process is started there through ``server_process``,
+thread, joined at the end): the target is set up there by harness._target (``start_target``),
 and the selected cases are run there by the runner's own ``run_suite`` as one run, exactly as
 ``sse-harness run`` would run them. Each pytest item waits for its case's result and reports it.
 The fixtures of a user's test (``sse_http``, ``sse_api``, ``sse_record``, ``sse_proxy``) belong
@@ -28,7 +28,6 @@ import contextlib
 import inspect
 import threading
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlsplit
@@ -37,14 +36,16 @@ import httpx
 import pytest
 
 from ._api import ApiClient
-from ._outcomes import Outcome
+from ._outcomes import GATE_FAILED, GATE_NOT_DONE, Outcome, gate
 from ._client import Limits, ReconnectPolicy, Segment, Trace, follow, record
-from ._profile import Profile, ProfileError, load_profile
+from ._errors import HarnessError, UsageError
+from ._profile import Profile
 from ._proxy import FaultProxy
+from ._server_process import ServerStartError
+from ._target import Target, TargetPlan, is_loopback, plan_target, start_target, users_target
 
 __all__ = ["Recorder"]
 
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 _NOTED = (Outcome.NON_STRICT, Outcome.INFO)  # pass with a note; non-strict fails under --sse-strict, as in run
 
 
@@ -109,7 +110,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 # -- the session: a trio loop on a portal, the target, the suite run ---------------------------
 
-class _TargetUnavailable(Exception):
+class _TargetUnavailable(HarnessError):
     """The target could not be had (the embedded server did not start): every user of it errors."""
 
 
@@ -120,38 +121,36 @@ class _SseSession:
         self.config = config
         self._stack = contextlib.ExitStack()
         self._portal = None
-        self._profile: Profile | None = None
-        self._target: Profile | None = None
+        self._plan: TargetPlan | None = None
+        self._target: Target | None = None
         self._target_error = ""
-        self.server = None  # harness._server_process.ServerProcess when we started one
         self.suite: _SuiteRun | None = None
         self.baseline: dict | None = None  # from --sse-baseline: case id -> (the outcome listed, its reason)
         self._lock = threading.Lock()
 
-    def profile(self) -> Profile:
-        if self._profile is None:
-            path, url = self.config.getoption("sse_profile"), self.config.getoption("sse_target")
+    @property
+    def server(self):
+        """The embedded reference server (harness._server_process.ServerProcess), once we started one."""
+        return self._target.server if self._target is not None else None
+
+    def plan(self) -> TargetPlan:
+        """The target as the options say (harness._target.plan_target); a bad profile or URL is a usage error."""
+        if self._plan is None:
+            option = self.config.getoption
             try:
-                self._profile = load_profile(path, base_url=url).with_timing_slack(
-                    self.config.getoption("sse_timing_slack"))
-            except ProfileError as exc:
+                self._plan = plan_target(option("sse_profile"), option("sse_target"),
+                                         timing_slack=option("sse_timing_slack"), browser=option("sse_browser"))
+            except UsageError as exc:
                 raise pytest.UsageError(f"sse-harness: bad profile: {exc}") from None
-        return self._profile
+        return self._plan
+
+    def profile(self) -> Profile:
+        return self.plan().profile
 
     def external_url(self) -> str | None:
         """The target named by --sse-target or by the profile file's [target].base_url, if any."""
-        url = self.config.getoption("sse_target")
-        if url:
-            return url
-        path = self.config.getoption("sse_profile")
-        if path:
-            try:
-                named = tomllib.loads(Path(path).read_text()).get("target", {}).get("base_url")
-            except (OSError, tomllib.TOMLDecodeError, AttributeError):
-                named = None  # load_profile reports it
-            if named:
-                return self.profile().base_url
-        return None
+        plan = self.plan() if self.config.getoption("sse_profile") or self.config.getoption("sse_target") else None
+        return None if plan is None or plan.embedded else plan.profile.base_url
 
     def portal(self):
         if self._portal is None:
@@ -160,23 +159,20 @@ class _SseSession:
             self._portal = self._stack.enter_context(start_blocking_portal("trio"))
         return self._portal
 
-    def target(self) -> Profile:
-        """The profile bound to a running target; the embedded server is started on first use."""
+    def target(self) -> Target:
+        """The running target; the embedded server is started on first use, on the portal's loop
+        (where its process lives, and the suite's cases run), and stopped at the session's end."""
         with self._lock:
             if self._target is None and not self._target_error:
-                profile = self.profile()
-                if self.external_url():
-                    self._target = profile
+                plan = self.plan()
+                if not plan.embedded:
+                    self._target = users_target(plan)
                 else:
-                    from ._server_process import ServerStartError, server_process
-
                     try:
-                        self.server = self._stack.enter_context(
-                            self.portal().wrap_async_context_manager(server_process()))
+                        self._target = self._stack.enter_context(
+                            self.portal().wrap_async_context_manager(start_target(plan)))
                     except ServerStartError as exc:
                         self._target_error = f"the embedded reference server did not start: {exc}"
-                    else:
-                        self._target = profile.with_base_url(self.server.base_url)
             if self._target_error:
                 raise _TargetUnavailable(self._target_error)
             return self._target
@@ -215,17 +211,14 @@ class _SuiteRun:
             self.failure = str(exc)
             self.future: concurrent.futures.Future | None = None
             return
-        from ._restart import restart_for
         from ._runner import run_suite
 
         # As `sse-harness run` does: the restart family restarts the embedded server (on this
         # same loop, where its process lives) or runs the profile's restart command.
-        restart, browser = restart_for(target, session.server), config.getoption("sse_browser")
-
         async def run():
             try:
-                return await run_suite(target, cases=cases, parallel=config.getoption("sse_parallel"),
-                                       on_result=self._arrived, restart=restart, browser=browser)
+                return await run_suite(target.profile, cases=cases, parallel=config.getoption("sse_parallel"),
+                                       on_result=self._arrived, **target.suite_options())
             finally:
                 self._ended.set()
 
@@ -305,7 +298,7 @@ class SuiteCase(pytest.Item):
         self.result = got
         self.user_properties += [("sse_outcome", str(got.outcome)), ("sse_duration_ms", got.duration_ms),
                                  ("sse_origin", got.origin)]
-        if got.outcome == Outcome.ERROR:
+        if gate(got.outcome) == GATE_NOT_DONE:
             pytest.fail(f"{self.case.id} error (the harness's own trouble): {got.reason}", pytrace=False)
         if got.outcome == Outcome.SKIP:
             pytest.skip(f"{self.case.id}: {got.reason}")
@@ -317,8 +310,7 @@ class SuiteCase(pytest.Item):
             pytest.fail(f"{result.id} is listed in the baseline but {stale}", pytrace=False)
         if expected:
             pytest.xfail(f"{result.id} {result.outcome}, expected by the baseline: {expected}")
-        if result.outcome == Outcome.FAIL or (result.outcome == Outcome.NON_STRICT
-                                              and self.config.getoption("sse_strict")):
+        if gate(result.outcome, strict=self.config.getoption("sse_strict")) == GATE_FAILED:
             pytest.fail(_describe(result), pytrace=False)
         if result.outcome in _NOTED:
             note = next((f.message for f in result.findings), "measured, no verdict")
@@ -489,7 +481,7 @@ def sse_target(pytestconfig: pytest.Config) -> Profile:
     """The target under test, as a Profile bound to its base URL (the embedded reference server
     unless --sse-target or a profile names one)."""
     try:
-        return pytestconfig.stash[_SESSION].target()
+        return pytestconfig.stash[_SESSION].target().profile
     except _TargetUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -517,7 +509,7 @@ async def sse_record(sse_target: Profile, sse_http: httpx.AsyncClient) -> Record
 async def sse_proxy(sse_target: Profile) -> AsyncIterator[FaultProxy]:
     """A FaultProxy in front of the target (cut, stall, slice...); skips for a target on another host."""
     parts = urlsplit(sse_target.base_url)
-    if parts.hostname not in _LOCAL_HOSTS:
+    if not is_loopback(sse_target.base_url):
         pytest.skip("the fault proxy only forwards to a target on this host")
     async with FaultProxy(parts.port or 80, parts.hostname) as proxy:
         yield proxy

@@ -99,3 +99,84 @@ def test_every_public_harness_name_is_importable():
         imported = importlib.import_module(module)
         missing = [name for name in imported.__all__ if not hasattr(imported, name)]
         assert not missing, f"{module}.__all__ names what it lacks: {missing}"
+
+
+def _outcome_literals(path) -> list[tuple[int, str]]:
+    """Outcome words written as string literals where they can only stand for an outcome: compared
+    with something (``x.outcome == "fail"``, ``in ("fail", "error")``), made into one
+    (``Outcome("fail")``), or a lookup's default (``.get("outcome", "fail")``). Other uses of these
+    words (a JSON key "error", an event named "error") are not outcomes."""
+    import ast
+
+    words = {"pass", "fail", "non-strict", "info", "error", "skip"}
+
+    def literals(node) -> list[str]:
+        if isinstance(node, ast.Constant) and node.value in words:
+            return [node.value]
+        if isinstance(node, (ast.Tuple, ast.Set, ast.List)):
+            return [w for e in node.elts for w in literals(e)]
+        return []
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        sides = []
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Outcome":
+            sides = node.args
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            sides = node.args[1:]
+        found += [(node.lineno, w) for side in sides for w in literals(side)]
+    return found
+
+
+def test_outcomes_are_compared_as_outcome_members():
+    """harness/ compares, makes and defaults outcomes with Outcome members, never with their words."""
+    for path in (ROOT / "harness").rglob("*.py"):
+        if path.name != "_outcomes.py":
+            assert not _outcome_literals(path), f"{path} spells outcomes out: {_outcome_literals(path)}"
+
+
+def test_the_outcome_literal_rule_catches_what_it_is_for(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('a = r.outcome == "fail"\nb = x in ("pass", "error")\nc = Outcome("skip")\n'
+                     'd = e.get("outcome", "fail")\nkey = {"error": 1}\nf = e.get("error")\n')
+    assert _outcome_literals(probe) == [(1, "fail"), (2, "pass"), (2, "error"), (3, "skip"), (4, "fail")]
+
+
+def test_one_target_set_up():
+    """Profile resolution, the embedded server's start, the local-host rule, the keep-alive
+    fallback and the restart hook live in harness._target; the commands and the plugin call it."""
+    import re
+
+    owner = ROOT / "harness" / "_target.py"
+    users = ("_cli.py", "_load_cli.py", "pytest_plugin.py", "_probe_cli.py", "_matrix_cli.py", "_runner.py",
+             "_context.py", "load.py")
+    rules = {
+        "profile resolution": r"\bload_profile\(",
+        "the embedded server's start": r"\bserver_process\(|\breference_server_args\(",
+        "the own-server rule": r"\[\"target\"\]|get\(\"target\"",
+        "the local-host rule": r"\"127\.0\.0\.1\", \"localhost\"|is_loopback\b.*=|def is_same_host",
+        "a keep-alive fallback": r"\"keepalive_seconds\"",
+        "the restart hook": r"\brestart_for\(",
+        "browser discovery": r"\bfind_browser\(",
+    }
+    for name in users:
+        text = (ROOT / "harness" / name).read_text()
+        for rule, pattern in rules.items():
+            assert not re.search(pattern, text), f"harness/{name} has its own {rule}: use harness._target"
+        assert "_target import" in text, f"harness/{name} does not use harness._target"
+    owned = owner.read_text()
+    assert all(re.search(pattern, owned) for rule, pattern in rules.items() if rule != "the local-host rule")
+
+
+def test_one_pass_fail_rule():
+    """Which outcomes fail a run is decided by harness._outcomes.gate; the runner, the diff, the
+    baseline and the plugin call it and list no failing outcomes of their own."""
+    import re
+
+    for name in ("_runner.py", "_diff.py", "_baseline.py", "pytest_plugin.py"):
+        text = (ROOT / "harness" / name).read_text()
+        assert "gate" in text, f"harness/{name} does not use harness._outcomes' gate rule"
+        assert not re.search(r"\(Outcome\.FAIL, Outcome\.NON_STRICT\)|Outcome\.FAIL\s*:\s*\d", text), \
+            f"harness/{name} lists failing outcomes itself"

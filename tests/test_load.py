@@ -230,6 +230,61 @@ def test_bad_input_is_exit_2(tmp_path):
     assert done.returncode == 2 and "unreachable" in done.stdout
 
 
+# -- the mix's options: declared once (harness._load_options) ---------------------------------------
+
+# `sse-harness load`'s own flags, beside the mix: the run's shape, the target, the thresholds.
+COMMAND_FLAGS = {"-h", "--help", "--target", "--profile", "--users", "--spawn-rate", "--run-time", "--processes",
+                 "--web", "--report-dir", "--max-lag-p99-ms", "--max-failure-ratio", "--min-completed-jobs",
+                 "--locustfile"}
+LOCUST_SIDE = """
+import json, sys
+import harness.load  # registers the --sse-* options with locust
+from harness._load_options import option_values
+from locust.argument_parser import get_parser
+
+parser = get_parser()
+flags = {o: {"default": a.default, "help": a.help} for a in parser._actions for o in a.option_strings
+         if o.startswith("--sse-")}
+parsed = option_values(parser.parse_args(["-f", "x.py", *sys.argv[1:]]))
+print(json.dumps({"flags": flags, "parsed": parsed}))
+"""
+
+
+def test_the_load_options_are_declared_once_for_the_command_locust_and_the_docs():
+    """One table makes `sse-harness load --NAME`, locust's `--sse-NAME` and what LoadPlan reads: a
+    mix option added in one place only (the command, locust or the docs) fails here."""
+    import argparse
+
+    from harness._cli import _parser
+    from harness._load_cli import locust_command
+    from harness._load_options import LOAD_OPTIONS
+
+    load = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["load"]
+    command = {o: a for a in load._actions for o in a.option_strings}
+    mix = {o.flag: o for o in LOAD_OPTIONS if o.command}
+    assert set(command) - COMMAND_FLAGS == set(mix), "an option of the mix that is not in harness._load_options"
+    for flag, option in mix.items():
+        assert (command[flag].default, command[flag].help) == (option.default, option.help), flag
+    args = load.parse_args(["--cut-share", "0.5", "--stage-seconds", "0.3", "--scenes", "2", "--job-id", "j7",
+                            "--job-timeout", "40", "--subscribers", "3"])
+    forwarded = locust_command(args, "http://127.0.0.1:1", Path("/tmp/x"))
+    forwarded = forwarded[forwarded.index("--only-summary") + 1:]
+    done = subprocess.run([sys.executable, "-c", LOCUST_SIDE, *forwarded], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    locust = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(locust["flags"]) == {o.locust_flag for o in LOAD_OPTIONS}, "a --sse-* option declared apart"
+    for option in LOAD_OPTIONS:
+        assert locust["flags"][option.locust_flag] == {"default": option.default, "help": option.help}
+    assert {k: v for k, v in locust["parsed"].items() if v != next(o.default for o in LOAD_OPTIONS if o.name == k)} \
+        == {"cut-share": 0.5, "stage-seconds": 0.3, "scenes": 2, "job-id": "j7", "job-timeout": 40.0, "subscribers": 3}
+    docs = (ROOT / "docs" / "load.md").read_text()
+    for option in LOAD_OPTIONS:
+        assert f"`{option.locust_flag}" in docs, f"docs/load.md does not name {option.locust_flag}"
+        if option.command:
+            assert f"`{option.flag}" in docs, f"docs/load.md does not name {option.flag}"
+
+
 # -- runs ---------------------------------------------------------------------------------------------
 
 def stats(prefix: Path) -> dict[str, dict]:
