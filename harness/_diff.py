@@ -329,22 +329,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, console: Console) -> int:
-    """Exit 0: no regression; 1: a regression; 2: a report could not be read."""
-    errors = Console(stderr=True, soft_wrap=True)  # stdout may be a Markdown file being written
+    """Exit 0: no regression; 1: a regression; 2: a report could not be read (a UsageError, said
+    on stderr by the command line: stdout may be a Markdown file being written)."""
     if args.threshold < 0:
-        errors.print("--threshold must be >= 0", style="red")
-        return 2
+        raise UsageError(f"--threshold must be >= 0, not {args.threshold:g}")
     from ._matrix import is_matrix
 
     if is_matrix(args.old) or is_matrix(args.new):  # two matrices: what changed per server
         from ._matrix_diff import main as matrix_diff_main
 
         return matrix_diff_main(args, console)
-    try:
-        old, new = load_report(args.old), load_report(args.new)
-    except DiffError as exc:
-        errors.print(f"cannot compare: {exc}", style="red", markup=False)
-        return 2
+    old, new = load_report(args.old), load_report(args.new)  # DiffError: said by the command line, exit 2
     diff = diff_reports(old, new, threshold=args.threshold / 100, strict=args.strict)
     if args.format == "md":
         sys.stdout.write(to_markdown(diff))
