@@ -14,6 +14,7 @@ from ._restart import Restart
 from ._run_case import run_case
 from ._starvation import Explained, Starvation
 from ._stream_profile import StreamRequest, pointer_get
+from ._target import Timing
 from ._tasks import background_nursery
 from ._version import VERSION
 from ._wiretap import ConnectionWire
@@ -27,7 +28,7 @@ __all__ = [
     # writing a case of one's own (docs/writing-cases.md): the pure checks are harness.checks, the
     # browser's machinery harness.browser, a reverse proxy in front of the target harness.nginx
     "REGISTRY", "Case", "CaseResult", "Context", "Finding", "Judge", "LiveStream", "Measure", "Outcome", "Plot",
-    "Restart", "Severity", "case", "parse_data", "run_case",
+    "Restart", "Severity", "Timing", "case", "parse_data", "run_case",
     # whose fault it is: the user's (UsageError, ProfileError), ours (HarnessError), the target's (TargetFault)
     "HarnessError", "ProfileError", "Skip", "SseHarnessError", "TargetFault", "UsageError",
     # timing verdicts: how starved the machine was in a window (Context.starved())

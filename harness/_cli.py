@@ -16,6 +16,7 @@ from rich.table import Table
 
 from ._errors import ProfileError, UsageError
 from ._outcomes import OUTCOMES, Outcome
+from ._registry import load_cases
 
 _STYLE = {Outcome.PASS: "green", Outcome.FAIL: "bold red", Outcome.NON_STRICT: "yellow", Outcome.INFO: "cyan",
           Outcome.ERROR: "bold magenta", Outcome.SKIP: "dim"}
@@ -108,25 +109,12 @@ def _dispatch(args, console: Console) -> int:
     return trio.run(_run_main, args, console)
 
 
-def load_user_cases(extra) -> list:
-    """The cases to choose from (harness._registry.load_cases): a malformed or duplicate case id,
-    which the registry raises as a ValueError, is the user's mistake too (CaseLoadError)."""
-    from ._registry import CaseLoadError, load_cases
-
-    try:
-        return load_cases(extra)
-    except UsageError:
-        raise
-    except ValueError as exc:
-        raise CaseLoadError(str(exc)) from None
-
-
 def _list_main(args, console: Console) -> int:
     from ._registry import REGISTRY
     from ._target import resolve_profile
 
     profile = resolve_profile(args.profile)
-    cases = load_user_cases(args.cases)
+    cases = load_cases(args.cases)
     table = Table("id", "title", "invariants", "from", "with this profile")
     for case in cases:
         unmet = case.unmet(profile)
@@ -163,7 +151,7 @@ async def _run_main(args, console: Console) -> int:
         raise UsageError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
     plan = plan_target(args.profile, args.target, timing_slack=args.timing_slack, same_host=args.same_host,
                        browser=args.browser)
-    cases = load_user_cases(args.cases)
+    cases = load_cases(args.cases)
     baseline = load_baseline(args.baseline) if args.baseline else None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_dir = args.report_dir or Path("reports") / stamp

@@ -140,12 +140,12 @@ async def run_matrix(entries: Sequence[Entry], report_dir: Path, *, only: Sequen
 def main(args: argparse.Namespace, console: Console) -> int:
     """Exit 0: the matrix is written (its fails are its content: `run` is the gate); 2: a profile
     or report dir is unusable, or a server's run could not be done (the matrix is still written)."""
-    from ._cli import load_user_cases
+    from ._registry import load_cases
 
     if not args.profile and not args.reports:
         raise UsageError("nothing to compare: give --profile entries or report dirs")
     entries = [parse_entry(text, args.timing_slack) for text in args.profile]
-    cases = load_user_cases(args.cases)
+    cases = load_cases(args.cases)
     versions = dict(v.partition("=")[::2] for v in args.server_version)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_dir = args.report_dir or Path("reports") / f"matrix-{stamp}"

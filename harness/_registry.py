@@ -35,7 +35,7 @@ def case_sort_key(case_id: str) -> tuple[int, int, str]:
     """Natural order: 4.2 < 4.3 < 4.3a < 4.3b < 4.10 < 10.1."""
     match = _CASE_ID.fullmatch(case_id)
     if match is None:
-        raise ValueError(f"case id {case_id!r} is not N.M or N.Ma (a family, a number, an optional letter suffix)")
+        raise CaseLoadError(f"case id {case_id!r} is not N.M or N.Ma (a family, a number, an optional letter suffix)")
     return int(match[1]), int(match[2]), match[3]
 
 
@@ -91,7 +91,7 @@ class Registry:
             self._cases[case_.id] = case_  # the same module imported again (say, after sys.modules was reset)
             return
         if existing is not None:
-            raise ValueError(f"duplicate case id {case_.id}: registered by {existing.module or '?'} "
+            raise CaseLoadError(f"duplicate case id {case_.id}: registered by {existing.module or '?'} "
                              f"({self.origin(existing)}) and again by {case_.module or '?'}")
         self._cases[case_.id] = case_
 
@@ -124,7 +124,7 @@ def case(case_id: str, title: str, *, invariants: tuple[str, ...] = (), exclusiv
     contract's job API); see harness._stream_profile.CLAIMS."""
     unknown = [n for n in needs if n not in CLAIMS]
     if unknown:
-        raise ValueError(f"case {case_id}: unknown need(s) {unknown}; known: {', '.join(sorted(CLAIMS))}")
+        raise CaseLoadError(f"case {case_id}: unknown need(s) {unknown}; known: {', '.join(sorted(CLAIMS))}")
 
     def register(func):
         REGISTRY.add(Case(case_id, title, tuple(invariants), func, exclusive, timeout, tuple(plots),

@@ -361,7 +361,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     try:
         known = load_cases(config.getoption("sse_cases"))
-    except (CaseLoadError, ValueError) as exc:  # ValueError: a malformed or duplicate case id
+    except CaseLoadError as exc:  # a module that failed to load, a malformed or duplicate case id
         raise pytest.UsageError(f"sse-harness: {exc}") from None
     only, skip = config.getoption("sse_only"), config.getoption("sse_skip")
     cases = select_cases(only, skip, cases=known)
