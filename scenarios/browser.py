@@ -1,582 +1,45 @@
 """Family 10, the real client: a browser's EventSource (system Chromium, driven by Playwright).
 
-One browser per run. The first family-10 case to run records four page sessions at once, each in
-its own browser context behind its own fault proxy and tap (its own origin, so its own six
-connections): ``plain`` (a job to its end and after), ``cut`` (three cuts mid-job), ``outage``
-(the proxy refuses connections for a while mid-job), each beside a Python recording of its job
-(plain and cut follow the same one), and ``seven`` (seven jobs from one page).
-Each case then judges its part with the same pure checks as everywhere (``checks``), the
-browser's deliveries compared field for field with a Python recording of the same stream.
+One browser per run. The first family-10 case to run records four page sessions at once
+(``harness.browser.job_sessions``): ``plain`` (a job to its end and after), ``cut`` (three cuts
+mid-job), ``outage`` (the proxy refuses connections for a while mid-job), each beside a Python
+recording of its job, and ``seven`` (seven jobs from one page). Each case then judges its part
+with the same pure checks as everywhere (``harness.checks``), the browser's deliveries compared
+field for field with a Python recording of the same stream.
 
 A session's wait on the target ends at the contract's deadlines, as a Python recording's does
-(``stream_overdue``): no event on the open stream for longer than the events deadline while the
-job is not queued, or no reconnect within the advertised retry after a connection ended mid-job.
-The wait then ends with a finding that the cases judging that session report as a ``fail``; the
-profile's job time limit only bounds the whole wait for the terminal event.
+(``harness.browser.job_stream_overdue``), with a finding that the cases judging that session
+report as a ``fail``; the profile's job time limit only bounds the whole wait for the terminal event.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import statistics
-import time
-from typing import Any, Awaitable, Callable, Collection, Sequence
-from urllib.parse import urlsplit
+from typing import Sequence
 
-import trio
-
-from harness import Event, Segment
-from harness._browser import (BrowserNotFound, BrowserRig, BrowserTimeout, BrowserUnavailable, PageHandle,
-                              PageTrace, canonical, find_browser, open_browser)
-from harness._timing import describe_arrivals
-from harness._starvation import descendants, every
-from harness._tasks import background_nursery
-
-from . import checks
-from ._core import Context, Finding, HarnessError, Judge, Severity, Skip, TargetFault, case, parse_data
+from harness import (Context, Finding, HarnessError, Judge, Segment, Severity, Skip, TargetFault, case, checks,
+                     parse_data)
+from harness.browser import (COLLIDING_NAMES, CUT_DELAY, OUTAGE_DELAY, OVERDUE_RECONNECT, PageTrace, Recording,
+                             Session, canonical, cut_room, job_sessions, stream_retry)
 
 TIMEOUT = 90.0  # a case's safety limit; the recording's own waits end well before it
-CUTS = 3
-# The cut (and the outage) acts this long after the tap sees an event on an open connection of
-# the stream: after events, not bytes, so a target with terse events is cut as soon as a verbose one.
-CUT_DELAY, OUTAGE_DELAY = 0.3, 0.4
 # A stream that left less than the delay and this much more between its first event and its
 # terminal event left no room for a cut mid-job (the margin: the cutter's polling and our loop).
 ROOM_MARGIN = 0.2
 # The job is created once the page is loaded: its stream's first request follows at once. Later
 # than this, what the job did meanwhile came as one replay: the harness's lateness, not a burst.
 LATE_REQUEST = 1.0
-POLL = 0.2  # how often a session looks at its page and its tap while it waits on the target
+# The browser opens at most this many connections per origin on HTTP/1.1 (Chromium).
+CONNECTIONS_PER_ORIGIN = 6
 ADVICE_SIX = ("serve HTTP/2 to browsers (one connection carries every stream), or offer one stream that "
               "multiplexes several jobs")
 ADVICE_NAMES = ("rename the event type, or have pages tell a server's event (a MessageEvent with data) from "
                 "the browser's own (a plain Event)")
 
 
-@dataclasses.dataclass(frozen=True)
-class Session:
-    name: str
-    trace: PageTrace
-    job_ids: tuple[str, ...]
-    reference: Segment | None  # a Python recording of stream 0, uninterrupted
-    steps: tuple[str, ...]
-    notes: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Recording:
-    browser: str
-    sessions: dict[str, Any]  # name -> Session, or the exception that stopped it
-
-    def session(self, name: str) -> Session:
-        value = self.sessions[name]
-        if isinstance(value, BaseException):
-            raise value
-        return value
-
-
-def _target_port(ctx: Context) -> int:
-    parts = urlsplit(ctx.profile.base_url)
-    if parts.scheme != "http":
-        raise Skip("the browser family runs through the harness's cleartext proxy: http:// targets only")
-    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise Skip("the fault proxy only runs against a target on this host")
-    return parts.port or 80
-
-
-def _stream_retry(segments: Sequence[Segment], *, last: bool = False) -> int | None:
-    """The ``retry`` (ms) the stream sent first (``last``: most recently), None if it sent none."""
-    return next((s.retry_ms for s in (reversed(segments) if last else segments) if s.retry_ms is not None), None)
-
-
-def _retry_seconds(segments: list[Segment]) -> float:
-    """The stream's own retry; without one a browser waits its default (about 3 s in Chromium)."""
-    retry = _stream_retry(segments)
-    return (3000 if retry is None else retry) / 1000
-
-
-OVERDUE_SILENT, OVERDUE_RECONNECT, OVERDUE_HELD, OVERDUE_LIMIT = "silent", "reconnect", "held", "limit"
-
-
-def stream_overdue(segments: Sequence[Segment], tries: Sequence[float], now: float, *, deadline: float,
-                   reconnect_within: float, terminal: Collection[str],
-                   patient: Callable[[Event], bool],
-                   allowance: Callable[[str, float, float], float] | None = None) -> tuple[str, Finding] | None:
-    """Whether the target is overdue on one of a page's streams at ``now`` (pure: the tap's record).
-
-    ``segments`` are the stream's connections as the tap saw them, in order (an open one has end
-    ``open``); ``tries`` the times the browser's connections were refused at the harness's proxy
-    (an outage: the browser did try). Two deadlines, as for a Python recording:
-
-    - ``silent``: the stream was open for more than ``deadline`` (the events deadline) in all
-      since its last event (since the first request, before any), keep-alive comments not
-      counting. Time between connections does not count: the target owes events on a connection.
-    - ``reconnect``: the last connection ended without the terminal event and the browser has not
-      tried again for more than ``reconnect_within``: the stream's ``retry`` told it to wait
-      longer than the target promised (a browser that gave up for good is CLOSED: no wait).
-
-    None while nothing is owed: no request yet (a browser's own queue, six connections per
-    origin), a terminal event seen, or the last event says the job is queued (``patient``).
-    ``allowance(role, start, end)``: how much of a window the machine's measured starvation
-    explains (role "target" for a silence, "browser" for a reconnect): a deadline is extended
-    by it, so that a wait ends at the target's deadline, not at the machine's.
-    """
-    events = [e for s in segments for e in s.events]
-    if not segments or any(e.type in terminal for e in events):
-        return None
-    last = events[-1] if events else None
-    if last is not None and patient(last):
-        return None
-    since = last.arrived_at if last is not None else segments[0].started_at
-    open_for = sum(max(0.0, (now if s.end == "open" else s.ended_at) - max(s.started_at, since)) for s in segments)
-    after = [r for s in segments for r in s.records if getattr(r, "arrived_at", since) > since]
-    latest = segments[-1]
-    if open_for > deadline and allowance is not None and open_for - allowance("target", since, now) <= deadline:
-        return None  # the machine, not the target, may have taken the rest: wait on
-    if open_for > deadline:
-        what = f"event {last.id} ({last.type})" if last is not None else "the first request"
-        return OVERDUE_SILENT, Finding(
-            f"waited {deadline:.1f}s (the events deadline) for the job's next event on the browser's stream; "
-            "it did not come", f"an event within {deadline:.1f}s while the job is not queued",
-            f"{open_for:.2f}s of open stream since {what}, over {len(segments)} connection(s): "
-            f"{describe_arrivals(after)}; "
-            + ("the stream is still open" if latest.end == "open" else f"then {latest.end}: {latest.end_detail}"))
-    if latest.end == "open":
-        return None
-    tried = max([latest.ended_at, *(t for t in tries if t >= latest.ended_at)])
-    gap = now - tried
-    if gap <= reconnect_within:
-        return None
-    if allowance is not None and gap - allowance("browser", tried, now) <= reconnect_within:
-        return None  # the browser (or our loop) was starved meanwhile: wait on
-    retry = _stream_retry(segments, last=True)
-    told = (f"the stream's retry: {retry} ms (the browser waits {retry / 1000:g}s)" if retry is not None
-            else "the stream sent no retry (the browser waits its own default)")
-    return OVERDUE_RECONNECT, Finding(
-        f"waited {reconnect_within:.1f}s for the browser to reconnect after its connection ended mid-job; "
-        f"it did not", f"a reconnect within {reconnect_within:.1f}s (the advertised retry, at least the events "
-        "deadline)", f"no request for {gap:.2f}s since the connection ended ({latest.end}); {told}")
-
-
-def starvation_allowance(ctx: Context) -> Callable[[str, float, float], float]:
-    """``stream_overdue``'s allowance: the machine's measured starvation in a window, for
-    ``role`` (and our own loop)."""
-    return lambda role, start, end: ctx.starved().explained(start, end, role=role).total
-
-
-def connection_held(segments: Sequence[Segment], now: float, *, close_within: float,
-                    terminal: Collection[str]) -> tuple[Segment, float] | None:
-    """A connection still open more than ``close_within`` after it carried a terminal event (pure:
-    the tap's record), with how long it has been held since; None when there is none."""
-    for segment in segments:
-        if segment.end != "open":
-            continue
-        ended = next((e.arrived_at for e in segment.events if e.type in terminal), None)
-        if ended is not None and now - ended > close_within:
-            return segment, now - ended
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class Room:
-    """What a stream left for a cut mid-job, from the tap's record: the time from the first event
-    on a connection to the terminal event's arrival (inf when none came), the events before it
-    and the bursts (reads within 50 ms of one another) they came in."""
-
-    seconds: float
-    events: int
-    bursts: int
-    together: int = 0  # events that reached the tap with the terminal event, in the same read
-
-    def describe(self) -> str:
-        if not self.events:
-            return (f"all {self.together} event(s) reached the tap at once, with the terminal event" if self.together
-                    else "no event reached the tap")
-        span = "no terminal event came" if self.seconds == float("inf") else \
-            f"the terminal event {self.seconds:.2f}s after the first"
-        return f"{self.events} event(s) before the job's end, in {self.bursts} burst(s); {span}"
-
-
-def cut_room(segments: Sequence[Segment], terminal: Collection[str]) -> Room:
-    """How much of the job a cut could land in (pure: the tap's record of the stream)."""
-    events = sorted((e for s in segments for e in s.events), key=lambda e: e.arrived_at)
-    end = next((e.arrived_at for e in events if e.type in terminal), float("inf"))
-    before = [e.arrived_at for e in events if e.arrived_at < end and e.type not in terminal]
-    together = sum(1 for e in events if e.arrived_at == end)
-    if not before:
-        return Room(0.0, 0, 0, together)
-    bursts = 1 + sum(1 for a, b in zip(before, before[1:]) if b - a > 0.05)
-    return Room(end - before[0], len(before), bursts, together)
-
-
 async def recording(ctx: Context) -> Recording:
     """The family's browser sessions, recorded once per run and shared by its cases."""
-    return await ctx.shared("browser-family", lambda: _record(ctx))
-
-
-def browser_path(ctx: Context) -> str:
-    """The browser to run: the one named (--browser), else one found; none found skips the
-    family, a named one that is not there is the user's to fix (an error)."""
-    try:
-        return find_browser(ctx.browser)
-    except BrowserNotFound as exc:
-        raise Skip(str(exc)) from None
-    except BrowserUnavailable as exc:
-        raise HarnessError(str(exc)) from None
-
-
-def session_failure(name: str, exc: Exception) -> Exception:
-    """What a recording keeps for a session that raised ``exc``: a case's outcome as itself,
-    else the session's error (a browser's timeout, its failure, or a bug of ours)."""
-    if isinstance(exc, (Skip, TargetFault, HarnessError)):
-        return exc
-    if isinstance(exc, BrowserTimeout):
-        return HarnessError(f"{exc} (the {name} session)")
-    whose = "the browser failed" if type(exc).__module__.startswith("playwright") else "harness bug"
-    return HarnessError(f"{whose} in the {name} session: {type(exc).__name__}: {exc}")
-
-
-async def _record(ctx: Context) -> Recording:
-    path = browser_path(ctx)
-    port = _target_port(ctx)
-    ctx.knobs(stageSeconds={})  # Skip when the target takes no knobs
-    # The browser's own wait for a core bounds what the machine may have cost its timers (10.3).
-    ctx.starvation.observe("browser", every(2.0, lambda: descendants(os.getpid(), named="chrom")),
-                           "Chromium, below the harness's process")
-    types = sorted(set(ctx.profile.events.values()) | {"message"})
-    sessions: dict[str, Any] = {}
-    # plain and cut follow one job, outage another (a fault may treat a job's first reconnect
-    # apart), each beside one uninterrupted Python recording of it: the host's two cores run
-    # two jobs, not three.
-    main = _Run(ctx, "main")
-    jobs = _Jobs(("plain", "cut", "outage"))
-    reference: dict[str, Segment] = {}
-    try:
-        async with open_browser(path) as browser:
-
-            async def one(name: str, make: Callable[..., Awaitable[Session]]) -> None:
-                try:
-                    sessions[name] = await make(ctx, browser, port, types, jobs)
-                except Exception as exc:  # the browser's trouble, or a bug of ours: this session's error
-                    sessions[name] = session_failure(name, exc)
-                finally:
-                    jobs.opened(name)  # a session that ended before its page opened holds no one up
-
-            async def watch(job_id: str) -> None:
-                reference[job_id] = await ctx.watch(job_id)
-
-            async def start_jobs() -> None:
-                # The pages first, then the jobs: a slow page load (a busy machine, four browser
-                # contexts at once) must not eat into the jobs the pages are about to follow.
-                with trio.move_on_after(PAGE_OPEN + 5):
-                    await jobs.all_open.wait()
-                try:
-                    shared, alone = await main.jobs(2, **{s: 0.7 for s in ctx.profile.stages})
-                except Exception as exc:
-                    jobs.fail(exc)
-                    raise
-                jobs.start({"plain": shared, "cut": shared, "outage": alone})
-                nursery.start_soon(watch, shared)
-                nursery.start_soon(watch, alone)
-
-            async with trio.open_nursery() as nursery:
-                for name, make in SESSIONS.items():
-                    nursery.start_soon(one, name, make)
-                try:
-                    await start_jobs()
-                except Exception:
-                    pass  # in jobs.failure: every session waiting for a job raises it, and so does the recording
-            version = browser.version
-    except BrowserUnavailable as exc:
-        raise HarnessError(str(exc)) from None
-    if jobs.failure is not None:
-        raise jobs.failure
-    for name, value in sessions.items():
-        if isinstance(value, Session) and name != "seven":
-            sessions[name] = dataclasses.replace(value, reference=reference.get(value.job_ids[0]),
-                                                 steps=(*main.steps, *value.steps))
-    return Recording(f"{path} (Chromium {version})", sessions)
-
-
-# -- the sessions --------------------------------------------------------------------------
-
-PAGE_OPEN = 15.0  # how long a page may take to load (PageHandle.open)
-
-
-class _Jobs:
-    """The jobs the plain, cut and outage sessions follow, created once all their pages are open."""
-
-    def __init__(self, waiting_for: Collection[str]) -> None:
-        self.waiting = set(waiting_for)
-        self.all_open = trio.Event()
-        self.ready = trio.Event()
-        self.ids: dict[str, str] = {}
-        self.created_at = 0.0  # time.monotonic(), the tap's clock
-        self.failure: BaseException | None = None
-
-    def opened(self, name: str) -> None:
-        self.waiting.discard(name)
-        if not self.waiting:
-            self.all_open.set()
-
-    def start(self, ids: dict[str, str]) -> None:
-        self.ids, self.created_at = ids, time.monotonic()
-        self.ready.set()
-
-    def fail(self, exc: BaseException) -> None:
-        self.failure = exc
-        self.ready.set()
-
-    async def job(self, name: str) -> tuple[str, float]:
-        """Once ``name``'s page is open: its job's id and when the job was created."""
-        self.opened(name)
-        with trio.fail_after(PAGE_OPEN + 30):  # every page opens within PAGE_OPEN, or its session ended
-            await self.ready.wait()
-        if self.failure is not None:
-            raise self.failure if isinstance(self.failure, (Skip, TargetFault, HarnessError)) else \
-                HarnessError(f"creating the jobs failed: {type(self.failure).__name__}: {self.failure}")
-        return self.ids[name], self.created_at
-
-# Of the streams asked about, those that delivered a terminal event or were CLOSED.
-_DONE_ALL = ("([streams, types]) => streams.filter(s => __obs.some(o => o.s === s && ((o.k === 'ev' && o.message "
-             "&& types.includes(o.type)) || o.rs === 2)))")
-
-
-class _Run:
-    """One session's page: its jobs, steps and notes."""
-
-    def __init__(self, ctx: Context, name: str) -> None:
-        self.ctx, self.name = ctx, name
-        self.steps: list[str] = []
-        self.notes: dict[str, Any] = {}
-
-    async def jobs(self, count: int, **stage_seconds: float) -> list[str]:
-        knobs = self.ctx.knobs(stageSeconds={s: stage_seconds.get(s, 0.1) for s in self.ctx.profile.stages})
-        if "scenes" in self.ctx.profile.job_body:
-            knobs["scenes"] = 1  # the least work that still makes every stage run
-        ids = [await self.ctx.create_job(**knobs) for _ in range(count)]
-        self.steps.append(f"created {count} job(s) with {knobs}")
-        return ids
-
-    def paths(self, ids: list[str]) -> list[str]:
-        return [self.ctx.profile.paths["events"].format(id=i) for i in ids]
-
-    def reconnect_within(self) -> float:
-        """How long a browser may take to reconnect after a connection ended mid-job: the retry
-        the target advertises (healthz retryMs) with its tolerance, at least the events deadline."""
-        ctx = self.ctx
-        advertised = ctx.health.get("retryMs")
-        if not isinstance(advertised, (int, float)) or isinstance(advertised, bool) or advertised < 0:
-            return ctx.event_deadline
-        return max(ctx.event_deadline, advertised / 1000 + ctx.tolerance(advertised / 1000))
-
-    def overdue(self, page: PageHandle, streams: Sequence[int]) -> tuple[str, Finding] | None:
-        """The first of ``streams`` on which the target is overdue now (``stream_overdue``)."""
-        ctx = self.ctx
-        tries = [e.at for e in page.rig.proxy.log if e.action == "refused"]
-        now = time.monotonic()
-        for s in streams:
-            path = page.streams[s]
-            found = stream_overdue([x.segment() for x in page.rig.tap.exchanges if x.target == path], tries, now,
-                                   deadline=ctx.event_deadline, reconnect_within=self.reconnect_within(),
-                                   terminal=ctx.profile.terminal_events, patient=ctx.is_queued,
-                                   allowance=starvation_allowance(ctx))
-            if found is not None and len(page.streams) > 1:
-                kind, finding = found
-                found = kind, dataclasses.replace(finding, message=f"stream {s + 1} of {len(page.streams)}: "
-                                                                   f"{finding.message}")
-            if found is not None:
-                return found
-        return self.held(page, streams, now)
-
-    def held(self, page: PageHandle, pending: Sequence[int], now: float) -> tuple[str, Finding] | None:
-        """A stream still awaited that the browser has not requested waits for a connection (six
-        per origin); a connection the target holds open past the close-after-terminal deadline
-        (``connection_held``) is then what it waits for: the target is overdue."""
-        unasked = [s for s in pending if not any(x.target == page.streams[s] for x in page.rig.tap.exchanges)]
-        if not unasked:
-            return None
-        close_within = self.ctx.limits().after_terminal
-        for s, path in enumerate(page.streams):
-            found = connection_held([x.segment() for x in page.rig.tap.exchanges if x.target == path], now,
-                                    close_within=close_within, terminal=self.ctx.profile.terminal_events)
-            if found is not None:
-                segment, held = found
-                close = self.ctx.profile.timing["terminal_close_seconds"]
-                return OVERDUE_HELD, Finding(
-                    f"stream {s + 1} of {len(page.streams)}: the target kept the connection open after the job's "
-                    f"terminal event, so the browser had no connection for stream(s) "
-                    f"{', '.join(str(u + 1) for u in unasked)} (at most six per origin)",
-                    f"the connection closed within {close:g}s of the terminal event (waited {close_within:.1f}s)",
-                    f"still open {held:.2f}s after the terminal event, {len(segment.comments)} comment(s) since "
-                    f"the connection opened; stream(s) {', '.join(str(u + 1) for u in unasked)} never requested")
-        return None
-
-    @staticmethod
-    def brought(page: PageHandle, stream: int) -> str:
-        """What the tap saw of one of the page's streams: its requests and what they carried."""
-        path = page.streams[stream]
-        segments = [x.segment() for x in page.rig.tap.exchanges if x.target == path]
-        records = [r for seg in segments for r in seg.records]
-        return f"stream {stream + 1}: {len(segments)} request(s), {describe_arrivals(records)}"
-
-    async def until_done(self, page: PageHandle, streams: range) -> bool:
-        """Every stream delivered a terminal event or was CLOSED. The wait ends sooner, with the
-        finding in ``notes["overdue"]``, as soon as the target is overdue on a stream still
-        awaited (``stream_overdue``); the job time limit bounds the whole."""
-        terminal = sorted(self.ctx.profile.terminal_events)
-        limit = self.ctx.job_timeout
-        outer = trio.current_time() + limit  # one limit for all the page's streams together
-        pending = list(streams)
-        while True:
-            done = set(await page.evaluate(_DONE_ALL, [pending, terminal]))
-            pending = [s for s in pending if s not in done]
-            if not pending:
-                return True
-            found = self.overdue(page, pending)
-            if found is None and trio.current_time() >= outer:
-                found = OVERDUE_LIMIT, Finding(
-                    f"the job's terminal event did not reach the browser within the job time limit ({limit:.0f}s)",
-                    f"a terminal event within {limit:.0f}s (job_timeout_seconds)",
-                    f"{len(pending)} of {len(streams)} stream(s) neither ended nor closed; "
-                    + "; ".join(self.brought(page, s) for s in pending))
-            if found is not None:
-                kind, finding = found
-                self.notes.update(overdue=finding, overdueKind=kind)
-                self.steps.append(f"the wait on the target ended: {finding.message}")
-                return False
-            await trio.sleep(POLL)
-
-    def session(self, trace: PageTrace, ids: list[str]) -> Session:
-        return Session(self.name, trace, tuple(ids), None, tuple(self.steps), self.notes)
-
-
-async def _follow(run: _Run, rig: BrowserRig, browser, types: list[str], jobs: _Jobs) -> tuple[PageHandle, list[str]]:
-    """The session's page, loaded first; then, once its job was created, its one EventSource."""
-    page = rig.page(browser, None, types)
-    await page.open(timeout=PAGE_OPEN)
-    job_id, created_at = await jobs.job(run.name)
-    await page.start(run.paths([job_id]))
-    run.notes["jobCreatedAt"] = created_at
-    run.steps.append("the page opened one EventSource with a listener per event type")
-    return page, [job_id]
-
-
-async def _plain(ctx: Context, browser, port: int, types: list[str], jobs: _Jobs) -> Session:
-    run = _Run(ctx, "plain")
-    async with BrowserRig(port) as rig:
-        page, ids = await _follow(run, rig, browser, types, jobs)
-        if await run.until_done(page, range(1)):
-            retry = _retry_seconds([x.segment() for x in rig.tap.exchanges if x.target == page.streams[0]])
-            # Until CLOSED (the close, a retry period, the 204), then 3 retry periods for any
-            # further request; a browser never CLOSED is watched for the whole time.
-            hold = min(5.0, ctx.profile.timing["terminal_close_seconds"] + 3 * retry + 0.5)
-            started = trio.current_time()
-            if await page.wait_for("() => __obs.some(o => o.rs === 2)", timeout=hold):
-                await trio.sleep(min(3 * retry, max(0.0, started + hold - trio.current_time())))
-            run.notes["holdSeconds"] = round(trio.current_time() - started, 2)
-            run.steps.append(f"terminal event delivered; watched {run.notes['holdSeconds']}s more (until CLOSED "
-                             f"and 3 retry periods more, at most {hold:.1f}s)")
-        trace = await page.finish()
-    return run.session(trace, ids)
-
-
-async def _cut(ctx: Context, browser, port: int, types: list[str], jobs: _Jobs) -> Session:
-    run = _Run(ctx, "cut")
-    cut_times: list[float] = []
-    async with BrowserRig(port) as rig, background_nursery() as nursery:
-        page, ids = await _follow(run, rig, browser, types, jobs)
-        done = trio.Event()
-        nursery.start_soon(cut_after_events, page, done, cut_times)
-        await run.until_done(page, range(1))
-        done.set()
-        await trio.sleep(0.3)
-        trace = await page.finish()
-    run.notes.update(cuts=len(cut_times), cutTimes=tuple(cut_times))
-    run.steps.append(f"{len(cut_times)} cut(s) at the proxy while the job ran")
-    return run.session(trace, ids)
-
-
-async def _outage(ctx: Context, browser, port: int, types: list[str], jobs: _Jobs) -> Session:
-    run = _Run(ctx, "outage")
-    outage = 1.0
-    async with BrowserRig(port) as rig, background_nursery() as nursery:
-        page, ids = await _follow(run, rig, browser, types, jobs)
-        done = trio.Event()
-
-        async def offline() -> None:
-            while _event_seen(page, ()) is None and not done.is_set():
-                await trio.sleep(0.02)
-            await trio.sleep(OUTAGE_DELAY)
-            if done.is_set():
-                return
-            rig.proxy.refuse(outage)
-            rig.proxy.cut()
-            run.notes.update(outageSeconds=outage, outageAt=time.monotonic())  # the tap's clock
-            await trio.sleep(outage)
-            # A browser slower to retry than the outage is long (its own 3 s default, when the
-            # stream sent no retry) must still meet it: keep the network down until it has.
-            # Each window overlaps the next by far: a stall of our loop between two of them once
-            # let the browser's try through unrefused (an error of ours on a correct server).
-            for _ in range(40):
-                if done.is_set() or any(e.action == "refused" for e in rig.proxy.log):
-                    break
-                rig.proxy.refuse(1.0)
-                await trio.sleep(0.25)
-
-        nursery.start_soon(offline)
-        await run.until_done(page, range(1))
-        done.set()
-        await trio.sleep(0.3)
-        trace = await page.finish()
-    run.steps.append(f"network down {outage}s, {OUTAGE_DELAY}s after the tap saw an event: the proxy cut the "
-                     "stream and refused every connection" if "outageAt" in run.notes
-                     else "no outage: the job reached its end first")
-    return run.session(trace, ids)
-
-
-async def _seven(ctx: Context, browser, port: int, types: list[str], _: _Jobs) -> Session:
-    run = _Run(ctx, "seven")
-    async with BrowserRig(port) as rig:
-        page = rig.page(browser, None, types)
-        await page.open(timeout=PAGE_OPEN)  # first: a slow page load must not let short jobs end unwatched
-        ids = await run.jobs(7, **{ctx.profile.stages[-1]: 1.0})
-        await page.start(run.paths(ids))
-        run.steps.append("the page opened seven EventSources at once, one per job")
-        await run.until_done(page, range(7))
-        trace = await page.finish()
-    return run.session(trace, ids)
-
-
-SESSIONS = {"plain": _plain, "cut": _cut, "outage": _outage, "seven": _seven}
-
-
-async def cut_after_events(page: PageHandle, done: trio.Event, cut_times: list[float], cuts: int = CUTS) -> None:
-    """Up to ``cuts`` cuts at the page's proxy (their times, on the tap's clock, appended to
-    ``cut_times``) until ``done``: each CUT_DELAY after the tap saw an event on an open
-    connection of the page's first stream (the browser has it by then), never a reconnect still
-    on its way. Shared with family 14."""
-    acted: set[int] = set()
-    while len(cut_times) < cuts and not done.is_set():
-        live = _event_seen(page, acted)
-        if live is None:
-            await trio.sleep(0.02)
-            continue
-        acted.add(id(live))
-        await trio.sleep(CUT_DELAY)
-        if not done.is_set() and live.ended_at is None and page.rig.proxy.cut():
-            cut_times.append(time.monotonic())  # the tap's clock
-
-
-def _event_seen(page: PageHandle, acted: Collection[int]) -> Any:
-    """A connection of the page's first stream, still open, answered 200, on which the tap has
-    seen an event, and not in ``acted`` (ids): one the cut or the outage may act on."""
-    for x in page.rig.tap.exchanges:
-        if x.target == page.streams[0] and x.ended_at is None and x.status == 200 and id(x) not in acted \
-                and x.segment().events:
-            return x
-    return None
+    return await job_sessions(ctx)
 
 
 # -- judging -------------------------------------------------------------------------------
@@ -603,11 +66,6 @@ def _reference(session: Session, ctx: Context) -> list:
         how = f"{ref.end}: {ref.end_detail}" if ref is not None else "no recording"
         raise TargetFault(f"the Python recording of the same job did not reach a terminal event ({how})")
     return [canonical(e) for e in ref.events]
-
-
-def _delivered_before(trace: PageTrace, stream: int, moment: float) -> str | None:
-    ids = [o.id for o in trace.of(stream, "ev") if o.message and o.at <= moment and o.id]
-    return ids[-1] if ids else None
 
 
 def _cuts_mid_job(ctx: Context, session: Session) -> list[float]:
@@ -690,7 +148,7 @@ def _never_reconnected(judge: Judge, session: Session, cuts: list[float]) -> Non
     """A cut mid-job and no request after it: the browser waits what the stream told it to, or
     the target's answer stopped it. The target's doing."""
     segments = session.trace.segments(0)
-    retry = _stream_retry(segments, last=True)
+    retry = stream_retry(segments, last=True)
     states = session.trace.of(0, "state")
     judge.fail("the browser never reconnected after a cut mid-job", "a reconnect after the stream's retry",
                f"{len(cuts)} cut(s) mid-job, {len(segments)} connection(s) in all; the stream's retry: "
@@ -744,7 +202,7 @@ async def browser_reconnects(ctx: Context, judge: Judge) -> None:
             _never_reconnected(judge, session, cuts)
         return
     for before, after in zip(segments, segments[1:]):
-        delivered = _delivered_before(trace, 0, after.started_at)
+        delivered = trace.last_delivered_id(0, after.started_at)
         judge.expect(after.last_event_id_sent == (delivered or None),
                      "the reconnect did not carry the id of the last event the browser delivered",
                      delivered, after.last_event_id_sent)
@@ -765,7 +223,7 @@ async def browser_retry(ctx: Context, judge: Judge) -> None:
     session = rec.session("cut")
     _begin(judge, rec, session)
     segments = session.trace.segments(0)
-    retry_ms = _stream_retry(segments)
+    retry_ms = stream_retry(segments)
     judge.evidence.update(retryMs=retry_ms, advertisedRetryMs=ctx.health.get("retryMs"))
     # A reconnect that never came is this case's subject; a stream that fell silent is 10.2's.
     overdue = _overdue(judge, session, OVERDUE_RECONNECT)
@@ -894,12 +352,15 @@ async def browser_seven(ctx: Context, judge: Judge) -> None:
             peak, peak_at = open_now, at
     ends = [b for _, b in spans if b >= peak_at]
     # A stream waited when its first request reached the target only once the pool was full
-    # and another stream's connection had ended.
+    # (the browser's six connections open) and another stream's connection had ended.
     waits = [(s, first.started_at - start) for s, first in enumerate(firsts)
-             if first.started_at > peak_at and any(e <= first.started_at for e in ends)]
+             if peak >= CONNECTIONS_PER_ORIGIN and first.started_at > peak_at
+             and any(e <= first.started_at for e in ends)]
+    created = session.notes.get("jobsCreatedAt")
     judge.evidence.update(
         requestedAtSeconds=[round(f.started_at - start, 3) for f in firsts], mostOpenAtOnce=peak,
         httpVersions=sorted({f.version for f in firsts}),
+        firstRequestAfterJobsCreatedSeconds=round(start - created, 3) if created is not None else None,
         opensAtSeconds=[round(o[0].at - start, 3) if o else None for o in (trace.of(s, "open") for s in range(7))])
     if peak >= 7:
         judge.step("all seven streams were open at once")
@@ -910,11 +371,12 @@ async def browser_seven(ctx: Context, judge: Judge) -> None:
                          f"end, so a page following 7 jobs hangs on the 7th: {ADVICE_SIX}", "7 streams at once",
                          f"stream {waits[-1][0] + 1} reached the target {worst:.2f}s after the first")
     elif judge.outcome() != "fail":
-        # Nothing the target did: the harness's jobs were over before the browser had asked for
-        # every stream, so its connection limit was never reached.
-        raise HarnessError(f"the harness's seven jobs ended too soon to judge the browser's connection limit: at "
-                           f"most {peak} stream connections were open at once and no stream waited for another "
-                           f"to end (first requests {max(f.started_at for f in firsts) - start:.2f}s apart)")
+        # Nothing the target did wrong: its jobs were over before the browser had six of their
+        # streams open (a slow browser on a busy machine), so the limit was never reached.
+        asked = f", the first {start - created:.2f}s after the jobs were created" if created is not None else ""
+        raise Skip(f"the browser's connection limit was never reached: the harness's seven jobs ended before "
+                   f"{CONNECTIONS_PER_ORIGIN} of their streams were open at once (at most {peak}; the first requests "
+                   f"{max(f.started_at for f in firsts) - start:.2f}s apart{asked}): nothing to judge")
 
 
 @case("10.6", "event types named like EventSource's own events (error, open) get the browser's too",
@@ -929,9 +391,6 @@ async def browser_names(ctx: Context, judge: Judge) -> None:
     judge.step(f"browser: {rec.browser}; sessions {', '.join(used)}")
     judge.evidence["contractTypesColliding"] = colliding
     judge_name_collisions(judge, colliding, [rec.sessions[name].trace for name in used])
-
-
-COLLIDING_NAMES = ("error", "open")  # EventSource's own events, delivered to a listener of that type too
 
 
 def judge_name_collisions(judge: Judge, colliding: Sequence[str], traces: Sequence[PageTrace]) -> None:
@@ -992,7 +451,7 @@ async def browser_outage(ctx: Context, judge: Judge) -> None:
         # of the browser in that window explains its silence, the case is tried again; otherwise
         # our outage did not do its part: the harness's trouble.
         window = float(session.notes["outageSeconds"]) + 10.0
-        retry = (_stream_retry(segments, last=True) or 3000) / 1000
+        retry = (stream_retry(segments, last=True) or 3000) / 1000
         starved = ctx.starved().explained(outage_at, outage_at + window, role="browser")
         reason = (f"the harness's outage refused no connection: the browser did not try while the proxy kept the "
                   f"network down ({session.notes['outageSeconds']}s, kept down up to 10s more until a try); "

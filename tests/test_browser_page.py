@@ -8,7 +8,7 @@ import json
 import pytest
 
 from harness import FaultProxy
-from harness._browser import BrowserUnavailable, find_browser, open_browser
+from harness.browser import BrowserUnavailable, find_browser, open_browser
 
 try:
     BROWSER = find_browser()

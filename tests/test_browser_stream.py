@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT, example_server
 from harness import End, load_profile
-from harness._browser import canonical
+from harness.browser import canonical, stream_overdue
 from harness._registry import load_cases
 from harness._runner import run_suite
 from scenarios import browser_stream as bs
@@ -55,17 +55,17 @@ def test_overdue_silence_on_an_open_connection_and_no_reconnect():
         return event.type == "done"
 
     quiet = dataclasses.replace(segment([(0.5, ev(1, "x"))]), end="open")
-    assert bs.stream_overdue([quiet], 4.0, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
-    found = bs.stream_overdue([quiet], 6.0, silence=5.0, reconnect_within=3.0, is_end=is_end)
+    assert stream_overdue([quiet], 4.0, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
+    found = stream_overdue([quiet], 6.0, silence=5.0, reconnect_within=3.0, is_end=is_end)
     assert found.message.startswith("the browser's open stream brought no byte") and found.measured == 5.5
     kept = dataclasses.replace(segment([(0.5, ev(1, "x")), (4.0, b": keepalive\n\n")]), end="open")
-    assert bs.stream_overdue([kept], 6.0, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
+    assert stream_overdue([kept], 6.0, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
     cut = segment([(0.5, ev(1, "x"))], end=End.CLIENT_CLOSED, ended_at=1.0)
-    assert bs.stream_overdue([cut], 3.5, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
-    late = bs.stream_overdue([cut], 4.5, silence=5.0, reconnect_within=3.0, is_end=is_end)
+    assert stream_overdue([cut], 3.5, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
+    late = stream_overdue([cut], 4.5, silence=5.0, reconnect_within=3.0, is_end=is_end)
     assert late.message.startswith("the browser did not reconnect") and "no retry" in late.observed
     ended = segment([(0.5, ev(1, "done"))], ended_at=1.0)
-    assert bs.stream_overdue([ended], 60.0, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
+    assert stream_overdue([ended], 60.0, silence=5.0, reconnect_within=3.0, is_end=is_end) is None
 
 
 
@@ -82,17 +82,17 @@ def test_overdue_waits_on_while_the_machines_starvation_explains_the_excess():
         return 1.0
 
     quiet = dataclasses.replace(segment([(0.5, ev(1, "x"))]), end="open")
-    assert bs.stream_overdue([quiet], 6.0, silence=5.0, reconnect_within=3.0, is_end=is_end,
+    assert stream_overdue([quiet], 6.0, silence=5.0, reconnect_within=3.0, is_end=is_end,
                              allowance=allowance) is None
     assert asked == [("target", 0.5, 6.0)]
-    found = bs.stream_overdue([quiet], 7.0, silence=5.0, reconnect_within=3.0, is_end=is_end, allowance=allowance)
+    found = stream_overdue([quiet], 7.0, silence=5.0, reconnect_within=3.0, is_end=is_end, allowance=allowance)
     assert found.role == "target" and found.measured == 6.5 and (found.start, found.end) == (0.5, 7.0)
     cut = segment([(0.5, ev(1, "x"))], end=End.CLIENT_CLOSED, ended_at=1.0)
     asked.clear()
-    assert bs.stream_overdue([cut], 4.5, silence=5.0, reconnect_within=3.0, is_end=is_end,
+    assert stream_overdue([cut], 4.5, silence=5.0, reconnect_within=3.0, is_end=is_end,
                              allowance=allowance) is None
     assert asked == [("browser", 1.0, 4.5)]
-    late = bs.stream_overdue([cut], 5.5, silence=5.0, reconnect_within=3.0, is_end=is_end, allowance=allowance)
+    late = stream_overdue([cut], 5.5, silence=5.0, reconnect_within=3.0, is_end=is_end, allowance=allowance)
     assert late.role == "browser" and late.message.startswith("the browser did not reconnect")
 
 def test_missing_events_placed_on_the_taps_record():

@@ -5,7 +5,7 @@ turned into events that the same checks judge."""
 import httpx
 
 from harness import Decoder
-from harness._browser import Observation, PageTrace, Tap, canonical
+from harness.browser import Observation, PageTrace, Tap, canonical
 from scenarios import checks
 
 

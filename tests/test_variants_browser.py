@@ -5,7 +5,7 @@ owning the finding, never `error`. Needs a browser (system Chromium); without on
 
 import pytest
 
-from harness._browser import BrowserUnavailable, find_browser
+from harness.browser import BrowserUnavailable, find_browser
 from test_variants import outcomes, run_against
 
 # Chromium, locust and whole-suite runs take a core each: one at a time, on one xdist worker.
