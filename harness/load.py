@@ -46,9 +46,6 @@ The mix comes from the command line (``--sse-*`` options, forwarded by locust to
 
 from __future__ import annotations
 
-import collections
-import csv
-import dataclasses
 import json
 import logging
 import random
@@ -56,24 +53,19 @@ import time
 from typing import Any, Callable
 
 import gevent
-from gevent.event import AsyncResult
-from gevent.lock import Semaphore
-from locust import FastHttpUser, between, events, task
+from locust import FastHttpUser, between, task
 from locust.exception import StopUser
-from locust.runners import MasterRunner, WorkerRunner
-from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
+from ._client import StreamError
 from ._decoder import Decoder, Event, Violation
-from ._load_starvation import TargetProcess, WorkerStarvation
+from ._errors import TargetFault
 from ._invariants import (NO_TERMINAL, NOT_CLOSED, AnyStreamJudge, Breach, Excused, StreamJudge, judge_timing,
                           silence_breach)
-from ._client import StreamError
-from ._errors import TargetFault
-from ._load_options import add_to as add_load_options, option_values
-from ._profile import Profile
-from ._stream_profile import SetupAnswer, SetupFailed, StreamRequest
+from ._load_options import option_values
+from ._load_plan import PROC_PERIOD, LoadPlan, shared
 from ._starvation import Explained
-from ._target import effective_timing, resolve_profile
+from ._stream_profile import SetupAnswer, SetupFailed, StreamRequest
+from ._target import resolve_profile
 
 __all__ = ["InvariantBroken", "LoadPlan", "SSEUser"]
 
@@ -83,245 +75,12 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 _MAX_BREACHES_PER_JOB = 20
 _MAX_LOGGED = 30
 _READ_SIZE = 65536
-_PROBE_PERIOD = 0.05
-_PROC_PERIOD = 0.1  # the target's run-queue wait and the machine's CPU pressure, read from /proc
 CONFOUNDED_TYPE = "confounded"
 
 
 class InvariantBroken(TargetFault):
     """What a failure row of type ``invariant`` carries: the rule's message (stable, so that
     locust groups occurrences); the details of the first ones go to the log."""
-
-
-@events.init_command_line_parser.add_listener
-def _options(parser) -> None:
-    group = parser.add_argument_group("sse-harness", "SSE job-stream users (harness.load.SSEUser)")
-    add_load_options(group, locust=True)  # --sse-subscribers ... (harness._load_options)
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadPlan:
-    """What every user of this process does, from the options, the profile and the target's healthz."""
-
-    profile: Profile
-    subscribers: int
-    cancel_share: float
-    cut_share: float
-    cut_within: float
-    job_body: dict[str, Any]
-    job_id: str
-    stream_url: str
-    job_timeout: float
-    jobs_per_user: int
-    keepalive_limit: float  # longest legal silence on a stream; 0: not judged
-    close_within: float
-    retry_seconds: float
-    cancel_deadline: float
-    session_seconds: float = 10.0  # a stream profile's stream that never ends: how long a reader follows it
-
-    @classmethod
-    def from_options(cls, options: Any, profile: Profile, health: dict[str, Any]) -> "LoadPlan":
-        """The plan from locust's parsed ``--sse-*`` options (harness._load_options; None: the
-        defaults). Raises ValueError naming the option when it does not fit the profile."""
-        values = option_values(options)
-        timing = profile.timing
-        if profile.kind == "stream":
-            return cls._for_stream(values, profile)
-        keepalive = effective_timing(profile, health).keepalive
-        tolerance = max(timing["tolerance_fraction"] * keepalive, timing["tolerance_min_seconds"])
-        body = dict(profile.job_body)
-        stage_seconds = values["stage-seconds"]
-        if stage_seconds is not None and stage_seconds >= 0:
-            if not profile.knobs:
-                raise ValueError("--sse-stage-seconds needs a target that takes the test knobs ([job].knobs = true)")
-            body["stageSeconds"] = {stage: float(stage_seconds) for stage in profile.stages}
-        stall = values["stall-seconds"]
-        if stall is not None and stall > 0:
-            if not profile.knobs:
-                raise ValueError("--sse-stall-seconds needs a target that takes the test knobs ([job].knobs = true)")
-            body["stallSeconds"] = {profile.stages[0]: float(stall)}
-        if values["scenes"]:
-            body["scenes"] = int(values["scenes"])
-        shares = {name: float(values[f"{name}-share"]) for name in ("cancel", "cut")}
-        for name, value in shares.items():
-            if not 0 <= value <= 1:
-                raise ValueError(f"--sse-{name}-share must be within [0, 1], not {value}")
-        subscribers = int(values["subscribers"])
-        if subscribers < 1:
-            raise ValueError("--sse-subscribers must be at least 1")
-        return cls(
-            profile=profile, subscribers=subscribers, cancel_share=shares["cancel"], cut_share=shares["cut"],
-            cut_within=max(0.05, float(values["cut-within"])), job_body=body,
-            job_id=str(values["job-id"] or ""), stream_url=str(values["stream-url"] or ""),
-            job_timeout=float(values["job-timeout"] or timing["job_timeout_seconds"]),
-            jobs_per_user=max(1, int(values["jobs-per-user"])),
-            keepalive_limit=keepalive + tolerance,
-            close_within=timing["terminal_close_seconds"],
-            retry_seconds=min(5.0, max(0.0, float(health.get("retryMs", 1000)) / 1000)
-                              if isinstance(health.get("retryMs"), (int, float)) else 1.0),
-            cancel_deadline=effective_timing(profile, health).cancel_deadline,
-        )
-
-    @classmethod
-    def _for_stream(cls, values: dict[str, Any], profile: Profile) -> "LoadPlan":
-        """A stream profile's plan: timings from its claims; no jobs to create, cancel or attach to."""
-        if profile.stream is not None and profile.stream.hook:
-            raise ValueError(f"[stream].hook {profile.stream.hook!r} is an async function (httpx.AsyncClient); "
-                             "the load user runs under gevent and cannot call it: describe the stream with "
-                             "[stream] and [[setup]] instead")
-        for name in ("job-id", "stream-url"):
-            if values[name]:
-                raise ValueError(f"--sse-{name} is for the contract's jobs; a stream profile opens its stream as "
-                                 "[stream] says")
-        timing = profile.timing
-        claims = profile.claims
-        keepalive = claims.keepalive_seconds  # what the stream claims; 0: none claimed, silences not judged
-        tolerance = max(timing["tolerance_fraction"] * keepalive, timing["tolerance_min_seconds"])
-        cut_share = float(values["cut-share"])
-        if not 0 <= cut_share <= 1:
-            raise ValueError(f"--sse-cut-share must be within [0, 1], not {cut_share}")
-        session = float(values["session-seconds"])
-        if not session > 0:
-            raise ValueError(f"--sse-session-seconds must be positive, not {session}")
-        return cls(
-            profile=profile, subscribers=1, cancel_share=0.0,
-            cut_share=cut_share if claims.has("replay") else 0.0,  # a resume needs Last-Event-ID replay
-            cut_within=max(0.05, float(values["cut-within"])), job_body={}, job_id="", stream_url="",
-            job_timeout=float(values["job-timeout"] or timing["job_timeout_seconds"]),
-            jobs_per_user=max(1, int(values["jobs-per-user"])),
-            keepalive_limit=keepalive + tolerance if keepalive else 0.0,
-            close_within=timing["terminal_close_seconds"],
-            retry_seconds=min(5.0, claims.retry_ms / 1000) if claims.retry_ms else 1.0,
-            cancel_deadline=0.0, session_seconds=session,
-        )
-
-
-# -- what the users of one process share --------------------------------------------------------
-
-class _Shared:
-    """The plan (made once per process and option set), the board of jobs open to more
-    subscribers, and the starvation probe: this process's loop delay, the same-host target's
-    run-queue wait, the machine's CPU pressure (bounded samples, ``time.perf_counter()``)."""
-
-    def __init__(self) -> None:
-        self.lock = Semaphore()
-        self.key: tuple | None = None
-        self.plan: LoadPlan | None = None
-        self.board: collections.deque[list] = collections.deque()  # [AsyncResult of the job id, places left]
-        self.starved = WorkerStarvation(probe_period=_PROBE_PERIOD)
-        self.probe: gevent.Greenlet | None = None
-        self.logged = 0
-
-    def plan_for(self, user: "SSEUser") -> LoadPlan:
-        options = user.environment.parsed_options
-        key = (user.host, tuple(sorted(vars(options).items())) if options is not None else ())
-        with self.lock:
-            if self.key != key:
-                try:
-                    profile = resolve_profile(option_values(options)["profile"], user.host)
-                    self.plan = LoadPlan.from_options(options, profile, _health(user, profile))
-                except ValueError as exc:  # ProfileError too
-                    log.error("cannot load: %s", exc)
-                    raise StopUser() from None
-                self.key = key
-                self.board.clear()
-                target = TargetProcess.find(user.host or "", option_values(options)["target-pid"] or 0)
-                if self.starved.observe(target):
-                    log.info("the target's wait for a core: %s", target.label)
-            return self.plan
-
-    def starvation(self, start: float, end: float) -> Explained:
-        """What the machine may have added to a timing in [start, end], judged now."""
-        now = time.perf_counter()
-        self.starved.refresh(now)
-        return self.starved.explained(start, end, now=now)
-
-    def take_place(self) -> AsyncResult | None:
-        """A place on a job another user creates or created: its id comes through the result
-        (None if its creation failed)."""
-        while self.board:
-            entry = self.board[0]
-            if entry[1] > 0:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    self.board.popleft()
-                return entry[0]
-            self.board.popleft()
-        return None
-
-    def open_places(self, places: int) -> AsyncResult:
-        """Room for ``places`` more users on the job about to be created, offered before the
-        create request so that users spawned meanwhile wait for it instead of creating more."""
-        result = AsyncResult()
-        if places > 0:
-            self.board.append([result, places])
-        return result
-
-
-_shared = _Shared()
-
-
-def _health(user: "SSEUser", profile: Profile) -> dict[str, Any]:
-    if profile.kind == "stream":
-        return {}  # its settings are its claims
-    try:
-        reply = user.client.get(profile.paths["healthz"], name="healthz", headers=profile.headers())
-        value = reply.json() if reply.status_code == 200 else {}
-    except Exception:  # noqa: BLE001 - a target without healthz: the profile's timing and defaults apply
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _probe(environment) -> None:
-    """How late this process's loop wakes up (the load generator's own delay, logged as ``own
-    delay``), and every ~100 ms the target's run-queue wait and the machine's CPU pressure: kept
-    (bounded) so that a timing they explain is not the target's failure."""
-    next_reading = 0.0
-    stats = environment.stats
-    starved = _shared.starved
-    try:
-        while True:
-            asked = starved.probe_asked = time.perf_counter()
-            gevent.sleep(_PROBE_PERIOD)
-            now = time.perf_counter()
-            late = max(0.0, now - asked - _PROBE_PERIOD)
-            starved.delays.append((now, late))
-            stats.get("own delay", "worker").log(late * 1000, 0)
-            if now >= next_reading:
-                starved.read_proc(now)
-                for name, grew in starved.growth().items():
-                    stats.get(name, "worker").log(grew * 1000, 0)
-                next_reading = now + _PROC_PERIOD
-    finally:
-        starved.probe_asked = None
-
-
-@events.test_start.add_listener
-def _start_probe(environment, **_) -> None:
-    if not isinstance(environment.runner, MasterRunner) and (_shared.probe is None or _shared.probe.dead):
-        _shared.probe = gevent.spawn(_probe, environment)
-
-
-@events.test_stop.add_listener
-def _stop_probe(environment, **_) -> None:
-    if _shared.probe is not None:
-        _shared.probe.kill(block=True, timeout=2)
-        _shared.probe = None
-
-
-@events.quitting.add_listener
-def _final_csv(environment, **_) -> None:
-    """locust's --csv files are rewritten once a second while it runs and not at its end, so what
-    happened in the last second (a stream judged as its user stopped) can be missing there.
-    Beside them, <prefix>_final_{stats,failures,exceptions}.csv: the state at the end."""
-    prefix = getattr(environment.parsed_options, "csv_prefix", None)
-    if not prefix or isinstance(environment.runner, WorkerRunner):
-        return
-    writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
-    for kind, write in (("stats", writer.requests_csv), ("failures", writer.failures_csv),
-                        ("exceptions", writer.exceptions_csv)):
-        with open(f"{prefix}_final_{kind}.csv", "w", newline="") as f:
-            write(csv.writer(f))
 
 
 # -- reading a stream as it arrives -------------------------------------------------------------
@@ -431,8 +190,8 @@ class SSEUser(FastHttpUser):
             return
         self._fire(request_type="invariant", name=breach.kind, response_time=0, response_length=0,
                    exception=InvariantBroken(breach.message), context={})
-        if _shared.logged < _MAX_LOGGED:
-            _shared.logged += 1
+        if shared.logged < _MAX_LOGGED:
+            shared.logged += 1
             log.warning("%s in job %s: %s (expected %r, observed %r%s)", breach.kind, job.job_id, breach.message,
                         breach.expected, breach.observed, f", event {breach.event_id}" if breach.event_id else "")
 
@@ -463,7 +222,7 @@ class SSEUser(FastHttpUser):
             job_id: str | None = plan.job_id
             created = False
             if not job_id:
-                place = _shared.take_place()
+                place = shared.take_place()
                 if place is not None:
                     try:
                         job_id = place.get(timeout=plan.job_timeout)  # None: its creation failed
@@ -474,7 +233,7 @@ class SSEUser(FastHttpUser):
                     started = time.perf_counter()
                 else:
                     created = True
-                    places = _shared.open_places(plan.subscribers - 1)
+                    places = shared.open_places(plan.subscribers - 1)
                     try:
                         job_id = self._create(plan)
                     finally:
@@ -504,7 +263,7 @@ class SSEUser(FastHttpUser):
         self._sample("job", (time.perf_counter() - started) * 1000, reader.bytes, error)
 
     def _plan(self) -> LoadPlan:
-        return _shared.plan_for(self)
+        return shared.plan_for(self)
 
     def _create(self, plan: LoadPlan) -> str | None:
         profile = plan.profile
@@ -734,10 +493,10 @@ class SSEUser(FastHttpUser):
         starvation since that event explains the wait so far; then returns when to judge again
         (None: judged, the connection is done)."""
         open_for = now - terminal_at
-        explained = _shared.starvation(terminal_at, now)
+        explained = shared.starvation(terminal_at, now)
         verdict = judge_timing(NOT_CLOSED, "", measured=open_for, limit=plan.close_within, explained=explained.total)
         if isinstance(verdict, Excused) and now < deadline:
-            return max(now + _PROC_PERIOD, terminal_at + plan.close_within + explained.total)
+            return max(now + PROC_PERIOD, terminal_at + plan.close_within + explained.total)
         self._judge_end(plan, job, server_closed=False, ended_at=now,
                         how=f"still open {open_for:.2f}s after the terminal event; "
                             f"{explained.describe()}: not enough to explain it")
@@ -756,8 +515,8 @@ class SSEUser(FastHttpUser):
             if other is not None:
                 source = "target wait" if explained.process_known else "CPU pressure"
                 stats.get(f"{verdict.kind} / {source}", CONFOUNDED_TYPE).log(other * 1000, 0)
-            if _shared.logged < _MAX_LOGGED:
-                _shared.logged += 1
+            if shared.logged < _MAX_LOGGED:
+                shared.logged += 1
                 log.info("%s of %.2fs (limit %.2fs) not the target's: %s", verdict.kind, verdict.measured,
                          verdict.limit, explained.describe())
 
@@ -767,13 +526,13 @@ class SSEUser(FastHttpUser):
         ``now``. Returns whether a breach was told, and when to judge an ongoing one again (once
         the starvation measured so far can no longer explain it)."""
         limit = plan.keepalive_limit
-        explained = _shared.starvation(began, now)
+        explained = shared.starvation(began, now)
         verdict = silence_breach(now - began, began, interval=limit, tolerance=0.0, own=explained.total,
                                  since_start=began - connected, starvation=explained.describe())
         if ongoing and isinstance(verdict, Excused):
-            return False, max(now + _PROC_PERIOD, began + limit + explained.total + 0.05)
+            return False, max(now + PROC_PERIOD, began + limit + explained.total + 0.05)
         self._timed(job, verdict, explained)
-        return isinstance(verdict, Breach), max(now + _PROC_PERIOD, began + limit + 0.05)
+        return isinstance(verdict, Breach), max(now + PROC_PERIOD, began + limit + 0.05)
 
     def _judge_cancel(self, plan: LoadPlan, job: _Job, now: float) -> None:
         """POST to ``job-cancelled`` against the cancel deadline, net of the machine's starvation."""
@@ -781,7 +540,7 @@ class SSEUser(FastHttpUser):
         job.cancel_sent = None
         late = None
         if took > plan.cancel_deadline:
-            explained = _shared.starvation(now - took, now)
+            explained = shared.starvation(now - took, now)
             verdict = judge_timing("cancel", "", measured=took, limit=plan.cancel_deadline, explained=explained.total)
             if isinstance(verdict, Excused):
                 self._timed(job, verdict, explained)
@@ -797,7 +556,7 @@ class SSEUser(FastHttpUser):
             if breach.kind == NOT_CLOSED and server_closed and terminal is not None:
                 # Closed late, as we read it: the machine may have added to that.
                 waited = ended_at - terminal.arrived_at
-                explained = _shared.starvation(terminal.arrived_at, ended_at)
+                explained = shared.starvation(terminal.arrived_at, ended_at)
                 self._timed(job, judge_timing(NOT_CLOSED, breach.message, measured=waited, limit=plan.close_within,
                                               explained=explained.total, starvation=explained.describe(),
                                               expected=breach.expected, observed=breach.observed,
