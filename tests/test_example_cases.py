@@ -30,7 +30,7 @@ def example_cases():
 
 
 def test_the_examples_are_one_case_of_each_kind(example_cases):
-    assert [c.id for c in example_cases] == ["100.1", "100.2", "100.3"]
+    assert [c.id for c in example_cases] == ["100.1", "100.2", "100.3", "100.4"]
 
 
 def test_every_example_case_passes_the_embedded_reference_server(tmp_path):
@@ -39,7 +39,7 @@ def test_every_example_case_passes_the_embedded_reference_server(tmp_path):
                           str(tmp_path)], capture_output=True, text=True, timeout=240,
                          env={**os.environ, "PYTHONPATH": str(PACKAGE), "COLUMNS": "200"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "3 passed, 0 failed" in out.stdout, out.stdout[-3000:]
+    assert "4 passed, 0 failed" in out.stdout, out.stdout[-3000:]
 
 
 async def _outcome(server, case_id: str, example_cases, restart=None):
@@ -49,7 +49,7 @@ async def _outcome(server, case_id: str, example_cases, restart=None):
     return result
 
 
-@pytest.mark.parametrize("fault,case_id", [("cross-job-leak", "100.1"), ("lei-ignored", "100.2")])
+@pytest.mark.parametrize("fault,case_id", [("cross-job-leak", "100.1"), ("lei-ignored", "100.2"), ("lei-ignored", "100.4")])
 async def test_an_example_case_catches_a_server_broken_its_way(fault, case_id, example_cases):
     server = variant(fault)
     try:

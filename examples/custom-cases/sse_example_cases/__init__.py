@@ -2,6 +2,6 @@
 kind a team writes (an HTTP and stream rule, a stream under cuts, a restart, a browser), all with
 the harness's public names only (harness, harness.checks, harness.browser)."""
 
-from . import cuts, restart, tracing
+from . import browser, cuts, restart, tracing
 
-__all__ = ["cuts", "restart", "tracing"]
+__all__ = ["browser", "cuts", "restart", "tracing"]
