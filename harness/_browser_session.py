@@ -250,13 +250,30 @@ class SessionRecorder:
         self.steps: list[str] = []
         self.notes: dict[str, Any] = {}
 
-    async def jobs(self, count: int, **stage_seconds: float) -> list[str]:
-        """``count`` jobs, every stage short (0.1 s) except those given (``Context.quick``)."""
+    async def jobs(self, count: int, *, at_once: bool = False, **stage_seconds: float) -> list[str]:
+        """``count`` jobs, every stage short (0.1 s) except those given (``Context.quick``); one
+        after the other, or ``at_once`` (concurrent requests: the first job has not run on while
+        the last is asked for). A refused job is the target's fault (``Context.create_job``)."""
         knobs = self.ctx.knobs(stageSeconds=self.ctx.quick(**stage_seconds))
         if "scenes" in self.ctx.profile.job_body:
             knobs["scenes"] = 1  # the least work that still makes every stage run
-        ids = [await self.ctx.create_job(**knobs) for _ in range(count)]
-        self.steps.append(f"created {count} job(s) with {knobs}")
+        if not at_once:
+            ids = [await self.ctx.create_job(**knobs) for _ in range(count)]
+        else:
+            ids, failures = [""] * count, []
+
+            async def create(index: int) -> None:
+                try:
+                    ids[index] = await self.ctx.create_job(**knobs)
+                except Exception as exc:  # raised below as itself, not in a nursery's group
+                    failures.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                for index in range(count):
+                    nursery.start_soon(create, index)
+            if failures:
+                raise failures[0]
+        self.steps.append(f"created {count} job(s){' at once' if at_once else ''} with {knobs}")
         return ids
 
     def paths(self, ids: list[str]) -> list[str]:

@@ -314,3 +314,33 @@ async def test_jobs_over_before_six_streams_were_open_at_once_skip_saying_so(spa
     # What the target failed to deliver stays its fail, whatever the limit.
     failed = await _verdict("10.5", "seven", _seven(spans, delivered=range(6)))
     assert failed.outcome == "fail" and "job 7 (job7)" in failed.findings[0].message, failed
+
+
+async def test_jobs_created_at_once_and_a_refusal_leaves_as_the_targets_fault():
+    """The seven jobs are asked for at once (one after the other took 1.6 s on a busy machine);
+    a job the target refused is its TargetFault as itself, not a nursery's group (a harness bug)."""
+    import trio
+
+    from harness import TargetFault
+
+    created = []
+
+    async def create_job(**knobs):
+        number = len(created) + 1
+        created.append(knobs)
+        await trio.sleep(0.05 * (7 - number))  # the last asked answers first
+        if knobs.get("refuse") and number == 3:
+            raise TargetFault("creating a job failed: HTTP 503")
+        return f"job{number}"
+
+    ctx = load_profile(base_url="http://127.0.0.1:9")
+    fake = type("Ctx", (), {"profile": ctx, "create_job": staticmethod(create_job), "quick": lambda self, **s: s,
+                            "knobs": lambda self, **k: dict(k)})()
+    recorder = browser.SessionRecorder(fake, "seven")
+    with trio.fail_after(0.5):  # seven answers of up to 0.3 s each: at once, not 1.05 s in a row
+        assert sorted(await recorder.jobs(7, at_once=True)) == [f"job{i}" for i in range(1, 8)]
+    assert recorder.steps[-1].startswith("created 7 job(s) at once")
+    created.clear()
+    fake.knobs = lambda **k: {**k, "refuse": True}
+    with pytest.raises(TargetFault, match="HTTP 503"):
+        await browser.SessionRecorder(fake, "seven").jobs(7, at_once=True)
