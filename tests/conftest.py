@@ -34,6 +34,8 @@ def acceptable(result, also_non_strict=frozenset()) -> bool:
         return result.id in CONTRACT_HAZARDS or result.id in also_non_strict
     if result.outcome == "skip" and result.reason.startswith("not claimed by the profile:"):
         return True
+    if result.outcome == "skip" and result.id == "10.5" and "connection limit was never reached" in result.reason:
+        return True  # the machine could not open six streams before the jobs ended: no verdict either way
     return result.outcome == "skip" and result.id.startswith("11.") and "restart" in result.reason
 
 

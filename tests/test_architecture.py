@@ -95,7 +95,7 @@ def test_every_public_harness_name_is_importable():
     """What the public modules list in __all__ exists (a case author's import never fails)."""
     import importlib
 
-    for module in ("harness", "harness.checks", "harness.nginx"):
+    for module in ("harness", "harness.browser", "harness.checks", "harness.nginx"):
         imported = importlib.import_module(module)
         missing = [name for name in imported.__all__ if not hasattr(imported, name)]
         assert not missing, f"{module}.__all__ names what it lacks: {missing}"
