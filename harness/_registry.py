@@ -95,6 +95,14 @@ class Registry:
                              f"({self.origin(existing)}) and again by {case_.module or '?'}")
         self._cases[case_.id] = case_
 
+    def unregister(self, module: str) -> list[Case]:
+        """Take out the cases that ``module`` (a package or module name) and its submodules
+        registered, and return them: for a tool or a test that loads cases for a while."""
+        gone = [c for c in self._cases.values() if c.module == module or c.module.startswith(module + ".")]
+        for case_ in gone:
+            del self._cases[case_.id]
+        return gone
+
     def note_origin(self, module: str, origin: str) -> None:
         self._origins.setdefault(module, origin)
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from harness import ApiClient, load_profile
-from harness._registry import load_cases
+from harness._registry import REGISTRY, load_cases
 from harness._restart import restart_for
 from harness._runner import run_suite
 from test_restart_faults import RestartableVariant
@@ -20,13 +20,25 @@ PACKAGE = ROOT / "examples" / "custom-cases"
 SSE_HARNESS = str(ROOT / ".venv" / "bin" / "sse-harness") if (ROOT / ".venv").exists() else "sse-harness"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def example_cases():
+    """The package's cases, loaded for one test: the registry is the process's, shared with every
+    other test this worker runs, so they go again afterwards (with the modules, so that the next
+    load registers them afresh)."""
     sys.path.insert(0, str(PACKAGE))
     try:
         yield [c for c in load_cases(["sse_example_cases"]) if c.id.startswith("100.")]
     finally:
         sys.path.remove(str(PACKAGE))
+        REGISTRY.unregister("sse_example_cases")
+        for name in [m for m in sys.modules if m.split(".")[0] == "sse_example_cases"]:
+            del sys.modules[name]
+
+
+def test_the_example_cases_leave_the_registry_as_they_found_it(example_cases):
+    assert example_cases and all(c in REGISTRY for c in example_cases)
+    REGISTRY.unregister("sse_example_cases")
+    assert not any(c.id.startswith("100.") for c in REGISTRY)
 
 
 def test_the_examples_are_one_case_of_each_kind(example_cases):

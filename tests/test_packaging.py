@@ -27,7 +27,7 @@ PACKAGES = ("harness", "scenarios", "reference_server")
 # What the core must not bring: the extras' packages (import names).
 EXTRAS_MODULES = ("quart", "quart_trio", "hypercorn", "ffmpeg", "imageio_ffmpeg", "playwright", "locust")
 # Modules that are the extras' by design: the locust user and the pytest plugin (pytest loads it).
-NEEDS_AN_EXTRA = {"harness.load", "harness._locustfile", "harness.pytest_plugin"}
+NEEDS_AN_EXTRA = {"harness.load", "harness._load_plan", "harness._locustfile", "harness.pytest_plugin"}
 
 
 def _data_files() -> set[str]:
