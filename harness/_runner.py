@@ -122,6 +122,20 @@ def _observe_target(ctx: Context, base_url: str, pid: int | None) -> None:
     ctx.starvation.observe("target", pids, f"pid {pid} ({name or '?'}, {how})")
 
 
+# A server closes a keep-alive connection left idle for its own timeout (uvicorn's and hypercorn's
+# 5 s, gunicorn's 2 s). A request sent on a pooled connection just as the server closes it gets no
+# answer ("Server disconnected without sending a response"), which is no fault of the target's;
+# a POST must not be sent again (RFC 9112, 9.3.1), so ours are not reused after this long idle.
+POOL_IDLE_SECONDS = 1.0
+
+
+def cases_client() -> httpx.AsyncClient:
+    """The HTTP client every case of a run shares (``ctx.http``): no cap on connections (streams
+    stay open), idle ones not reused past POOL_IDLE_SECONDS, 15 s per answer."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=50, keepalive_expiry=POOL_IDLE_SECONDS)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(15.0))
+
+
 async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequence[str] = (), parallel: int = 8,
                     same_host: str | bool = "auto", on_result: Callable[[Any], None] | None = None,
                     on_start: Callable[[int], None] | None = None,
@@ -140,8 +154,7 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
     started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     results: dict[str, Any] = {}
     error = ""
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=50)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(15.0)) as http:
+    async with cases_client() as http:
         ctx = Context(profile, http, same_host=is_same_host(profile.base_url, same_host), browser=browser,
                       restart=restart, target_pid=target_pid)
         try:

@@ -213,3 +213,38 @@ async def test_a_queued_jobs_reconnect_stays_patient(nursery):
                          policy=ReconnectPolicy(max_attempts=2, delay_ms=10),
                          patient=lambda e: '"queued"' in e.data)
     assert [e.id for e in trace.events] == ["1", "2"] and not trace.gave_up
+
+
+async def test_the_cases_client_never_reuses_a_connection_a_server_may_be_closing():
+    """A server closes keep-alive connections idle past its own timeout (uvicorn's 5 s, gunicorn's
+    2 s); a POST sent on one as it closes gets no answer, which read as the target's transport fault
+    (10.7 on the Starlette example). The run's client opens a fresh connection after 1 s idle."""
+    from harness._runner import POOL_IDLE_SECONDS, cases_client
+
+    connections = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        connections.append(stream)
+        buffer = b""
+        while True:
+            with trio.move_on_after(3.0) as idle:  # this server's own keep-alive timeout
+                chunk = await stream.receive_some(4096)
+            if idle.cancelled_caught or not chunk:
+                break
+            buffer += chunk
+            while b"\r\n\r\n" in buffer:
+                _, buffer = buffer.split(b"\r\n\r\n", 1)
+                await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+        async with cases_client() as http:
+            assert (await http.get(url)).text == "ok"
+            assert (await http.get(url)).text == "ok"  # at once: the pooled connection is reused
+            assert len(connections) == 1
+            await trio.sleep(POOL_IDLE_SECONDS + 0.3)
+            assert (await http.post(url, content=b"{}")).text == "ok"
+        assert len(connections) == 2, "an idle pooled connection was reused"
+        nursery.cancel_scope.cancel()
