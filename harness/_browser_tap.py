@@ -19,7 +19,7 @@ import trio
 
 from ._client import END_CLIENT, END_RESET, END_SERVER, END_STATUS, Segment
 from ._decoder import Decoder
-from ._tasks import background_nursery
+from ._tasks import BackgroundServer
 
 __all__ = ["Exchange", "PAGE_HTML", "PAGE_PATH", "Tap"]
 
@@ -113,7 +113,17 @@ class Exchange:
             last_event_id=decoder.last_event_id, retry_ms=decoder.retry_ms, raw=body)
 
 
-class Tap:
+def _end_open(pending: list[Exchange], end: str, detail: str, *, keep_noted: bool) -> None:
+    """The exchanges still open when their connection went: ended now, as ``end`` with ``detail``
+    (``keep_noted``: unless a detail was noted already, such as a response the tap could not de-frame)."""
+    now = time.monotonic()
+    for exchange in pending:
+        if exchange.ended_at is None:
+            exchange.ended_at, exchange.end = now, end
+            exchange.end_detail = (exchange.end_detail if keep_noted else "") or detail
+
+
+class Tap(BackgroundServer):
     """A TCP forwarder to the target that serves the probe page and records every exchange.
 
     Requests are parsed as they go up (heads only; bodies are counted off by Content-Length), and
@@ -127,22 +137,7 @@ class Tap:
         self.page = page
         self.max_body, self.max_exchanges = max_body, max_exchanges
         self.exchanges: list[Exchange] = []
-        self.port = 0
         self._count = 0
-        self._stack: contextlib.AsyncExitStack | None = None
-
-    async def __aenter__(self) -> "Tap":
-        async with contextlib.AsyncExitStack() as stack:
-            self._nursery = await stack.enter_async_context(background_nursery())
-            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-            self.port = listeners[0].socket.getsockname()[1]
-            self._nursery.start_soon(trio.serve_listeners, self._handle, listeners)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc) -> bool | None:
-        # The block's own exception leaves as itself (background_nursery unwraps it).
-        return await self._stack.__aexit__(*exc)
 
     async def _handle(self, client: trio.SocketStream) -> None:
         self._count += 1
@@ -185,11 +180,8 @@ class Tap:
                             buffer = b""
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-                now = time.monotonic()
-                for exchange in pending:
-                    if exchange.ended_at is None:
-                        exchange.ended_at, exchange.end = now, END_CLIENT
-                        exchange.end_detail = "the client side closed (the browser, or a cut at the proxy)"
+                _end_open(pending, END_CLIENT, "the client side closed (the browser, or a cut at the proxy)",
+                          keep_noted=False)
                 nursery.cancel_scope.cancel()
 
             async def down() -> None:
@@ -211,11 +203,7 @@ class Tap:
                         await client.send_all(chunk)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-                now = time.monotonic()
-                for exchange in pending:
-                    if exchange.ended_at is None:
-                        exchange.ended_at, exchange.end = now, END_RESET
-                        exchange.end_detail = exchange.end_detail or "the server closed the connection mid-response"
+                _end_open(pending, END_RESET, "the server closed the connection mid-response", keep_noted=True)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(up)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import socket
 import struct
@@ -11,7 +10,7 @@ import time
 
 import trio
 
-from ._tasks import background_nursery
+from ._tasks import BackgroundServer
 from ._wiretap import ConnectionWire, IdBudget, StreamTap
 
 __all__ = ["ConnectionWire", "FaultProxy", "ProxyLogEntry"]
@@ -52,7 +51,7 @@ class _Connection:
                               self.received.record(), self.forwarded.record())
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     """``async with FaultProxy(port) as proxy:`` then point the client at ``proxy.port``.
 
     Faults apply to the server-to-client direction (what an event-stream reader feels);
@@ -86,19 +85,6 @@ class FaultProxy:
         self.slice_pause = 0.0
         self.throttle_bps: float | None = None
         self._next_cut_after: int | None = None
-
-    async def __aenter__(self) -> "FaultProxy":
-        async with contextlib.AsyncExitStack() as stack:
-            self._nursery = await stack.enter_async_context(background_nursery())
-            listeners = await trio.open_tcp_listeners(self.listen[1], host=self.listen[0])
-            self.port = listeners[0].socket.getsockname()[1]
-            self._nursery.start_soon(trio.serve_listeners, self._handle, listeners)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc) -> bool | None:
-        # The body's own exception leaves as itself (background_nursery unwraps it).
-        return await self._stack.__aexit__(*exc)
 
     def wire(self) -> tuple[ConnectionWire, ...]:
         """Every connection so far (the newest ``keep`` ended ones and the open ones), in accept order."""
