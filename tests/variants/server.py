@@ -33,7 +33,7 @@ LEGAL = FAULT.startswith("legal-")
 
 # -- faults in the event log: ids, percent, stage ------------------------------------------
 _original_encode = eventlog.encode_event
-_state = {"progress_seen": 0, "backwards_done": set(), "regress_done": set()}
+_state = {"progress_seen": 0, "backwards_done": set(), "regress_done": set(), "last_percent": {}}
 
 
 def _faulty_encode(event_id: int, event_type: str, data: dict) -> bytes:
@@ -48,7 +48,11 @@ def _faulty_encode(event_id: int, event_type: str, data: dict) -> bytes:
     if FAULT == "percent-regress" and event_type == "step-progress" and data.get("stage") == "visuals" \
             and data.get("stagePercent", 0) > 50 and job not in _state["regress_done"]:
         _state["regress_done"].add(job)
-        data["percent"] = round(data["percent"] - 5, 2)
+        # Below the event before it, however far apart progress events come (a busy machine
+        # spaces them: 5 points under this event's own value was once still above the last one).
+        data["percent"] = round(min(data["percent"] - 5, _state["last_percent"].get(job, 100) - 1), 2)
+    if isinstance(data.get("percent"), (int, float)):
+        _state["last_percent"][job] = data["percent"]
     if FAULT == "stage-backwards" and event_type == "step-progress" and data.get("stage") == "visuals" \
             and data.get("stagePercent", 0) > 20 and job not in _state["backwards_done"]:
         _state["backwards_done"].add(job)
