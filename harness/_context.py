@@ -17,22 +17,15 @@ from ._decoder import Event
 from ._errors import HarnessError, Skip, TargetFault
 from ._live import LiveStream
 from ._outcomes import Finding, Judge, Severity
+from ._places import lent_place
 from ._profile import Profile, ProfileError
 from ._restart import Restart
 from ._starvation import Starvation, StarvationMonitor
-from ._stream_profile import SetupFailed, StreamRequest
+from ._stream_profile import SetupFailed, StreamRequest, parse_data
 from ._target import Timing, effective_timing
 from ._timing import overdue
 
 __all__ = ["Context", "parse_data"]
-
-
-def parse_data(event: Event) -> dict[str, Any] | None:
-    try:
-        value = json.loads(event.data)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class Context:
@@ -255,6 +248,12 @@ class Context:
     async def shared(self, key: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """Compute once per run and share between cases (e.g. one recorded lifecycle job)."""
         lock = self._locks.setdefault(key, trio.Lock())
+        if lock.locked():
+            # Another case is making it: wait without holding one of the run's places (a
+            # browser recording takes ~12 s, and six cases wait on it).
+            async with lent_place():
+                async with lock:
+                    pass
         async with lock:
             if key not in self._shared:
                 try:

@@ -11,7 +11,6 @@ harness._probe_render's).
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import statistics
 from typing import Any, Iterator
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 
 from ._client import End, Segment
 from ._decoder import Comment, Event
-from ._stream_profile import rfc3339_seconds
+from ._stream_profile import parse_data, rfc3339_seconds
 
 __all__ = ["Findings", "Pick", "Reconnect", "analyse", "reconnect_pause", "resume_id", "sent_header", "stream_problem"]
 
@@ -142,7 +141,7 @@ def analyse(first: Segment, reconnect: Segment | None = None, resume: Segment | 
     types: dict[str, int] = {}
     for event in events:
         types[event.type] = types.get(event.type, 0) + 1
-    objects = [(e, _json_object(e)) for e in events]
+    objects = [(e, parse_data(e)) for e in events]
     objects = [(e, o) for e, o in objects if o is not None]
     ids, ids_note = _ids(events)
     keepalive, keepalive_note = _keepalive(first)
@@ -179,14 +178,6 @@ def analyse(first: Segment, reconnect: Segment | None = None, resume: Segment | 
         end_types=end["types"], end_data=end["data"], end_field=end["field"], end_values=end["values"],
         reconnect=again, resume=resumed, replay=replay, replay_note=replay_note,
         finished_204=finished_204, finished_note=finished_note)
-
-
-def _json_object(event: Event) -> dict[str, Any] | None:
-    try:
-        value = json.loads(event.data)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _leaves(value: dict[str, Any], prefix: str = "", depth: int = 0) -> Iterator[tuple[str, Any]]:
@@ -491,7 +482,7 @@ def _end(first: Segment, objects, again: Reconnect | None) -> dict[str, Any]:
         return {**none, "data": data, "ends": True, "note": f"{after}, data {data}"}
     if _looks_terminal(last.type) and sum(1 for e in events if e.type == last.type) == 1:
         return {**none, "types": (last.type,), "ends": True, "note": f"{after}, of type `{last.type}`"}
-    obj = _json_object(last)
+    obj = parse_data(last)
     if obj is not None:
         earlier = _columns([(e, o) for e, o in objects if e is not last])
         for pointer, value in _leaves(obj):

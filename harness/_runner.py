@@ -17,6 +17,7 @@ import trio
 from ._context import Context
 from ._errors import HarnessError, TargetFault
 from ._outcomes import GATE_FAILED, CaseResult, Outcome, exit_code, gate
+from ._places import Places
 from ._registry import REGISTRY, Case, load_cases
 from ._run_case import run_case
 from ._preflight import PREFLIGHT_EVENTS, raise_for
@@ -176,10 +177,10 @@ async def run_suite(profile: Profile, *, only: Sequence[str] = (), skip: Sequenc
                 done(CaseResult(c.id, c.title_for(profile), c.invariants, Outcome.ERROR, 0, (), {}, (),
                                 f"not run: {error}", REGISTRY.origin(c), c.plots))
         else:
-            limiter = trio.CapacityLimiter(max(1, parallel))
+            places = Places(parallel)
 
             async def one(c) -> None:
-                async with limiter:
+                async with places.place():
                     done(await run_case(c, ctx))
 
             _observe_target(ctx, profile.base_url, target_pid)

@@ -22,8 +22,8 @@ from ._decoder import Event
 from ._errors import ProfileError, TargetFault
 
 __all__ = ["CLAIMS", "CONTRACT_CLAIMS", "CONTRACT_MEANING", "Capture", "Claims", "Meaning", "SetupAnswer", "SetupCall",
-           "SetupFailed", "SetupStep", "StreamRequest", "StreamSpec", "contract_stream", "parse_stream_profile",
-           "pointer_get"]
+           "SetupFailed", "SetupStep", "StreamRequest", "StreamSpec", "contract_stream", "parse_data",
+           "parse_stream_profile", "pointer_get"]
 
 
 # Every claim a case may need, and what a profile says to claim it. "contract" is the contract's
@@ -45,6 +45,15 @@ CLAIMS = {
 }
 
 _POINTER = re.compile(r"^(data:(/.*)?|id|type)$")
+
+
+def parse_data(event: Event) -> dict[str, Any] | None:
+    """An event's data as a JSON object; None when it is not one."""
+    try:
+        value = json.loads(event.data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def pointer_get(event: Event, where: str) -> Any:
