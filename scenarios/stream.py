@@ -330,6 +330,8 @@ async def _follow_until(ctx: Context, request: StreamRequest, url: str, until: f
         segment = await record(url, client=ctx.http, headers=request.headers, method=request.method,
                                content=request.content, last_event_id=last_id, sink=sink,
                                limits=ctx.stream_limits(total=left), terminal=ctx.profile.meaning.is_end)
+        if segment.head_at is None and time.monotonic() >= until:
+            break  # our window closed before its head came (a slow machine): nothing of the target's
         segments.append(segment)
         if any(ctx.profile.meaning.is_end(e) for e in segment.events) or segment.status != 200 or \
                 segment.end in (End.OVERFLOW, End.NO_EVENTS):
@@ -392,7 +394,7 @@ async def resume_under_cuts(ctx: Context, judge: Judge) -> None:
     refused = next((s for s in segments[1:] if s.status != 200), None)
     if refused is not None and not _reached_end(ctx, segments):
         judge.fail("a reconnect with Last-Event-ID was refused", 200,
-                   f"HTTP {refused.status} to Last-Event-ID {refused.last_event_id_sent!r}")
+                   f"HTTP {refused.status} to Last-Event-ID {refused.last_event_id_sent!r} ({_opened(refused)})")
         return
     if shared:
         reference = _window(clean[0].events, received)

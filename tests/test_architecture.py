@@ -1,5 +1,7 @@
 """Rules of the code base that a test can hold."""
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -180,3 +182,13 @@ def test_one_pass_fail_rule():
         assert "gate" in text, f"harness/{name} does not use harness._outcomes' gate rule"
         assert not re.search(r"\(Outcome\.FAIL, Outcome\.NON_STRICT\)|Outcome\.FAIL\s*:\s*\d", text), \
             f"harness/{name} lists failing outcomes itself"
+
+
+@pytest.mark.xdist_group("heavy")
+def test_the_heavy_group_is_one_worker_at_a_time(request):
+    """The tests that take a core of their own run one after another only while xdist's loadgroup
+    groups them; it stopped, silently, with pytest 9.2 (pytest-dev/pytest-xdist#1386)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run by xdist's --dist loadgroup")
+    assert request.node.nodeid.endswith("@heavy"), (
+        f"{request.node.nodeid}: xdist's loadgroup does not group here; the heavy tests would run at once")

@@ -186,7 +186,9 @@ finished = "204"
 @needs_browser
 @pytest.mark.xdist_group("heavy")
 async def test_a_job_stream_as_a_get_profile_in_the_browser(reference_server, tmp_path):
-    stages = {s: 0.9 for s in ("script", "tts", "visuals", "compose", "render")}
+    # Long enough that a cut lands mid-stream even when Chromium starts slowly (at 0.9 s a stage, a
+    # busy start once found the job ended: its replay came in one burst, and 14.2 skipped)
+    stages = {s: 1.6 for s in ("script", "tts", "visuals", "compose", "render")}
     async with httpx.AsyncClient(timeout=10) as http:
         reply = await http.post(reference_server.base_url + "/api/jobs",
                                 json={"topic": "family 14", "scenes": 1, "stageSeconds": stages, "failAt": "render"})

@@ -23,7 +23,7 @@ from harness._load_starvation import TargetProcess, WorkerStarvation
 from tracebuild import JOB, ev, good_job, segment
 
 # Chromium, locust and whole-suite runs take a core each: one at a time, on one xdist worker.
-pytestmark = pytest.mark.xdist_group("heavy")
+pytestmark = pytest.mark.xdist_group("busy")
 
 PROFILE = load_profile()
 CLI = [sys.executable, "-c", "import sys; from harness._cli import main; sys.exit(main(sys.argv[1:]))", "load"]

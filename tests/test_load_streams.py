@@ -159,7 +159,7 @@ def count(rows: dict, name: str) -> int:
     return int(rows[name]["Request Count"]) if name in rows else 0
 
 
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("busy")
 def test_the_post_token_stream_under_load(tmp_path):
     """POST, tokens ending in data: [DONE], a timestamp mapped: every answer read to its end,
     every token's lag, no failure."""
@@ -175,7 +175,7 @@ def test_the_post_token_stream_under_load(tmp_path):
     assert rows["connect"]["Type"] == "POST" and summary["figures"]["events"] == tokens
 
 
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("busy")
 def test_the_notification_channel_under_load_with_resumes(tmp_path):
     """GET broadcast channel, ids, replay, keep-alive 1 s: every reader cut once and resumed with
     Last-Event-ID (no gap, no repeat across it), sessions of 2 s on a stream that never ends."""
@@ -198,7 +198,7 @@ JOB_STREAM = job_stream_profile(
     'stageSeconds = { script = 0.2, tts = 0.2, visuals = 0.2, compose = 0.2, render = 0.2 } }')
 
 
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("busy")
 @pytest.mark.parametrize("fault, failure", [("correct", None), ("id-skip", "id gap"), ("lei-ignored", "id repeat")])
 def test_a_broken_stream_fails_by_name(tmp_path, fault, failure):
     """The variant server's job stream through a set-up request: correct, exit 0 with every job
@@ -217,7 +217,7 @@ def test_a_broken_stream_fails_by_name(tmp_path, fault, failure):
         assert set(summary["invariantFailures"]) == {failure}
 
 
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("busy")
 def test_a_keepalive_claim_the_stream_does_not_keep_fails_by_name(tmp_path):
     """The channel sends a keep-alive after 1 s of quiet; a profile claiming 0.3 s: "keep-alive
     silence" (the same channel under its true claim passes, above)."""

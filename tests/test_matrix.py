@@ -46,7 +46,7 @@ def two_server_matrix(tmp_path_factory) -> Path:
     return out / "m"
 
 
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("busy")
 def test_cells_are_the_single_reports(two_server_matrix):
     """Every cell of matrix.json is its server's own report.json: outcome, first finding, figures,
     a link to an anchor that report.html has; the variant's fault shows where it should."""
@@ -80,7 +80,7 @@ def test_cells_are_the_single_reports(two_server_matrix):
     assert "| **12** | *family 12* | *2 pass* | *1 pass · 1 fail* |" in md
 
 
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("busy")
 async def test_matrix_html_in_chromium(two_server_matrix):
     """matrix.html offline in Chromium: a coloured cell per outcome, the first finding on hover
     (title), the link into the server's own report lands on the case; a screenshot beside it."""

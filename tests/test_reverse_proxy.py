@@ -125,7 +125,7 @@ async def test_nginx_that_cannot_start_is_the_harnesss_error_with_its_log():
 
 
 # -- the case, against servers ----------------------------------------------------------------
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("busy")
 @needs_nginx
 async def test_the_reference_server_passes_through_default_nginx(reference_server):
     report = await run_suite(load_profile(base_url=reference_server.base_url), only=["13.1"], parallel=2)
@@ -135,7 +135,7 @@ async def test_the_reference_server_passes_through_default_nginx(reference_serve
     assert any("no worker left" in step for step in result.steps)
 
 
-@pytest.mark.xdist_group("heavy")
+@pytest.mark.xdist_group("busy")
 @needs_nginx
 async def test_a_server_without_x_accel_buffering_fails_through_default_nginx():
     server = RunningServer([sys.executable, str(ROOT / "tests" / "variants" / "server.py"), "no-accel-header",
