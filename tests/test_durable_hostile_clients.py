@@ -112,7 +112,7 @@ async def test_clients_that_stop_reading_cost_bounded_memory(fresh_server):
     server = fresh_server(reference_args("--progress-interval", "0.005"))
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         job = (await http.post("/api/jobs", json={"topic": "t", "scenes": 1,
-                                                  "stageSeconds": {**QUICK, "script": 9}})).json()
+                                                  "stageSeconds": {**QUICK, "script": 12}})).json()
         path = f"/api/jobs/{job['jobId']}/events"
         await trio.sleep(2.0)  # a history that outgrows the stuck clients' socket buffers at once
         before = _rss_kib(server.process.pid)
@@ -125,7 +125,7 @@ async def test_clients_that_stop_reading_cost_bounded_memory(fresh_server):
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())  # and never read
             stuck.append(sock)
         try:
-            await trio.sleep(5.0)
+            await trio.sleep(7.0)  # 5 s once emitted 199,291 bytes on a busy machine (3 workers)
             later = _rss_kib(server.process.pid)
             emitted_to = (await http.get(f"/api/jobs/{job['jobId']}")).json()["lastEventId"]
             whole = await record(server.base_url + path, terminal_types=TERMINAL)  # beside them, to the end

@@ -160,3 +160,23 @@ def test_the_core_install_names_the_extra_for_the_embedded_server_and_for_load(c
     load = _run(bin_dir, "sse-harness", "load", "--run-time", "5s", cwd=tmp_path, timeout=60)
     assert load.returncode == 2, load.stdout + load.stderr
     assert "sse-harness load needs sse-harness[load]" in load.stdout, load.stdout
+
+
+def test_with_the_server_extra_run_starts_the_embedded_reference_server(core, tmp_path):
+    """Last in this file: it adds the [server] extra to the core venv the tests above judged."""
+    wheel, _, bin_dir, _ = core
+    started = time.monotonic()
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "-q",
+                              f"{wheel}[server]"], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    print(f"[server] added in {time.monotonic() - started:.1f} s")
+    # 1.1 reads the embedded server's settings; 3.6 downloads the MP4 its ffmpeg rendered (the
+    # extra's imageio-ffmpeg); the page is one of the wheel's data files.
+    done = _run(bin_dir, "sse-harness", "run", "--only", "1.1", "--only", "3.6", "--report-dir", "report",
+                "--format", "json", cwd=tmp_path, timeout=180)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {c["id"]: c["outcome"] for c in report["cases"]} == {"1.1": "pass", "3.6": "pass"}, report["cases"]
+    page = _run(bin_dir, "python", "-c", "import importlib.resources as r; "
+                "print(r.files('reference_server').joinpath('static/index.html').read_text()[:200])", cwd=tmp_path)
+    assert page.returncode == 0 and "<" in page.stdout, page.stdout + page.stderr
