@@ -95,7 +95,8 @@ async def test_cancel_from_the_page_shows_the_canceled_state_and_its_cleanup(ref
         job = await start(page, "Browser test: cancel", stage_seconds="3")
         card = f".job[data-job-id='{job}']"
         await page.wait_for_selector(f"{card}[data-status=running]", timeout=WAIT)
-        await page.click(f"{card} button.cancel")
+        # A slow click (press and release 0.4 s apart) while progress events re-render the card.
+        await page.click(f"{card} button.cancel", delay=400)
         await page.wait_for_selector(f"{card}[data-status=canceled]", timeout=10_000)
         return job, await page.inner_text(card), await job_state(page, job)
 
