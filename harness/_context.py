@@ -128,13 +128,17 @@ class Context:
     def close_within(self) -> float:
         """How soon after its terminal event a stream must end: the profile's
         terminal_close_seconds, widened by the timing slack."""
-        return self.profile.timing["terminal_close_seconds"] * self.timing_slack
+        return self.timing.close_within
+
+    @property
+    def cancel_limit(self) -> float:
+        """How soon after the cancel request its terminal event must come (Timing.cancel_limit)."""
+        return self.timing.cancel_limit
 
     def tolerance(self, seconds: float) -> float:
         """The tolerance on a timing of ``seconds``: the profile's fraction of it (at least its
         minimum), widened by the timing slack."""
-        timing = self.profile.timing
-        return max(timing["tolerance_fraction"] * seconds, timing["tolerance_min_seconds"]) * self.timing_slack
+        return self.timing.tolerance(seconds)
 
     @property
     def events(self) -> dict[str, str]:

@@ -109,7 +109,7 @@ class LiveStream:
         return await self.wait_for(lambda e: e.type in ctx.profile.terminal_events, within=ctx.cancel_wait,
                                    awaited=awaited, basis=f"cancel deadline {ctx.cancel_deadline * 1000:.0f} ms, "
                                                           f"waited {ctx.cancel_wait:.1f}s",
-                                   owed_within=ctx.cancel_deadline + 0.1 * ctx.timing_slack)
+                                   owed_within=ctx.cancel_limit)
 
     async def finish(self) -> Segment:
         """The recording once it ends (bounded by the recorder's own limits)."""

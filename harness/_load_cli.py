@@ -91,7 +91,7 @@ def main(args, console: Console) -> int:
         console.print("[red]" + escape("sse-harness load needs sse-harness[load] (locust is not installed here): "
                                        "pip install 'sse-harness[load]'"))
         return 2
-    plan = plan_target(args.profile, args.target)
+    plan = plan_target(args.profile, args.target, timing_slack=args.timing_slack)
     profile = plan.profile
     if (args.stage_seconds is not None or args.stall_seconds is not None) and not profile.knobs:
         raise UsageError("--stage-seconds/--stall-seconds need a target that takes the test knobs")

@@ -28,6 +28,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def slack(text: str) -> float:
+    value = float(text)
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"a timing slack is a factor >= 1 (it only widens tolerances), not {value}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadOption:
     """One option of the mix. ``name`` makes the flags (``--NAME`` for `sse-harness load`,
@@ -72,6 +79,8 @@ LOAD_OPTIONS: tuple[LoadOption, ...] = (
     LoadOption("stream-url", str, None, "attach every user to this stream URL instead of creating jobs", "URL"),
     LoadOption("job-timeout", float, None, "seconds a job may take to its terminal event "
                                                    "(default: the profile's)", "S"),
+    LoadOption("timing-slack", slack, None, "widen every timing tolerance by this factor, as `run --timing-slack` "
+                                             "does (default: the profile's [timing].timing_slack)", "FACTOR"),
     LoadOption("session-seconds", float, 10.0, "a stream profile whose stream never ends by itself: "
                                                         "seconds each reader follows it (default 10)", "S"),
     LoadOption("jobs-per-user", positive_int, 1000, "a user stops after this many jobs (default 1000)", "N",

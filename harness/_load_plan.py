@@ -61,6 +61,7 @@ class LoadPlan:
     close_within: float
     retry_seconds: float
     cancel_deadline: float
+    cancel_limit: float  # the deadline and our own request's allowance (harness._target.Timing.cancel_limit)
     session_seconds: float = 10.0  # a stream profile's stream that never ends: how long a reader follows it
 
     @classmethod
@@ -71,8 +72,8 @@ class LoadPlan:
         timing = profile.timing
         if profile.kind == "stream":
             return cls._for_stream(values, profile)
-        keepalive = effective_timing(profile, health).keepalive
-        tolerance = max(timing["tolerance_fraction"] * keepalive, timing["tolerance_min_seconds"])
+        effective = effective_timing(profile, health)  # the suite's rules, its --timing-slack too
+        keepalive = effective.keepalive
         body = dict(profile.job_body)
         stage_seconds = values["stage-seconds"]
         if stage_seconds is not None and stage_seconds >= 0:
@@ -99,11 +100,11 @@ class LoadPlan:
             job_id=str(values["job-id"] or ""), stream_url=str(values["stream-url"] or ""),
             job_timeout=float(values["job-timeout"] or timing["job_timeout_seconds"]),
             jobs_per_user=max(1, int(values["jobs-per-user"])),
-            keepalive_limit=keepalive + tolerance,
-            close_within=timing["terminal_close_seconds"],
+            keepalive_limit=keepalive + effective.tolerance(keepalive),
+            close_within=effective.close_within,
             retry_seconds=min(5.0, max(0.0, float(health.get("retryMs", 1000)) / 1000)
                               if isinstance(health.get("retryMs"), (int, float)) else 1.0),
-            cancel_deadline=effective_timing(profile, health).cancel_deadline,
+            cancel_deadline=effective.cancel_deadline, cancel_limit=effective.cancel_limit,
         )
 
     @classmethod
@@ -120,7 +121,7 @@ class LoadPlan:
         timing = profile.timing
         claims = profile.claims
         keepalive = claims.keepalive_seconds  # what the stream claims; 0: none claimed, silences not judged
-        tolerance = max(timing["tolerance_fraction"] * keepalive, timing["tolerance_min_seconds"])
+        effective = effective_timing(profile)  # the suite's rules, its --timing-slack too
         cut_share = float(values["cut-share"])
         if not 0 <= cut_share <= 1:
             raise ValueError(f"--sse-cut-share must be within [0, 1], not {cut_share}")
@@ -133,10 +134,10 @@ class LoadPlan:
             cut_within=max(0.05, float(values["cut-within"])), job_body={}, job_id="", stream_url="",
             job_timeout=float(values["job-timeout"] or timing["job_timeout_seconds"]),
             jobs_per_user=max(1, int(values["jobs-per-user"])),
-            keepalive_limit=keepalive + tolerance if keepalive else 0.0,
-            close_within=timing["terminal_close_seconds"],
+            keepalive_limit=keepalive + effective.tolerance(keepalive) if keepalive else 0.0,
+            close_within=effective.close_within,
             retry_seconds=min(5.0, claims.retry_ms / 1000) if claims.retry_ms else 1.0,
-            cancel_deadline=0.0, session_seconds=session,
+            cancel_deadline=0.0, cancel_limit=0.0, session_seconds=session,
         )
 
 
@@ -162,7 +163,8 @@ class _Shared:
         with self.lock:
             if self.key != key:
                 try:
-                    profile = resolve_profile(option_values(options)["profile"], user.host)
+                    values = option_values(options)
+                    profile = resolve_profile(values["profile"], user.host, values["timing-slack"])
                     self.plan = LoadPlan.from_options(options, profile, _health(user, profile))
                 except ValueError as exc:  # ProfileError too
                     log.error("cannot load: %s", exc)

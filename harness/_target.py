@@ -70,6 +70,26 @@ class Timing:
     keepalive: float  # seconds
     cancel_deadline: float  # seconds
     timing_slack: float  # every tolerance is widened by this factor (>= 1)
+    tolerance_fraction: float  # the profile's [timing]: a timing's tolerance is this share of it,
+    tolerance_min: float  # at least this (seconds)
+    terminal_close: float  # seconds from the terminal event to the stream's end
+
+    # The rules every judge applies (the suite's cases and the load users alike).
+    def tolerance(self, seconds: float) -> float:
+        """The tolerance on a timing of ``seconds``: the profile's fraction of it (at least its
+        minimum), widened by the timing slack."""
+        return max(self.tolerance_fraction * seconds, self.tolerance_min) * self.timing_slack
+
+    @property
+    def close_within(self) -> float:
+        """How soon after its terminal event a stream must end, widened by the timing slack."""
+        return self.terminal_close * self.timing_slack
+
+    @property
+    def cancel_limit(self) -> float:
+        """How soon after the cancel request its terminal event must come: the deadline, and
+        100 ms (widened by the slack) for our own request and read on this host."""
+        return self.cancel_deadline + 0.1 * self.timing_slack
 
 
 def _setting(profile: Profile, health: Mapping[str, Any], timing_key: str, health_key: str, fallback: float) -> float:
@@ -88,7 +108,10 @@ def effective_timing(profile: Profile, health: Mapping[str, Any] | None = None) 
     return Timing(
         keepalive=_setting(profile, health, "keepalive_seconds", "keepaliveSeconds", KEEPALIVE_SECONDS),
         cancel_deadline=_setting(profile, health, "cancel_deadline_ms", "cancelDeadlineMs", CANCEL_DEADLINE_MS) / 1000,
-        timing_slack=float(profile.timing.get("timing_slack", 1.0)) or 1.0)
+        timing_slack=float(profile.timing.get("timing_slack", 1.0)) or 1.0,
+        tolerance_fraction=float(profile.timing["tolerance_fraction"]),
+        tolerance_min=float(profile.timing["tolerance_min_seconds"]),
+        terminal_close=float(profile.timing["terminal_close_seconds"]))
 
 
 # -- which profile, whose server ---------------------------------------------------------------------

@@ -539,9 +539,9 @@ class SSEUser(FastHttpUser):
         took = now - job.cancel_sent
         job.cancel_sent = None
         late = None
-        if took > plan.cancel_deadline:
+        if took > plan.cancel_limit:
             explained = shared.starvation(now - took, now)
-            verdict = judge_timing("cancel", "", measured=took, limit=plan.cancel_deadline, explained=explained.total)
+            verdict = judge_timing("cancel", "", measured=took, limit=plan.cancel_limit, explained=explained.total)
             if isinstance(verdict, Excused):
                 self._timed(job, verdict, explained)
             else:

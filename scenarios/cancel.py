@@ -57,9 +57,9 @@ async def cancel_and_judge(ctx: Context, judge: Judge, job_id: str, ready, *, ex
     judge.evidence["cancelLatencyMs"] = round(latency * 1000, 1)
     judge.evidence["deadlineMs"] = deadline * 1000
     judge.evidence["starvation"] = during.figures()
-    # 100 ms on top of the deadline covers our own request and read on this host.
+    # ctx.cancel_limit: 100 ms on top of the deadline covers our own request and read on this host.
     judge.add(checks.over_limit("the job did not end within the cancel deadline", measured=latency,
-                                limit=deadline + 0.1 * ctx.timing_slack, explained=during,
+                                limit=ctx.cancel_limit, explained=during,
                                 expected=f"<= {deadline * 1000:.0f} ms", observed=f"{latency * 1000:.0f} ms",
                                 event_id=cancelled[0].id))
     data = parse_data(cancelled[0]) or {}

@@ -2,6 +2,7 @@
 at work, never more, and a cancelled wait leaves no place taken."""
 
 import httpx
+import pytest
 import trio
 
 from harness import load_profile
@@ -9,12 +10,14 @@ from harness._context import Context
 from harness._places import Places
 
 
-def _context() -> Context:
-    return Context(load_profile(base_url="http://127.0.0.1:9"), httpx.AsyncClient(), same_host=True)
+@pytest.fixture
+async def ctx():
+    async with httpx.AsyncClient() as http:  # no request is sent: only ctx.shared is used
+        yield Context(load_profile(base_url="http://127.0.0.1:9"), http, same_host=True)
 
 
-async def test_a_case_waiting_on_a_shared_recording_lends_its_place(autojump_clock):
-    ctx, places = _context(), Places(2)
+async def test_a_case_waiting_on_a_shared_recording_lends_its_place(ctx, autojump_clock):
+    places = Places(2)
     started: dict[str, float] = {}
     ended: dict[str, float] = {}
     most_held = 0
@@ -55,8 +58,8 @@ async def test_a_case_waiting_on_a_shared_recording_lends_its_place(autojump_clo
     assert most_held <= 2 and places.held == 0
 
 
-async def test_a_wait_cancelled_leaves_no_place_taken(autojump_clock):
-    ctx, places = _context(), Places(2)
+async def test_a_wait_cancelled_leaves_no_place_taken(ctx, autojump_clock):
+    places = Places(2)
 
     async def sharing():
         async with places.place():

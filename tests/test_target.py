@@ -5,6 +5,7 @@ that the runner, the diff and the baseline apply alike."""
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from harness._errors import ProfileError, UsageError
 from harness._outcomes import OUTCOMES, CaseResult, Outcome, gate
 from harness._runner import RunReport
 from harness._target import (KEEPALIVE_SECONDS, REFERENCE, effective_timing, is_loopback, is_same_host, plan_target,
+                             resolve_profile,
                              start_target, users_target)
 
 
@@ -105,6 +107,28 @@ def test_the_keepalive_falls_back_to_the_contracts_default_for_the_suite_and_for
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["10.0", "1.0"]
+
+
+def test_the_load_users_judge_timings_by_the_suites_rules_timing_slack_included():
+    """--timing-slack (--sse-timing-slack) widens the load users' keep-alive, close and cancel
+    limits exactly as it widens the cases' (harness._target.Timing), for both kinds of profile."""
+    suite = effective_timing(load_profile().with_timing_slack(2.5), {"keepaliveSeconds": 4, "cancelDeadlineMs": 800})
+    code = ("import json, types; from harness.load import LoadPlan; from harness._target import resolve_profile\n"
+            "options = types.SimpleNamespace(sse_timing_slack=2.5)\n"
+            "plans = [LoadPlan.from_options(options, resolve_profile(None, 'http://127.0.0.1:9', 2.5),"
+            " {'keepaliveSeconds': 4, 'cancelDeadlineMs': 800}),\n"
+            "         LoadPlan.from_options(options, resolve_profile('examples/real/sse-starlette/profile.toml', None, 2.5), {})]\n"
+            "print(json.dumps([[p.keepalive_limit, p.close_within, p.cancel_limit] for p in plans]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    contract, stream = json.loads(done.stdout.strip().splitlines()[-1])
+    assert contract == [4 + suite.tolerance(4), suite.close_within, suite.cancel_limit]
+    assert suite.tolerance(4) == 2.5 * max(0.2 * 4, 0.25) and suite.close_within == 2.5 * 1.0  # the contract's [timing]
+    assert suite.cancel_limit == 0.8 + 0.25
+    claimed = resolve_profile(ROOT / "examples/real/sse-starlette/profile.toml", None, 2.5)
+    keepalive = claimed.claims.keepalive_seconds
+    assert keepalive and stream[:2] == [keepalive + effective_timing(claimed).tolerance(keepalive),
+                                        effective_timing(claimed).close_within]
 
 
 # -- one pass/fail rule ------------------------------------------------------------------------------
