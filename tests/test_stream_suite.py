@@ -369,6 +369,27 @@ async def test_a_compressed_stream_is_12_1s_finding_and_never_read_as_garbage(nu
         assert by_id["12.3"].outcome == "pass", _why(report)
 
 
+async def _ends_after_the_window(stream, request: bytes) -> None:
+    """Events 0.5 s apart for 5.5 s, then the close: past 12.6's 4 s window."""
+    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                          b"Connection: close\r\n\r\n")
+    for n in range(1, 12):
+        await stream.send_all(f"data: {n}\n\n".encode())
+        await trio.sleep(0.5)
+
+
+async def test_a_stream_that_ends_just_after_the_window_is_the_same_skip_of_12_6(nursery, tmp_path):
+    """No keep-alive claimed: a stream that ends by itself is 12.6's skip whether it ended within
+    the shared window or a little after it (a slow machine made this a pass on CI once)."""
+    server = _LoopbackServer(nursery, _ends_after_the_window)
+    path = tmp_path / "profile.toml"
+    path.write_text('[stream]\npath = "/events"\n')
+    profile = load_profile(path, base_url=await server.start())
+    report = await run_suite(profile, only=["12.6"])
+    (result,) = report.results
+    assert result.outcome == "skip" and "ended by itself" in result.reason, _why(report)
+
+
 async def test_a_reconnect_our_own_window_closed_on_is_not_a_refusal(nursery, tmp_path):
     """12.7's reader reconnects until its window closes; a reconnect whose head had not come when
     the window closed (a slow machine) is dropped, not judged "refused" (seen as "HTTP None" on
