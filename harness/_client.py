@@ -48,6 +48,8 @@ class Limits:
     # The longest wait for the next event (keep-alive comments do not count); None: no bound.
     # For a target that owes events (a working job), ending there makes the wait a verdict.
     between_events: float | None = None
+    # The longest wait for the response head (status line and headers); None: the read timeout.
+    head: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,12 +221,15 @@ async def _record(client, url, headers, last_event_id, limits, stop, is_terminal
         return False
 
     with trio.move_on_after(limits.total) as total_scope, trio.CancelScope() as after_terminal, \
-            trio.CancelScope() as no_events:
+            trio.CancelScope() as no_events, trio.CancelScope() as no_head:
         if limits.between_events is not None and not waiting:
             no_events.deadline = trio.current_time() + limits.between_events
+        if limits.head is not None:
+            no_head.deadline = trio.current_time() + limits.head
         try:
             async with client.stream(method, url, headers=headers, timeout=timeout, content=content) as response:
                 head_at = time.monotonic()
+                no_head.deadline = math.inf
                 status = response.status_code
                 local_port = _local_port(response)
                 response_headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
@@ -275,7 +280,9 @@ async def _record(client, url, headers, last_event_id, limits, stop, is_terminal
             end, detail = END_RESET, f"{type(exc).__name__}: {exc}"
         except httpx.HTTPError as exc:
             end, detail = END_RESET, f"{type(exc).__name__}: {exc}"
-    if no_events.cancelled_caught:
+    if no_head.cancelled_caught:
+        end, detail = END_TIMEOUT, f"no response head within {limits.head:g}s"
+    elif no_events.cancelled_caught:
         comments = sum(1 for r in records if isinstance(r, Comment))
         end, detail = END_NO_EVENTS, (f"no event for {limits.between_events:g}s "
                                       f"({comments} comment(s) on this connection)")

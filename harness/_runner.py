@@ -79,6 +79,11 @@ def select_cases(only: Sequence[str] = (), skip: Sequence[str] = (), *,
     return sorted(chosen, key=lambda c: c.sort_key)
 
 
+# How long the preflight waits for a response head: a stream whose head does not come (Flask-SSE
+# on a quiet channel) is 12.3's finding, owed within 1 s; the preflight only gives up sooner.
+PREFLIGHT_HEAD = 3.0
+
+
 async def _preflight(ctx: Context) -> None:
     """A stream profile checked against its stream's first events (harness._preflight): a
     ProfileError naming the key when they contradict it. A stream that brings nothing in time,
@@ -90,7 +95,8 @@ async def _preflight(ctx: Context) -> None:
         return len(seen) >= PREFLIGHT_EVENTS
 
     try:
-        await ctx.record_stream(stop=enough, limits=ctx.stream_limits(total=10.0, read=10.0))
+        await ctx.record_stream(stop=enough, limits=ctx.stream_limits(total=10.0, read=10.0,
+                                                                      head=PREFLIGHT_HEAD * ctx.timing_slack))
     except (TargetFault, httpx.HTTPError):
         return
     raise_for(ctx.profile, seen)

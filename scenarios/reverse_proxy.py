@@ -225,9 +225,19 @@ async def through_default_nginx(ctx: Context, judge: Judge) -> None:
     accel = direct.header("x-accel-buffering")
     judge.evidence.update(directHeaders=dict(direct.headers), proxiedHeaders=dict(proxied.headers),
                           xAccelBuffering=accel)
+    if direct.head_at is None:
+        # Flask-SSE on a quiet channel: no head until the first publish. One finding, 12.3's.
+        raise Skip(f"no response head within {direct.ended_at - direct.started_at:.1f}s on the direct reading "
+                   f"({direct.end}: {direct.end_detail}): nothing to compare through nginx (12.3 judges the "
+                   f"missing head)")
     if direct.status != 200:
         raise TargetFault(f"the stream answered HTTP {direct.status} directly", 200,
                           f"{direct.status}: {direct.body[:200]!r}")
+    if proxied.head_at is None:
+        raise TargetFault("through nginx no response head came, though it came directly (an EventSource behind "
+                          "this proxy stays CONNECTING)",
+                          f"a response head, as directly after {(direct.head_at - direct.started_at) * 1000:.0f} ms",
+                          f"none in {proxied.ended_at - proxied.started_at:.1f}s ({proxied.end}: {proxied.end_detail})")
     if proxied.status != 200:
         if proxied.status in (502, 504) and (proxied.header("server") or "").startswith("nginx"):
             raise HarnessError(f"nginx could not reach the target it proxies ({proxied.status}): {error_log[-600:]}")

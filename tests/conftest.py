@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 # examples/real/serving.py serves the real examples as their expected.toml says: `import serving`.
@@ -176,3 +178,37 @@ def fresh_server():
     yield start
     for server in started:
         server.stop()
+
+
+class LoopbackServer:
+    """A few lines of HTTP on 127.0.0.1 in the test's own trio loop: ``answer(stream, request)``
+    writes whatever the case needs (or nothing at all); every connection ends within ``hold``."""
+
+    def __init__(self, nursery, answer, *, hold: float = 90.0) -> None:
+        self.nursery, self.answer, self.hold = nursery, answer, hold
+        self.requests: list[bytes] = []
+
+    async def start(self) -> str:
+        listeners = await self.nursery.start(functools.partial(trio.serve_tcp, self._serve, 0, host="127.0.0.1"))
+        return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+    async def _serve(self, stream) -> None:
+        with trio.move_on_after(self.hold):
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                head += chunk
+            request, _, rest = head.partition(b"\r\n\r\n")
+            self.requests.append(request)
+            length = next((int(line.split(b":", 1)[1]) for line in request.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(rest) < length:
+                rest += await stream.receive_some(4096)
+            try:
+                await self.answer(stream, request)
+            except trio.BrokenResourceError:
+                pass  # the reader left
+        with trio.move_on_after(1):
+            await stream.aclose()

@@ -128,6 +128,27 @@ async def test_comments_alone_do_not_hold_a_wait_for_events():
     assert 0.6 <= waited < 3.0
 
 
+async def no_head(sock: trio.SocketStream) -> None:
+    """Reads the request and never answers (a WSGI server before its first body chunk)."""
+    await _read_request(sock)
+    await trio.sleep(30)
+
+
+async def test_a_head_limit_ends_the_wait_for_a_head_and_no_later_wait():
+    async with trio.open_nursery() as nursery:
+        port = await _serve(no_head, nursery)
+        started = time.monotonic()
+        segment = await record(f"http://127.0.0.1:{port}/events", limits=Limits(read=10, total=10, head=0.5))
+        waited = time.monotonic() - started
+        # Once the head came, the limit is gone: a stream silent for longer than it goes on.
+        port = await _serve(comments_only, nursery)
+        streamed = await record(f"http://127.0.0.1:{port}/events", limits=Limits(read=5, total=1.2, head=0.3))
+        nursery.cancel_scope.cancel()
+    assert (segment.end, segment.end_detail, segment.head_at) == ("timeout", "no response head within 0.5s", None)
+    assert 0.5 <= waited < 3.0
+    assert streamed.end == "timeout" and "total time limit" in streamed.end_detail, streamed.end_detail
+
+
 async def test_following_stops_when_events_are_overdue():
     async with trio.open_nursery() as nursery:
         port = await _serve(comments_only, nursery)

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from conftest import ROOT, RunningServer
+from conftest import ROOT, LoopbackServer, RunningServer
 from harness import Severity, Starvation, load_profile
 from harness.nginx import NginxError, find_nginx, render_config, running_nginx, upstream_origin
 from harness._runner import run_suite
@@ -155,6 +155,26 @@ async def test_a_server_without_x_accel_buffering_fails_through_default_nginx():
     assert "X-Accel-Buffering: no" in text  # what to do about it
     # The evidence shows both arrival patterns: one by one directly, in bursts through nginx.
     assert max(n for _, n in proxied.evidence["proxiedReads"]) > 2 * max(n for _, n in proxied.evidence["directReads"])
+
+
+async def _never_a_head(stream, request: bytes) -> None:
+    """Flask-SSE on a quiet channel: no status line until the first publish (here: never), until
+    the reader (nginx, or the harness) leaves."""
+    while await stream.receive_some(4096):
+        pass
+
+
+@pytest.mark.xdist_group("busy")
+@needs_nginx
+async def test_a_stream_with_no_head_is_12_3s_finding_not_13_1s(nursery, tmp_path):
+    """No head directly: 13.1 skips naming 12.3 (it said "the stream answered HTTP None directly")."""
+    server = LoopbackServer(nursery, _never_a_head)
+    path = tmp_path / "profile.toml"
+    path.write_text('[stream]\npath = "/stream"\nshared = true\n[timing]\njob_timeout_seconds = 3  # the window\n')
+    report = await run_suite(load_profile(path, base_url=await server.start()), only=["13.1"])
+    (result,) = report.results
+    assert result.outcome == "skip" and "12.3 judges the missing head" in result.reason, (result.reason,
+                                                                                         result.findings)
 
 
 def test_case_is_registered_for_any_stream():

@@ -5,7 +5,6 @@ outcomes pinned."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 import zlib
@@ -13,7 +12,7 @@ import zlib
 import pytest
 import trio
 
-from conftest import ROOT, example_server, job_stream_profile, variant_server
+from conftest import ROOT, LoopbackServer, example_server, job_stream_profile, variant_server
 from harness import Decoder, Event, Severity, Violation, load_profile
 from harness._runner import run_suite
 from harness import checks
@@ -227,40 +226,6 @@ async def test_a_stream_profile_with_set_up_on_the_variant_server(tmp_path, faul
 
 
 # -- servers that give family 12 nothing to read: no response head, a compressed body -------------
-class _LoopbackServer:
-    """A few lines of HTTP on 127.0.0.1 in the test's own trio loop: ``answer(stream, request)``
-    writes whatever the case needs (or nothing at all); every connection ends within ``hold``."""
-
-    def __init__(self, nursery, answer, *, hold: float = 90.0) -> None:
-        self.nursery, self.answer, self.hold = nursery, answer, hold
-        self.requests: list[bytes] = []
-
-    async def start(self) -> str:
-        listeners = await self.nursery.start(functools.partial(trio.serve_tcp, self._serve, 0, host="127.0.0.1"))
-        return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
-
-    async def _serve(self, stream) -> None:
-        with trio.move_on_after(self.hold):
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    return
-                head += chunk
-            request, _, rest = head.partition(b"\r\n\r\n")
-            self.requests.append(request)
-            length = next((int(line.split(b":", 1)[1]) for line in request.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            while len(rest) < length:
-                rest += await stream.receive_some(4096)
-            try:
-                await self.answer(stream, request)
-            except trio.BrokenResourceError:
-                pass  # the reader left
-        with trio.move_on_after(1):
-            await stream.aclose()
-
-
 async def _json_or_hold(stream, request: bytes) -> None:
     """A set-up POST gets its JSON; a stream's GET gets nothing, not even a status line (Flask-SSE on
     a channel nobody publishes to), until the reader leaves."""
@@ -303,7 +268,7 @@ async def test_a_stream_that_never_sends_its_head_is_one_finding_of_12_3(nursery
     """No response head within the window: 12.3 fails saying so, once; every other case whose claims
     are met skips naming 12.3 (none passes on a stream it never saw, none fails with its own
     look of the same fault)."""
-    server = _LoopbackServer(nursery, _json_or_hold)
+    server = LoopbackServer(nursery, _json_or_hold)
     path = tmp_path / "profile.toml"
     path.write_text(HEADLESS_PROFILES[kind])
     profile = load_profile(path, base_url=await server.start())
@@ -348,7 +313,7 @@ async def test_a_compressed_stream_is_12_1s_finding_and_never_read_as_garbage(nu
     """The recorder asks for identity, so a server that compresses when a browser asks is read
     plain by every case and caught by 12.1's own request with a browser's Accept-Encoding; one
     that compresses anyway is 12.1's fail and the cases that read the bytes skip, naming 12.1."""
-    server = _LoopbackServer(nursery, _compressing(when))
+    server = LoopbackServer(nursery, _compressing(when))
     path = tmp_path / "profile.toml"
     path.write_text('[stream]\npath = "/events"\n')
     profile = load_profile(path, base_url=await server.start())
@@ -381,7 +346,7 @@ async def _ends_after_the_window(stream, request: bytes) -> None:
 async def test_a_stream_that_ends_just_after_the_window_is_the_same_skip_of_12_6(nursery, tmp_path):
     """No keep-alive claimed: a stream that ends by itself is 12.6's skip whether it ended within
     the shared window or a little after it (a slow machine made this a pass on CI once)."""
-    server = _LoopbackServer(nursery, _ends_after_the_window)
+    server = LoopbackServer(nursery, _ends_after_the_window)
     path = tmp_path / "profile.toml"
     path.write_text('[stream]\npath = "/events"\n')
     profile = load_profile(path, base_url=await server.start())
@@ -409,7 +374,7 @@ async def test_a_reconnect_our_own_window_closed_on_is_not_a_refusal(nursery, tm
         while await stream.receive_some(4096):
             pass
 
-    server = _LoopbackServer(nursery, first_then_silent)
+    server = LoopbackServer(nursery, first_then_silent)
     path = tmp_path / "profile.toml"
     path.write_text('[stream]\npath = "/events"\n')
     profile = load_profile(path, base_url=await server.start())
