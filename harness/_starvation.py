@@ -174,7 +174,7 @@ def _time(sample: tuple[float, float]) -> float:
 class Explained:
     """How much of a window's delay the machine may have caused, by source (seconds)."""
 
-    own: float  # the harness's longest loop stall overlapping the window
+    own: float  # the harness's longest loop stall overlapping the window (or its few longest: own_steps)
     process: float | None  # the observed process's run-queue wait in the window (None: not measured)
     machine: float | None  # the machine's CPU pressure in the window (None: no PSI, or another host)
     window: float
@@ -227,22 +227,28 @@ class Starvation:
     machine: tuple[tuple[float, float], ...] = ()
     remote: bool = False
 
-    def own_during(self, start: float, end: float) -> float:
-        return max((lag for t, lag in self.own if t >= start and t - lag <= end), default=0.0)
+    def own_during(self, start: float, end: float, steps: int = 1) -> float:
+        """The harness's loop stalls overlapping [start, end] that could delay a timing made of
+        ``steps`` of our own steps one after another (a read, then a request): the ``steps``
+        longest, summed. Not every stall: many short ones in a long window delay one step once."""
+        stalls = sorted((lag for t, lag in self.own if t >= start and t - lag <= end), reverse=True)
+        return sum(stalls[:max(1, steps)])
 
     def series(self, role: str) -> ProcessSeries | None:
         return next((s for s in self.processes if s.role == role and s.samples), None)
 
-    def explained(self, start: float, end: float, *, own: bool = True, role: str = "target") -> Explained:
+    def explained(self, start: float, end: float, *, own: bool = True, role: str = "target",
+                  own_steps: int = 1) -> Explained:
         """What the machine may have cost in [start, end] to the harness and to the process in
         ``role``; ``own=False`` for a timing that only the target's clock measured (the gap
-        between two of its ts), where our own stalls do not count."""
+        between two of its ts), where our own stalls do not count; ``own_steps``: how many of
+        our own steps, one after another, the timing holds (``own_during``)."""
         end = max(end, start)
         series = self.series(role)
         remote = self.remote and role == "target"
         process = _delta(series.samples, start, end) if series is not None else None
         machine = None if remote else _delta(self.machine, start, end)
-        return Explained(own=self.own_during(start, end) if own else 0.0, process=process, machine=machine,
+        return Explained(own=self.own_during(start, end, own_steps) if own else 0.0, process=process, machine=machine,
                          window=end - start, process_known=series is not None or remote, role=role)
 
     def figures(self) -> dict[str, Any]:

@@ -39,6 +39,16 @@ def test_explained_sums_own_stall_and_the_targets_wait_in_the_window():
     assert starved.explained(1.0, 2.0, own=False).total == pytest.approx(0.5)
 
 
+def test_a_chain_of_our_own_steps_counts_as_many_of_our_stalls():
+    """A read and then a request (a cancel aimed at an event) can each be held up by a stall of
+    our own: two steps count the two longest stalls in the window, never more."""
+    starved = Starvation(own=((1.2, 0.1), (1.5, 0.3), (1.8, 0.2), (9.0, 1.0)))
+    assert starved.explained(1.0, 2.0).own == pytest.approx(0.3)
+    assert starved.explained(1.0, 2.0, own_steps=2).own == pytest.approx(0.5)
+    assert starved.explained(1.0, 2.0, own_steps=5).own == pytest.approx(0.6)  # the stall at 9.0 is outside
+    assert starved.explained(1.0, 2.0, own=False, own_steps=2).own == 0.0
+
+
 def test_a_same_host_target_not_seen_is_bounded_by_the_machines_pressure_a_remote_one_by_nothing():
     machine = ((0.0, 10.0), (1.0, 10.9), (2.0, 11.0))
     assert Starvation(machine=machine).explained(0.0, 1.0).total == pytest.approx(0.9)
