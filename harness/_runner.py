@@ -79,8 +79,8 @@ def select_cases(only: Sequence[str] = (), skip: Sequence[str] = (), *,
     return sorted(chosen, key=lambda c: c.sort_key)
 
 
-# How long the preflight waits for a response head: a stream whose head does not come (Flask-SSE
-# on a quiet channel) is 12.3's finding, owed within 1 s; the preflight only gives up sooner.
+# How long the preflight waits for a response head (12.3 owes one within 1 s): a stream whose head
+# does not come (Flask-SSE on a quiet channel) is left to the cases after this, not after 10 s.
 PREFLIGHT_HEAD = 3.0
 
 
