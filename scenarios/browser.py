@@ -420,6 +420,19 @@ def judge_name_collisions(judge: Judge, colliding: Sequence[str], traces: Sequen
         judge.step("no event type is named error or open")
 
 
+def _after_outage(trace: PageTrace, outage_at: float) -> str:
+    """What the page and the proxy saw from the outage on (times from its start), for an outage
+    the browser never tried through: whose silence it was shows there."""
+    seen = [f"{o.kind}{'/' + o.type if o.type else ''}({o.ready_state}) {o.at - outage_at:+.2f}s"
+            for o in trace.observations if o.at >= outage_at - 0.5][:8]
+    proxy = [f"{e.action} {e.detail} {e.at - outage_at:+.2f}s".replace("  ", " ")
+             for e in trace.proxy_log if e.at >= outage_at - 0.5 and e.action != "refuse"][:6]
+    requests = [f"{x.method} {x.target[:40]} {x.started_at - outage_at:+.2f}s ({x.end or 'open'})"
+                for x in trace.exchanges if x.started_at >= outage_at - 5][:4]
+    return (f"the page saw: {', '.join(seen) or 'nothing'}; the proxy: {', '.join(proxy) or 'nothing'}; "
+            f"requests since 5 s before: {', '.join(requests) or 'none'}")
+
+
 @case("10.7", "an outage mid-job: the browser keeps retrying and resumes with no gap", invariants=("1", "6"),
       timeout=TIMEOUT)
 async def browser_outage(ctx: Context, judge: Judge) -> None:
@@ -455,7 +468,7 @@ async def browser_outage(ctx: Context, judge: Judge) -> None:
         starved = ctx.starved().explained(outage_at, outage_at + window, role="browser")
         reason = (f"the harness's outage refused no connection: the browser did not try while the proxy kept the "
                   f"network down ({session.notes['outageSeconds']}s, kept down up to 10s more until a try); "
-                  f"{starved.describe()}")
+                  f"{starved.describe()}; {_after_outage(trace, outage_at)}")
         if window - starved.total <= retry + ctx.tolerance(retry):
             raise TargetFault(reason, f"a try within the stream's retry ({retry:g}s)", starved.figures(),
                               Severity.CONFOUNDED)

@@ -344,3 +344,20 @@ async def test_jobs_created_at_once_and_a_refusal_leaves_as_the_targets_fault():
     fake.knobs = lambda **k: {**k, "refuse": True}
     with pytest.raises(TargetFault, match="HTTP 503"):
         await browser.SessionRecorder(fake, "seven").jobs(7, at_once=True)
+
+
+def test_an_outage_the_browser_never_tried_through_says_what_the_page_and_proxy_saw():
+    """10.7's harness error (no refused try) carries the page's observations, the proxy's log and
+    the requests around the outage, so that whose silence it was can be read from the report."""
+    from harness._proxy import ProxyLogEntry
+    from scenarios.browser import _after_outage
+
+    trace = PageTrace(observations=(Observation("ev", 0, 9.8, "OPEN", "job-status", "3", "{}", True),
+                                    Observation("error", 0, 10.05, "CONNECTING")),
+                      exchanges=(Exchange(1, "GET", "/api/jobs/x/events", (), 6.0, end="cut"),),
+                      streams=("/api/jobs/x/events",),
+                      proxy_log=(ProxyLogEntry(10.0, "refuse", "1.0s"), ProxyLogEntry(10.0, "cut", "1 connection(s)")))
+    said = _after_outage(trace, outage_at=10.0)
+    assert "error(CONNECTING) +0.05s" in said and "ev/job-status(OPEN) -0.20s" in said
+    assert "cut 1 connection(s) +0.00s" in said and "refuse" not in said  # the windows themselves are noise
+    assert "GET /api/jobs/x/events -4.00s (cut)" in said
