@@ -198,7 +198,8 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], jobs: _Job
                 return
             rig.proxy.refuse(outage)
             rig.proxy.cut()
-            run.notes.update(outageSeconds=outage, outageAt=time.monotonic())  # the tap's clock
+            # The tap's clock; downUntil: when the network is up again, unless refused again before.
+            run.notes.update(outageSeconds=outage, outageAt=time.monotonic(), downUntil=time.monotonic() + outage)
             await trio.sleep(outage)
             # A browser slower to retry than the outage is long (its own 3 s default, when the
             # stream sent no retry) must still meet it: keep the network down until it has.
@@ -208,6 +209,7 @@ async def _outage(ctx: Context, browser, port: int, types: list[str], jobs: _Job
                 if done.is_set() or any(e.action == "refused" for e in rig.proxy.log):
                     break
                 rig.proxy.refuse(1.0)
+                run.notes["downUntil"] = time.monotonic() + 1.0
                 await trio.sleep(0.25)
 
         nursery.start_soon(offline)

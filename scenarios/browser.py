@@ -463,11 +463,15 @@ async def browser_outage(ctx: Context, judge: Judge) -> None:
         # The browser owed a try within the stream's retry. When the machine's measured starvation
         # of the browser in that window explains its silence, the case is tried again; otherwise
         # our outage did not do its part: the harness's trouble.
-        window = float(session.notes["outageSeconds"]) + 10.0
+        # The window the network was really down (the outage, kept down until a try or 10 s
+        # more): a window reaching past what was sampled would leave the browser's wait unmeasured.
+        down_until = float(session.notes.get("downUntil", outage_at + float(session.notes["outageSeconds"]) + 10.0))
+        window = down_until - outage_at
         retry = (stream_retry(segments, last=True) or 3000) / 1000
-        starved = ctx.starved().explained(outage_at, outage_at + window, role="browser")
+        starved = ctx.starved().explained(outage_at, down_until, role="browser")
         reason = (f"the harness's outage refused no connection: the browser did not try while the proxy kept the "
-                  f"network down ({session.notes['outageSeconds']}s, kept down up to 10s more until a try); "
+                  f"network down ({window:.1f}s: {session.notes['outageSeconds']}s, kept down until a try, 10s more at "
+                  f"most); "
                   f"{starved.describe()}; {_after_outage(trace, outage_at)}")
         if window - starved.total <= retry + ctx.tolerance(retry):
             raise TargetFault(reason, f"a try within the stream's retry ({retry:g}s)", starved.figures(),

@@ -361,3 +361,32 @@ def test_an_outage_the_browser_never_tried_through_says_what_the_page_and_proxy_
     assert "error(CONNECTING) +0.05s" in said and "ev/job-status(OPEN) -0.20s" in said
     assert "cut 1 connection(s) +0.00s" in said and "refuse" not in said  # the windows themselves are noise
     assert "GET /api/jobs/x/events -4.00s (cut)" in said
+
+
+async def test_an_outage_the_browser_never_tried_through_is_judged_over_the_time_the_network_was_down():
+    """No try refused: the browser's measured wait for a core is taken over the time the network
+    was really down (the session's downUntil). Over a fixed 11 s from the outage it reached past
+    what was sampled, so a starved browser was never measured and always the harness's error."""
+    from harness import Starvation
+    from harness._starvation import ProcessSeries
+
+    cut = connection([(1.0, b"retry: 200\n\n" + b"".join(JOB[:8]))], start=1.0, ended=2.0)
+    seen = [Observation("ev", 0, 1.0, "OPEN", "job-status", "1", "{}", True), Observation("error", 0, 2.0, "CONNECTING")]
+    session = browser.Session("outage", _trace([cut], seen), ("job1",), _reference(), (),
+                              {"outageSeconds": 1.0, "outageAt": 2.0, "downUntil": 3.5})
+    case_ = next(c for c in REGISTRY if c.id == "10.7")
+
+    async def judged(waits):
+        ctx = _context("outage", session)
+        series = (ProcessSeries("browser", "chromium (test)", waits),) if waits else ()
+        ctx.starved = lambda: Starvation(processes=series)
+        return await run_case(case_, ctx, tries=1)
+
+    # The browser waited 1.4 s of the 1.5 s the network was down: the machine's doing (not judged).
+    starved = await judged(((1.9, 0.0), (2.6, 0.7), (3.6, 1.4)))
+    assert starved.outcome == "error" and starved.reason.startswith("not judged"), starved.reason
+    assert "the browser waited 1400 ms for a core in a 1.50 s window" in starved.reason, starved.reason
+    # Not starved: the harness's outage did not do its part, and it says what the page saw.
+    idle = await judged(((1.9, 0.0), (3.6, 0.01)))
+    assert idle.outcome == "error" and idle.reason.startswith("the harness's outage refused no connection"), idle
+    assert "network down (1.5s:" in idle.reason and "error(CONNECTING) +0.00s" in idle.reason, idle.reason
