@@ -125,7 +125,11 @@ async def test_clients_that_stop_reading_cost_bounded_memory(fresh_server):
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())  # and never read
             stuck.append(sock)
         try:
-            await trio.sleep(7.0)  # 5 s once emitted 199,291 bytes on a busy machine (3 workers)
+            # Until the job has emitted well over 200 KB more (~200 bytes an event), 10 s at most: a
+            # fixed 5 s once emitted 199,291 bytes, 7 s 182,146, on a busy machine (3 workers).
+            with trio.move_on_after(10.0):
+                while (await http.get(f"/api/jobs/{job['jobId']}")).json()["lastEventId"] < emitted_at + 1500:
+                    await trio.sleep(0.5)
             later = _rss_kib(server.process.pid)
             emitted_to = (await http.get(f"/api/jobs/{job['jobId']}")).json()["lastEventId"]
             whole = await record(server.base_url + path, terminal_types=TERMINAL)  # beside them, to the end
