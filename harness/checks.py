@@ -486,14 +486,26 @@ def bursts(segment: Segment, *, silence: float, min_events: int) -> list[tuple[f
     return out
 
 
-def check_arrival_pattern(segment: Segment, *, silence: float = 1.0, min_events: int = 4) -> list[Finding]:
+def check_arrival_pattern(segment: Segment, *, silence: float = 1.0, min_events: int = 4,
+                          starvation: Starvation | None = None) -> list[Finding]:
     """Delivery not buffered, judged without timestamps: many events in one read after a long
     silence is what a buffer looks like when it flushes. Twice or more, carrying half the
     events or more: buffered (fail). Once: the source may have produced them at once
-    (non-strict; map a timestamp in the profile to judge it)."""
+    (non-strict; map a timestamp in the profile to judge it). A silence that the machine's
+    measured ``starvation`` (our loop's stall, the target's wait for a core) explains is no
+    burst of the target's: when every burst is such, the finding is confounded (tried again)."""
     found = bursts(segment, silence=silence, min_events=min_events)
     if not found:
         return []
+    if starvation is not None:
+        windows = [(b, starvation.explained(b[0] - b[1], b[0])) for b in found]
+        unexplained = [b for b, explained in windows if b[1] - explained.total >= silence]
+        if not unexplained:
+            (at, quiet, n), explained = max(windows, key=lambda w: w[0][1])
+            return [Finding("a burst of events after a silence", f"no read of >= {min_events} events after >= "
+                            f"{silence:g}s of silence", f"{n} events after {quiet:.2f}s of silence, "
+                            f"{at - segment.started_at:.2f}s in; {explained.describe()}", None, Severity.CONFOUNDED)]
+        found = unexplained
     total = len(segment.events)
     carried = sum(n for _, _, n in found)
     shown = [f"{n} events after {quiet:.2f}s of silence, {at - segment.started_at:.2f}s in" for at, quiet, n in found[:5]]
@@ -517,14 +529,26 @@ def check_retry_claim(segment: Segment, claimed_ms: int) -> list[Finding]:
     return []
 
 
-def check_after_end(segment: Segment, *, require_204: bool) -> list[Finding]:
+def check_after_end(segment: Segment, *, require_204: bool, starvation: Starvation | None = None,
+                    head_within: float = 1.0) -> list[Finding]:
     """What a reconnect to a finished stream got. 204 is right: an EventSource stops. Events
     again (the same stream replayed, or the work started anew) are a fail: an EventSource
     reconnects at each end and restarts the work forever. A 200 with nothing (closed or held
-    open), or another status, stops no browser properly: a fail where 204 is claimed, else
-    non-strict."""
+    open), another status, or no answer at all stops no browser properly: a fail where 204 is
+    claimed, else non-strict. No response head is a timing (owed within ``head_within``):
+    confounded when the machine's measured ``starvation`` explains the wait."""
     if segment.status == 204:
         return []
+    if segment.status is None:  # no response head (a tap's connection records no head_at)
+        waited = segment.ended_at - segment.started_at
+        explained = starvation.explained(segment.started_at, segment.ended_at) if starvation is not None else None
+        severity = timing_severity(waited, head_within, explained)
+        if severity == Severity.FAIL and not require_204:
+            severity = Severity.NON_STRICT
+        return [Finding("a reconnect after the end got no response head: an EventSource stays CONNECTING, neither "
+                        "stopped nor served", "204 No Content",
+                        f"no head in {waited:.2f}s ({segment.end}: {segment.end_detail})"
+                        + (f"; {explained.describe()}" if explained is not None else ""), None, severity)]
     if segment.status == 200 and segment.events:
         return [Finding("a reconnect after the end got events again: an EventSource would restart the stream at "
                         "every end, forever", "204 No Content",

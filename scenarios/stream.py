@@ -213,7 +213,7 @@ async def not_buffered(ctx: Context, judge: Judge) -> None:
                           bursts=[{"atS": round(at - segment.started_at, 3), "silenceS": round(quiet, 3), "events": n}
                                   for at, quiet, n in found[:20]])
     judge.step(f"no timestamp mapped: judged by arrival ({len(segment.events)} events in {len(segment.chunks)} reads)")
-    judge.add(checks.check_arrival_pattern(segment, silence=1.0, min_events=4))
+    judge.add(checks.check_arrival_pattern(segment, silence=1.0, min_events=4, starvation=ctx.starved()))
 
 
 async def quiet_stream(ctx: Context) -> Segment:
@@ -519,7 +519,8 @@ async def after_end(ctx: Context, judge: Judge) -> None:
     judge.step(f"reconnected to {'the same captured URL' if request.captured else 'the stream'} "
                f"{'with Last-Event-ID ' + repr(last_id) if last_id else 'without an id'}: HTTP {reply.status}, "
                f"{len(reply.events)} events ({'204 claimed' if require else 'no 204 claimed'})")
-    judge.add(checks.check_after_end(reply, require_204=require))
+    judge.add(checks.check_after_end(reply, require_204=require, starvation=ctx.starved(),
+                                     head_within=HEAD_SECONDS * ctx.timing_slack))
 
 
 def _claimed_retry(ctx: Context) -> int:
