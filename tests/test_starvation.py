@@ -301,3 +301,25 @@ def test_a_stream_stopped_at_its_deadline_is_the_targets_unless_starvation_expla
     busy = Starvation(processes=waits((0.0, 0.0), (1061.0, 300.0)))  # the recording began at 0 here
     assert stopped_delivering(limit, busy, 0.6)[0] == Severity.CONFOUNDED
     assert stopped_delivering(limit, quiet, 0.6)[0] == Severity.FAIL
+
+
+def test_a_snapshot_ahead_of_an_event_that_came_late_by_the_machines_starvation_is_confounded():
+    """3.7: a snapshot answered at 2.0 s says 50 %, and the stream's 40 % event reached us only at
+    2.3 s. With the target starved 0.5 s meanwhile, the event may have been sent before the answer
+    (confounded, tried again); with no starvation the snapshot ran ahead of the stream (fail)."""
+    from scenarios._shared import Sample
+    from scenarios.lifecycle import compare_samples
+
+    timeline = [(1.0, 30.0), (2.3, 40.0), (3.0, 60.0)]
+    samples = [Sample(1.5, 2.0, {"status": "running", "percent": 50.0}, {"status": "running", "percent": 35.0})]
+    quiet = Starvation(processes=waits((0.0, 0.0), (4.0, 0.0)))
+    found, checked = compare_samples(timeline, samples, quiet, {"completed", "failed", "canceled"})
+    assert checked == 2 and [(f.message, f.severity) for f in found] == \
+        [("snapshot percent disagrees with the stream around it", Severity.FAIL)]
+    starved = Starvation(processes=waits((1.4, 0.0), (2.4, 0.5)))
+    found, _ = compare_samples(timeline, samples, starved, {"completed", "failed", "canceled"})
+    assert [f.severity for f in found] == [Severity.CONFOUNDED]
+    # Below the last event before the request: no starvation explains that.
+    behind = [Sample(1.5, 2.0, {"status": "running", "percent": 20.0}, None)]
+    found, _ = compare_samples(timeline, behind, starved, {"completed"})
+    assert [f.severity for f in found] == [Severity.FAIL, Severity.FAIL]  # and the progress endpoint failed
