@@ -3,6 +3,7 @@ recorded traces, each returning its findings, and the timing verdicts they share
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from typing import Any, Callable, Sequence
@@ -491,31 +492,39 @@ def check_arrival_pattern(segment: Segment, *, silence: float = 1.0, min_events:
     """Delivery not buffered, judged without timestamps: many events in one read after a long
     silence is what a buffer looks like when it flushes. Twice or more, carrying half the
     events or more: buffered (fail). Once: the source may have produced them at once
-    (non-strict; map a timestamp in the profile to judge it). A silence that the machine's
-    measured ``starvation`` (our loop's stall, the target's wait for a core) explains is no
-    burst of the target's: when every burst is such, the finding is confounded (tried again)."""
+    (non-strict; map a timestamp in the profile to judge it). When the bursts whose silence the
+    machine's measured ``starvation`` (our loop's stall, the target's wait for a core) does not
+    explain would give a lesser verdict, the machine may have decided it: confounded (tried
+    again), with the figures."""
     found = bursts(segment, silence=silence, min_events=min_events)
+    verdict = _burst_finding(segment, found, silence, min_events)
+    if verdict is None or starvation is None:
+        return [verdict] if verdict is not None else []
+    windows = [(b, starvation.explained(b[0] - b[1], b[0])) for b in found]
+    unexplained = [b for b, explained in windows if b[1] - explained.total >= silence]
+    lesser = _burst_finding(segment, unexplained, silence, min_events)
+    if lesser is not None and lesser.severity == verdict.severity:
+        return [verdict]
+    worst = max((explained for _, explained in windows), key=lambda explained: explained.total)
+    return [dataclasses.replace(verdict, severity=Severity.CONFOUNDED, observed=(
+        f"{verdict.observed}; {len(found) - len(unexplained)} of {len(found)} silence(s) explained by the machine's "
+        f"starvation (the most: {worst.describe()})"))]
+
+
+def _burst_finding(segment: Segment, found: list[tuple[float, float, int]], silence: float,
+                   min_events: int) -> Finding | None:
     if not found:
-        return []
-    if starvation is not None:
-        windows = [(b, starvation.explained(b[0] - b[1], b[0])) for b in found]
-        unexplained = [b for b, explained in windows if b[1] - explained.total >= silence]
-        if not unexplained:
-            (at, quiet, n), explained = max(windows, key=lambda w: w[0][1])
-            return [Finding("a burst of events after a silence", f"no read of >= {min_events} events after >= "
-                            f"{silence:g}s of silence", f"{n} events after {quiet:.2f}s of silence, "
-                            f"{at - segment.started_at:.2f}s in; {explained.describe()}", None, Severity.CONFOUNDED)]
-        found = unexplained
+        return None
     total = len(segment.events)
     carried = sum(n for _, _, n in found)
     shown = [f"{n} events after {quiet:.2f}s of silence, {at - segment.started_at:.2f}s in" for at, quiet, n in found[:5]]
     if len(found) >= 2 and carried * 2 >= total:
-        return [Finding("events arrive in bursts after silences (buffered)", f"no read of >= {min_events} events "
-                        f"after >= {silence:g}s of silence", f"{len(found)} bursts carried {carried} of {total} events: "
-                        + "; ".join(shown))]
-    return [_non_strict("a burst of events after a silence: buffered, or produced at once (a timestamp in the "
-                        "profile's [meaning] would tell)", f"no read of >= {min_events} events after >= {silence:g}s "
-                        f"of silence", "; ".join(shown))]
+        return Finding("events arrive in bursts after silences (buffered)", f"no read of >= {min_events} events "
+                       f"after >= {silence:g}s of silence", f"{len(found)} bursts carried {carried} of {total} events: "
+                       + "; ".join(shown))
+    return _non_strict("a burst of events after a silence: buffered, or produced at once (a timestamp in the "
+                       "profile's [meaning] would tell)", f"no read of >= {min_events} events after >= {silence:g}s "
+                       f"of silence", "; ".join(shown))
 
 
 def check_retry_claim(segment: Segment, claimed_ms: int) -> list[Finding]:

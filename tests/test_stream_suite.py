@@ -110,6 +110,10 @@ def test_a_burst_that_the_machines_starvation_explains_is_confounded_not_the_tar
     buffered = segment([(1.5, _events(1, 6)), (3.0, _events(7, 6)), (4.5, _events(13, 6))])
     assert _severities(checks.check_arrival_pattern(buffered, starvation=Starvation(own=((1.45, 1.4),)))) == \
         [Severity.FAIL]  # one of three bursts explained: two remain, carrying 12 of 18 events (buffered)
+    # Two of three explained: what remains would be one burst, a lesser verdict. Not a pass or a
+    # non-strict on a buffered server (the batched variant on CI once): confounded, tried again.
+    two = Starvation(own=((1.45, 1.4), (2.95, 1.4)))
+    assert _severities(checks.check_arrival_pattern(buffered, starvation=two)) == [Severity.CONFOUNDED]
 
 
 def test_lateness_by_a_mapped_timestamp():
