@@ -8,6 +8,7 @@ import sys
 
 import httpx
 import pytest
+import trio
 
 from conftest import ROOT, LoopbackServer, RunningServer
 from harness import Severity, Starvation, load_profile
@@ -175,6 +176,31 @@ async def test_a_stream_with_no_head_is_12_3s_finding_not_13_1s(nursery, tmp_pat
     (result,) = report.results
     assert result.outcome == "skip" and "12.3 judges the missing head" in result.reason, (result.reason,
                                                                                          result.findings)
+
+
+async def _a_head_for_http_1_1_only(stream, request: bytes) -> None:
+    """Events for a reader's HTTP/1.1 request; nothing at all for nginx's HTTP/1.0 one."""
+    if request.split(b"\r\n", 1)[0].endswith(b"HTTP/1.1"):
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                              b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n")
+        for n in range(1, 40):
+            await stream.send_all(f"id: {n}\ndata: {n}\n\n".encode())
+            await trio.sleep(0.05)
+    while await stream.receive_some(4096):
+        pass
+
+
+@pytest.mark.xdist_group("busy")
+@needs_nginx
+async def test_a_head_that_comes_directly_but_not_through_nginx_is_a_fail_that_says_so(nursery, tmp_path):
+    server = LoopbackServer(nursery, _a_head_for_http_1_1_only)
+    path = tmp_path / "profile.toml"
+    path.write_text('[stream]\npath = "/stream"\nshared = true\n[timing]\njob_timeout_seconds = 3  # the window\n')
+    report = await run_suite(load_profile(path, base_url=await server.start()), only=["13.1"])
+    (result,) = report.results
+    assert result.outcome == "fail", (result.outcome, result.reason, result.findings)
+    assert result.findings[0].message.startswith("through nginx no response head came, though it came directly")
+    assert "not enough to explain it" in result.findings[0].observed  # the machine's starvation, weighed
 
 
 def test_case_is_registered_for_any_stream():
