@@ -104,9 +104,14 @@ def test_the_keepalive_falls_back_to_the_contracts_default_for_the_suite_and_for
             "plan = LoadPlan.from_options(None, p, {})\n"
             "print(plan.keepalive_limit - max(t['tolerance_fraction'] * 10, t['tolerance_min_seconds']), "
             "plan.cancel_deadline)")
+    assert _in_a_load_process(code).split() == ["10.0", "1.0"]
+
+
+def _in_a_load_process(code: str) -> str:
+    """What ``code`` prints, run in a process of its own (harness.load imports locust: gevent)."""
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["10.0", "1.0"]
+    return done.stdout
 
 
 def test_the_load_users_judge_timings_by_the_suites_rules_timing_slack_included():
@@ -119,9 +124,7 @@ def test_the_load_users_judge_timings_by_the_suites_rules_timing_slack_included(
             " {'keepaliveSeconds': 4, 'cancelDeadlineMs': 800}),\n"
             "         LoadPlan.from_options(options, resolve_profile('examples/real/sse-starlette/profile.toml', None, 2.5), {})]\n"
             "print(json.dumps([[p.keepalive_limit, p.close_within, p.cancel_limit] for p in plans]))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-2000:]
-    contract, stream = json.loads(done.stdout.strip().splitlines()[-1])
+    contract, stream = json.loads(_in_a_load_process(code).strip().splitlines()[-1])
     assert contract == [4 + suite.tolerance(4), suite.close_within, suite.cancel_limit]
     assert suite.tolerance(4) == 2.5 * max(0.2 * 4, 0.25) and suite.close_within == 2.5 * 1.0  # the contract's [timing]
     assert suite.cancel_limit == 0.8 + 0.25
